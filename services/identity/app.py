@@ -1,0 +1,55 @@
+"""Composition root of the identity service: engine, deps, servicer, server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import httpx
+
+from services.identity import usecases
+from services.identity.clerk import ClerkDirectory
+from services.identity.servicer import IdentityServicer
+from zenthor.auth.principal import ResolvedUser
+from zenthor.auth.resolver import CachingResolver
+from zenthor.config import Settings
+from zenthor.convert import utc_now
+from zenthor.db import UnitOfWork, create_engine
+from zenthor.gen.zenthor.identity.v1 import identity_pb2, identity_pb2_grpc
+from zenthor.server import GrpcServer, ServiceRegistration
+
+
+class LocalResolver:
+    """Identity resolves principals from its own tables, without a network hop."""
+
+    def __init__(self, deps: usecases.Deps) -> None:
+        self._deps = deps
+
+    async def resolve(self, external_id: str) -> ResolvedUser | None:
+        return await usecases.resolve_principal(self._deps, external_id)
+
+
+async def build_server(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    clerk_transport: httpx.AsyncBaseTransport | None = None,
+) -> GrpcServer:
+    if not settings.database_url:
+        raise SystemExit("ZENTHOR_DATABASE_URL is required for the identity service")
+    engine = create_engine(settings.database_url, settings.db_pool_size)
+    secret = settings.clerk_secret_key.get_secret_value() if settings.clerk_secret_key else None
+    deps = usecases.Deps(
+        uow=lambda: UnitOfWork(engine),
+        clock=clock,
+        allowlist=settings.allowlisted_emails,
+        clerk=ClerkDirectory(settings.clerk_api_url, secret, transport=clerk_transport),
+    )
+    registration = ServiceRegistration(
+        descriptor=identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
+        base=identity_pb2_grpc.IdentityServiceServicer,
+        servicer=IdentityServicer(deps),
+        add_to_server=identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+    )
+    resolver = CachingResolver(LocalResolver(deps), settings.principal_cache_ttl_s)
+    return GrpcServer(settings, [registration], resolver, on_stop=[engine.dispose])

@@ -1,0 +1,1 @@
+"""messages service: conversations, messages, inbound dedupe, memories."""

@@ -1,0 +1,1 @@
+"""plugins service: plugin definitions, installs, policies."""

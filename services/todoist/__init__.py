@@ -1,0 +1,1 @@
+"""todoist service: Todoist OAuth and tasks."""

@@ -1,0 +1,46 @@
+"""Real gRPC servers on real sockets, each against the test's own database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from services.identity.app import build_server as build_identity
+from tests.support.database import TestDatabase
+from tests.support.jwks import FakeClerkIssuer
+from zenthor.config import ServiceName, Settings
+from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
+from zenthor.server import GrpcServer
+
+
+@dataclass
+class Running:
+    server: GrpcServer
+    channel: grpc.aio.Channel
+    stub: Any
+    settings: Settings
+    db: TestDatabase
+    issuer: FakeClerkIssuer
+
+
+async def start(server: GrpcServer, stub_class: Any, settings: Settings, db: TestDatabase, issuer: FakeClerkIssuer) -> Running:
+    port = await server.start(0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    return Running(server, channel, stub_class(channel), settings, db, issuer)
+
+
+async def stop(running: Running) -> None:
+    await running.channel.close()
+    await running.server.stop(0)
+
+
+@pytest.fixture
+async def identity(settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer) -> AsyncIterator[Running]:
+    settings = settings_for(ServiceName.IDENTITY)
+    running = await start(await build_identity(settings), identity_pb2_grpc.IdentityServiceStub, settings, db, clerk_issuer)
+    yield running
+    await stop(running)

@@ -1,0 +1,1 @@
+"""The shared kit every Zenthor process imports: config, ids, errors, auth, db, server, clients."""

@@ -1,0 +1,83 @@
+"""Authenticates every call and authorizes it from the method's declared auth mode."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+import grpc
+
+from zenthor.auth.jwt import JwtVerifier
+from zenthor.auth.modes import INFRASTRUCTURE_SERVICES, AuthMode
+from zenthor.auth.principal import Identity, Principal, Role, UserStatus, set_principal
+from zenthor.auth.resolver import PrincipalResolver
+from zenthor.auth.service_key import ServiceKeyCheck
+from zenthor.errors import PermissionDenied, Unauthenticated
+from zenthor.interceptors import metadata_dict, wrap_handler
+
+SERVICE_KEY_HEADER = "x-service-key"
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        modes: Mapping[str, AuthMode],
+        service_key: ServiceKeyCheck,
+        jwt_verifier: JwtVerifier | None,
+        resolver: PrincipalResolver,
+    ) -> None:
+        self._modes = modes
+        self._service_key = service_key
+        self._jwt = jwt_verifier
+        self._resolver = resolver
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        service = method.lstrip("/").split("/", 1)[0]
+        if service in INFRASTRUCTURE_SERVICES:
+            return handler
+        # Fail closed: a method we know nothing about is refused, never served open.
+        mode = self._modes.get(method, AuthMode.UNSPECIFIED)
+
+        async def authorize(metadata: dict[str, str], _context: grpc.aio.ServicerContext) -> None:
+            set_principal(await self._principal_for(mode, metadata))
+
+        return wrap_handler(handler, authorize, metadata_dict(handler_call_details))
+
+    async def _principal_for(self, mode: AuthMode, metadata: dict[str, str]) -> Principal:
+        match mode:
+            case AuthMode.PUBLIC:
+                return Principal()
+            case AuthMode.SERVICE:
+                self._service_key.check(metadata.get(SERVICE_KEY_HEADER))
+                return Principal(service=True)
+            case AuthMode.SIGNED_IN:
+                return Principal(identity=await self._identity(metadata))
+            case AuthMode.USER | AuthMode.ADMIN:
+                identity = await self._identity(metadata)
+                user = await self._resolver.resolve(identity.subject)
+                if user is None:
+                    raise Unauthenticated("User not found")
+                # Finding 22: users deleted in Clerk lose access at once.
+                if user.status is not UserStatus.ACTIVE:
+                    raise PermissionDenied("User is inactive")
+                if mode is AuthMode.ADMIN and user.role is not Role.ADMIN:
+                    raise PermissionDenied("Forbidden")
+                return Principal(identity=identity, user=user)
+            case _:
+                raise PermissionDenied("Forbidden: method declares no auth mode")
+
+    async def _identity(self, metadata: dict[str, str]) -> Identity:
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("Not authenticated")
+        if self._jwt is None:
+            raise Unauthenticated("Not authenticated: CLERK_JWT_ISSUER_DOMAIN is not configured")
+        return await self._jwt.verify(token.strip())

@@ -1,0 +1,146 @@
+"""Typed settings read from the environment: one loader for every process."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from examples; a service key equal to one of these is refused at start.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "xxx", "todo"})
+
+
+class ServiceName(StrEnum):
+    """The seven gRPC services; the value is the Python package, the Postgres schema and the
+    suffix of the service's database role."""
+
+    IDENTITY = "identity"
+    MESSAGES = "messages"
+    AGENT_QUEUE = "agent_queue"
+    DELIVERY = "delivery"
+    APPROVALS = "approvals"
+    PLUGINS = "plugins"
+    TODOIST = "todoist"
+
+    @property
+    def default_port(self) -> int:
+        return DEFAULT_PORTS[self]
+
+    @property
+    def db_role(self) -> str:
+        return f"zenthor_{self.value}"
+
+
+DEFAULT_PORTS: dict[ServiceName, int] = {
+    ServiceName.IDENTITY: 50051,
+    ServiceName.MESSAGES: 50052,
+    ServiceName.AGENT_QUEUE: 50053,
+    ServiceName.DELIVERY: 50054,
+    ServiceName.APPROVALS: 50055,
+    ServiceName.PLUGINS: 50056,
+    ServiceName.TODOIST: 50057,
+}
+
+
+class Settings(BaseSettings):
+    """Everything a process reads from its environment. Unknown variables are ignored."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    # --- database (each service connects as its own role; see zenthor.provision) ---
+    database_url: str | None = Field(default=None, validation_alias="ZENTHOR_DATABASE_URL")
+    admin_database_url: str | None = Field(
+        default=None, validation_alias="ZENTHOR_ADMIN_DATABASE_URL"
+    )
+    db_pool_size: int = Field(default=10, ge=1, validation_alias="ZENTHOR_DB_POOL_SIZE")
+    migrate_on_start: bool = Field(default=False, validation_alias="ZENTHOR_MIGRATE_ON_START")
+
+    # --- gRPC server ---
+    grpc_host: str = Field(default="127.0.0.1", validation_alias="ZENTHOR_GRPC_HOST")
+    grpc_port: int | None = Field(default=None, validation_alias="ZENTHOR_GRPC_PORT")
+    shutdown_grace_s: float = Field(default=10.0, ge=0, validation_alias="ZENTHOR_SHUTDOWN_GRACE_S")
+
+    # --- auth ---
+    service_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SERVICE_KEY", "AGENT_SECRET")
+    )
+    dev_insecure: bool = Field(default=False, validation_alias="ZENTHOR_DEV_INSECURE")
+    clerk_jwt_issuer_domain: str | None = Field(
+        default=None, validation_alias="CLERK_JWT_ISSUER_DOMAIN"
+    )
+    clerk_jwt_audience: str = Field(default="convex", validation_alias="CLERK_JWT_AUDIENCE")
+    jwt_leeway_s: float = Field(default=10.0, ge=0, le=300, validation_alias="ZENTHOR_JWT_LEEWAY_S")
+    principal_cache_ttl_s: float = Field(
+        default=5.0, ge=0, validation_alias="ZENTHOR_PRINCIPAL_CACHE_TTL_S"
+    )
+    admin_email_allowlist: str = Field(default="", validation_alias="ADMIN_EMAIL_ALLOWLIST")
+
+    # --- Clerk ---
+    clerk_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias="CLERK_WEBHOOK_SECRET"
+    )
+    clerk_secret_key: SecretStr | None = Field(default=None, validation_alias="CLERK_SECRET_KEY")
+    clerk_api_url: str = Field(default="https://api.clerk.com/v1", validation_alias="CLERK_API_URL")
+
+    # --- Temporal ---
+    temporal_address: str = Field(default="127.0.0.1:7233", validation_alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field(default="default", validation_alias="TEMPORAL_NAMESPACE")
+    temporal_task_queue: str = Field(default="zenthor-ops", validation_alias="TEMPORAL_TASK_QUEUE")
+
+    # --- peers (host:port) ---
+    identity_addr: str = Field(default="127.0.0.1:50051", validation_alias="ZENTHOR_IDENTITY_ADDR")
+    messages_addr: str = Field(default="127.0.0.1:50052", validation_alias="ZENTHOR_MESSAGES_ADDR")
+    agent_queue_addr: str = Field(
+        default="127.0.0.1:50053", validation_alias="ZENTHOR_AGENT_QUEUE_ADDR"
+    )
+    delivery_addr: str = Field(default="127.0.0.1:50054", validation_alias="ZENTHOR_DELIVERY_ADDR")
+    approvals_addr: str = Field(
+        default="127.0.0.1:50055", validation_alias="ZENTHOR_APPROVALS_ADDR"
+    )
+    plugins_addr: str = Field(default="127.0.0.1:50056", validation_alias="ZENTHOR_PLUGINS_ADDR")
+    todoist_addr: str = Field(default="127.0.0.1:50057", validation_alias="ZENTHOR_TODOIST_ADDR")
+    rpc_deadline_s: float = Field(default=5.0, gt=0, validation_alias="ZENTHOR_RPC_DEADLINE_S")
+
+    # --- gateway ---
+    gateway_host: str = Field(default="127.0.0.1", validation_alias="ZENTHOR_GATEWAY_HOST")
+    gateway_port: int = Field(default=8080, validation_alias="ZENTHOR_GATEWAY_PORT")
+
+    # --- logs ---
+    log_format: str = Field(default="json", validation_alias="ZENTHOR_LOG_FORMAT")
+    log_level: str = Field(default="INFO", validation_alias="ZENTHOR_LOG_LEVEL")
+
+    @field_validator("service_key", "clerk_webhook_secret", "clerk_secret_key", mode="after")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        # spec §4.5: an empty AGENT_SECRET counts as unset.
+        if value is None or value.get_secret_value() == "":
+            return None
+        return value
+
+    @field_validator("service_key", mode="after")
+    @classmethod
+    def _refuse_placeholder_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("SERVICE_KEY is a placeholder; set a real secret")
+        return value
+
+    @property
+    def allowlisted_emails(self) -> frozenset[str]:
+        """spec §4.4: split on commas, trim, lower-case, drop empties."""
+        return frozenset(
+            e.strip().lower() for e in self.admin_email_allowlist.split(",") if e.strip()
+        )
+
+    @property
+    def jwks_url(self) -> str | None:
+        if not self.clerk_jwt_issuer_domain:
+            return None
+        return f"{self.clerk_jwt_issuer_domain.rstrip('/')}/.well-known/jwks.json"
+
+    def port_for(self, service: ServiceName) -> int:
+        return self.grpc_port if self.grpc_port is not None else service.default_port
+
+    def addr_for(self, service: ServiceName) -> str:
+        value: str = getattr(self, f"{service.value}_addr")
+        return value

@@ -1,0 +1,81 @@
+"""Engines per service role and the unit of work every use case runs in."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Any postgres URL spelled for SQLAlchemy's psycopg 3 driver (it serves sync and async)."""
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # Callers hold transactions briefly; a hung pool should surface as an error quickly.
+        pool_timeout=10,
+    )
+
+
+class UnitOfWork:
+    """One transaction per use case: leaving the block without `commit()` rolls back.
+
+    `after_commit` callbacks run once the transaction is durable (outbox kicks, NOTIFY
+    fan-out); they never run for a rolled-back unit.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._after_commit: list[Callable[[], Awaitable[None] | None]] = []
+        self._committed = False
+
+    @property
+    def conn(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("unit of work used outside `async with`")
+        return self._conn
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._conn = await self._engine.connect()
+        await self._conn.begin()
+        self._after_commit = []
+        self._committed = False
+        return self
+
+    async def commit(self) -> None:
+        await self.conn.commit()
+        self._committed = True
+
+    def after_commit(self, callback: Callable[[], Awaitable[None] | None]) -> None:
+        self._after_commit.append(callback)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        try:
+            if not self._committed:
+                await conn.rollback()
+        finally:
+            await conn.close()
+        if self._committed and exc is None:
+            for callback in self._after_commit:
+                result = callback()
+                if result is not None:
+                    await result
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -1,0 +1,173 @@
+"""Server interceptors of every service, one concern each, and the helper that wraps handlers.
+
+Order (outermost first): RequestContext (request id, logs, deadline, error mapping) → Auth
+(zenthor.auth.interceptor) → Unbuilt (UNIMPLEMENTED for RPCs whose issue has not landed).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+import structlog
+from grpc_status import rpc_status
+
+from zenthor.errors import (
+    DomainError,
+    Unimplemented,
+    internal_status,
+    to_rpc_status,
+)
+from zenthor.logs import get_logger
+
+log = get_logger("zenthor.rpc")
+
+REQUEST_ID_HEADER = "x-request-id"
+_request_id: ContextVar[str] = ContextVar("zenthor_request_id", default="-")
+
+UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+# A wrapper gets the call's metadata dict and runs `proceed` (the inner handler) when it allows.
+Around = Callable[[dict[str, str], grpc.aio.ServicerContext], Awaitable[None]]
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+def metadata_dict(details: grpc.HandlerCallDetails) -> dict[str, str]:
+    return {k.lower(): v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    before: Around,
+    metadata: dict[str, str],
+) -> grpc.RpcMethodHandler:
+    """A handler that awaits `before` and then runs the original behaviour, keeping the
+    (de)serializers. Only unary requests exist in our contracts."""
+    if handler.unary_unary is not None:
+        inner_unary: UnaryBehavior = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await before(metadata, context)
+            return await inner_unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        inner_stream: StreamBehavior = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await before(metadata, context)
+            async for item in inner_stream(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream, handler.request_deserializer, handler.response_serializer
+        )
+    raise TypeError("client-streaming RPCs are not part of any Zenthor contract")
+
+
+async def _abort_for(error: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    request_id = current_request_id()
+    if isinstance(error, DomainError):
+        log.info("rpc.rejected", method=method, code=error.code.name, reason=error.message)
+        status = to_rpc_status(error, request_id)
+    else:
+        log.error("rpc.failed", method=method, exc_info=error)
+        status = internal_status(request_id)
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+class RequestContextInterceptor(grpc.aio.ServerInterceptor):
+    """Request id, access log, deadline check, and the one place errors become a status."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        metadata = metadata_dict(handler_call_details)
+        request_id = metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+
+        def bind(context: grpc.aio.ServicerContext) -> float:
+            _request_id.set(request_id)
+            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            return time.perf_counter()
+
+        def done(started: float, code: str) -> None:
+            log.info("rpc", code=code, ms=round((time.perf_counter() - started) * 1000, 2))
+
+        if handler.unary_unary is not None:
+            inner_unary: UnaryBehavior = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = bind(context)
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
+                try:
+                    response = await inner_unary(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as error:
+                    done(started, "ERROR")
+                    await _abort_for(error, context, method)
+                done(started, "OK")
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+
+        inner_stream: StreamBehavior = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = bind(context)
+            try:
+                async for item in inner_stream(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                done(started, "ERROR")
+                await _abort_for(error, context, method)
+            done(started, "OK")
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream, handler.request_deserializer, handler.response_serializer
+        )
+
+
+class UnbuiltMethodInterceptor(grpc.aio.ServerInterceptor):
+    """Methods in the contract whose implementation has not landed answer UNIMPLEMENTED
+    naming the RPC, never a fake success."""
+
+    def __init__(self, unbuilt: Collection[str]) -> None:
+        self._unbuilt = frozenset(unbuilt)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method not in self._unbuilt:
+            return handler
+
+        async def refuse(_metadata: dict[str, str], _context: grpc.aio.ServicerContext) -> None:
+            raise Unimplemented(method.lstrip("/"))
+
+        return wrap_handler(handler, refuse, {})

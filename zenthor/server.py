@@ -1,0 +1,115 @@
+"""Server bootstrap shared by every service: interceptors, health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from zenthor.auth.interceptor import AuthInterceptor
+from zenthor.auth.jwt import JwtVerifier
+from zenthor.auth.modes import full_method_name, method_auth_modes
+from zenthor.auth.resolver import PrincipalResolver
+from zenthor.auth.service_key import ServiceKeyCheck
+from zenthor.config import Settings
+from zenthor.interceptors import RequestContextInterceptor, UnbuiltMethodInterceptor
+from zenthor.logs import get_logger
+
+log = get_logger("zenthor.server")
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """One contract service served by a process: its descriptor, the generated servicer base
+    class, our implementation, and the generated `add_…_to_server` function."""
+
+    descriptor: ServiceDescriptor
+    base: type
+    servicer: object
+    add_to_server: Callable[[object, grpc.aio.Server], None]
+
+    def unbuilt_methods(self) -> list[str]:
+        """Methods the implementation does not override (their issue has not landed)."""
+        return [
+            full_method_name(self.descriptor, m.name)
+            for m in self.descriptor.methods
+            if getattr(type(self.servicer), m.name) is getattr(self.base, m.name)
+        ]
+
+
+@dataclass
+class GrpcServer:
+    settings: Settings
+    registrations: Sequence[ServiceRegistration]
+    resolver: PrincipalResolver
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Refuses to start (MissingAuthMode) if any method lacks an auth mode.
+        modes = method_auth_modes(r.descriptor for r in self.registrations)
+        key = self.settings.service_key
+        key_check = ServiceKeyCheck(key.get_secret_value() if key else None, self.settings.dev_insecure)
+        if key_check.open_for_dev:
+            log.warning(
+                "INSECURE: SERVICE_KEY is not set and ZENTHOR_DEV_INSECURE=1: every service RPC "
+                "is open to anyone who can reach this port. Never run like this in production."
+            )
+        issuer, jwks = self.settings.clerk_jwt_issuer_domain, self.settings.jwks_url
+        verifier = (
+            JwtVerifier(issuer, self.settings.clerk_jwt_audience, jwks, self.settings.jwt_leeway_s)
+            if issuer and jwks
+            else None
+        )
+        unbuilt = [m for r in self.registrations for m in r.unbuilt_methods()]
+        self.server = grpc.aio.server(
+            interceptors=[
+                RequestContextInterceptor(),
+                AuthInterceptor(modes, key_check, verifier, self.resolver),
+                UnbuiltMethodInterceptor(unbuilt),
+            ],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        for registration in self.registrations:
+            registration.add_to_server(registration.servicer, self.server)
+        self.health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [r.descriptor.full_name for r in self.registrations]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server)
+        self.port = 0
+
+    async def start(self, port: int | None = None) -> int:
+        """Binds and starts; returns the bound port (pass 0 for any free port)."""
+        bind_port = port if port is not None else (self.settings.grpc_port or 0)
+        self.port = self.server.add_insecure_port(f"{self.settings.grpc_host}:{bind_port}")
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {self.settings.grpc_host}:{bind_port}")
+        await self.server.start()
+        for name in ["", *(r.descriptor.full_name for r in self.registrations)]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("server.started", port=self.port, services=[r.descriptor.full_name for r in self.registrations])
+        return self.port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Reports NOT_SERVING, lets in-flight calls finish within the grace, then closes."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        for callback in self.on_stop:
+            await callback()
+        log.info("server.stopped", port=self.port)
+
+    async def serve_until_signalled(self) -> None:
+        """Runs until SIGTERM/SIGINT, then stops gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("server.signal", note="stopping gracefully")
+        await self.stop()
