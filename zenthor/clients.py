@@ -3,6 +3,7 @@ a default deadline on every unary call."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,16 @@ from zenthor.errors import Unavailable
 from zenthor.interceptors import REQUEST_ID_HEADER, current_request_id
 
 SERVICE_KEY_HEADER = "x-service-key"
+
+_STUB_NAMES = {
+    ServiceName.IDENTITY: "IdentityService",
+    ServiceName.MESSAGES: "MessagesService",
+    ServiceName.AGENT_QUEUE: "AgentQueueService",
+    ServiceName.DELIVERY: "DeliveryService",
+    ServiceName.APPROVALS: "ApprovalsService",
+    ServiceName.PLUGINS: "PluginsService",
+    ServiceName.TODOIST: "TodoistService",
+}
 
 
 class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
@@ -73,10 +84,13 @@ class Peers:
             )
         return self._channels[service]
 
-    def identity(self) -> Any:
-        from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
+    def stub(self, service: ServiceName) -> Any:
+        """The generated stub of `service` on its shared channel."""
+        module = importlib.import_module(f"zenthor.gen.zenthor.{service.value}.v1.{service.value}_pb2_grpc")
+        return getattr(module, f"{_STUB_NAMES[service]}Stub")(self.channel(service))
 
-        return identity_pb2_grpc.IdentityServiceStub(self.channel(ServiceName.IDENTITY))
+    def identity(self) -> Any:
+        return self.stub(ServiceName.IDENTITY)
 
     async def close(self) -> None:
         for channel in self._channels.values():
