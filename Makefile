@@ -60,7 +60,7 @@ smoke: $(GEN_STAMP) ## Start `make dev`, check every endpoint, stop it
 	$(PY) -m pytest tests/e2e/test_devstack.py -m 'slow or not slow'
 
 parity: $(GEN_STAMP) ## Rewrite docs/parity.md from the contracts and servicers
-	$(PY) -m zenthor.parity --write
+	$(PY) scripts/parity.py --write
 
 clean: ## Remove generated code and the venv (keeps .data/)
 	rm -rf $(VENV) zenthor/gen

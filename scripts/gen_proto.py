@@ -6,6 +6,7 @@ The proto packages are `zenthor.<domain>.v1`, which would collide with the kit p
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -21,10 +22,13 @@ IMPORT_RE = re.compile(r"^(from|import) zenthor\.(?!gen\.)", re.MULTILINE)
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default zenthor/gen)")
+    out_dir = parser.parse_args().out.resolve()
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
-    if OUT_DIR.exists():
-        shutil.rmtree(OUT_DIR)
-    OUT_DIR.mkdir(parents=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
     # protoc finds the mypy plugins next to this interpreter (the venv's bin/).
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     include = str(Path(protoc.__file__).parent / "_proto")
@@ -32,23 +36,23 @@ def main() -> int:
         "protoc",
         f"-I{PROTO_DIR}",
         f"-I{include}",
-        f"--python_out={OUT_DIR}",
-        f"--grpc_python_out={OUT_DIR}",
-        f"--mypy_out={OUT_DIR}",
-        f"--mypy_grpc_out={OUT_DIR}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        f"--mypy_out=quiet:{out_dir}",
+        f"--mypy_grpc_out=quiet:{out_dir}",
         *protos,
     ]
     if protoc.main(args) != 0:
         print("protoc failed", file=sys.stderr)
         return 1
-    for path in OUT_DIR.rglob("*.py*"):
+    for path in out_dir.rglob("*.py*"):
         text = path.read_text()
         fixed = IMPORT_RE.sub(lambda m: f"{m.group(1)} zenthor.gen.zenthor.", text)
         if fixed != text:
             path.write_text(fixed)
-    for folder in [OUT_DIR, *(p for p in OUT_DIR.rglob("*") if p.is_dir())]:
+    for folder in [out_dir, *(p for p in out_dir.rglob("*") if p.is_dir())]:
         (folder / "__init__.py").touch()
-    print(f"generated {len(protos)} contracts into {OUT_DIR.relative_to(ROOT)}")
+    print(f"generated {len(protos)} contracts into {out_dir}")
     return 0
 
 

@@ -82,7 +82,13 @@ async def _abort_for(error: BaseException, context: grpc.aio.ServicerContext, me
     else:
         log.error("rpc.failed", method=method, exc_info=error)
         status = internal_status(request_id)
-    await context.abort_with_status(rpc_status.to_status(status))
+    converted = rpc_status.to_status(status)
+    # abort replaces trailing metadata, so the request id travels with the status details.
+    await context.abort(
+        converted.code,
+        converted.details,
+        trailing_metadata=(*converted.trailing_metadata, (REQUEST_ID_HEADER, request_id)),
+    )
 
 
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):

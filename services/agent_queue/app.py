@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.agent_queue.servicer import AgentQueueServiceServicer
+from services.agent_queue.servicer import AgentQueueServicer
 from zenthor.config import Settings
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2, agent_queue_pb2_grpc
 from zenthor.process import peer_resolver
@@ -14,7 +14,7 @@ async def build_server(settings: Settings) -> GrpcServer:
     registration = ServiceRegistration(
         descriptor=agent_queue_pb2.DESCRIPTOR.services_by_name["AgentQueueService"],
         base=agent_queue_pb2_grpc.AgentQueueServiceServicer,
-        servicer=AgentQueueServiceServicer(),
+        servicer=AgentQueueServicer(),
         add_to_server=agent_queue_pb2_grpc.add_AgentQueueServiceServicer_to_server,
     )
     return GrpcServer(settings, [registration], resolver, on_stop=[peers.close])

@@ -6,5 +6,5 @@ from __future__ import annotations
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2_grpc
 
 
-class AgentQueueServiceServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
+class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
     pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.approvals.servicer import ApprovalsServiceServicer
+from services.approvals.servicer import ApprovalsServicer
 from zenthor.config import Settings
 from zenthor.gen.zenthor.approvals.v1 import approvals_pb2, approvals_pb2_grpc
 from zenthor.process import peer_resolver
@@ -14,7 +14,7 @@ async def build_server(settings: Settings) -> GrpcServer:
     registration = ServiceRegistration(
         descriptor=approvals_pb2.DESCRIPTOR.services_by_name["ApprovalsService"],
         base=approvals_pb2_grpc.ApprovalsServiceServicer,
-        servicer=ApprovalsServiceServicer(),
+        servicer=ApprovalsServicer(),
         add_to_server=approvals_pb2_grpc.add_ApprovalsServiceServicer_to_server,
     )
     return GrpcServer(settings, [registration], resolver, on_stop=[peers.close])

@@ -6,5 +6,5 @@ from __future__ import annotations
 from zenthor.gen.zenthor.approvals.v1 import approvals_pb2_grpc
 
 
-class ApprovalsServiceServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
+class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
     pass

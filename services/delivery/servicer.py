@@ -6,5 +6,5 @@ from __future__ import annotations
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2_grpc
 
 
-class DeliveryServiceServicer(delivery_pb2_grpc.DeliveryServiceServicer):
+class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
     pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.messages.servicer import MessagesServiceServicer
+from services.messages.servicer import MessagesServicer
 from zenthor.config import Settings
 from zenthor.gen.zenthor.messages.v1 import messages_pb2, messages_pb2_grpc
 from zenthor.process import peer_resolver
@@ -14,7 +14,7 @@ async def build_server(settings: Settings) -> GrpcServer:
     registration = ServiceRegistration(
         descriptor=messages_pb2.DESCRIPTOR.services_by_name["MessagesService"],
         base=messages_pb2_grpc.MessagesServiceServicer,
-        servicer=MessagesServiceServicer(),
+        servicer=MessagesServicer(),
         add_to_server=messages_pb2_grpc.add_MessagesServiceServicer_to_server,
     )
     return GrpcServer(settings, [registration], resolver, on_stop=[peers.close])

@@ -6,5 +6,5 @@ from __future__ import annotations
 from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc
 
 
-class MessagesServiceServicer(messages_pb2_grpc.MessagesServiceServicer):
+class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     pass

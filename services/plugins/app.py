@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.plugins.servicer import PluginsServiceServicer
+from services.plugins.servicer import PluginsServicer
 from zenthor.config import Settings
 from zenthor.gen.zenthor.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from zenthor.process import peer_resolver
@@ -14,7 +14,7 @@ async def build_server(settings: Settings) -> GrpcServer:
     registration = ServiceRegistration(
         descriptor=plugins_pb2.DESCRIPTOR.services_by_name["PluginsService"],
         base=plugins_pb2_grpc.PluginsServiceServicer,
-        servicer=PluginsServiceServicer(),
+        servicer=PluginsServicer(),
         add_to_server=plugins_pb2_grpc.add_PluginsServiceServicer_to_server,
     )
     return GrpcServer(settings, [registration], resolver, on_stop=[peers.close])

@@ -6,5 +6,5 @@ from __future__ import annotations
 from zenthor.gen.zenthor.plugins.v1 import plugins_pb2_grpc
 
 
-class PluginsServiceServicer(plugins_pb2_grpc.PluginsServiceServicer):
+class PluginsServicer(plugins_pb2_grpc.PluginsServiceServicer):
     pass

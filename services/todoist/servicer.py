@@ -6,5 +6,5 @@ from __future__ import annotations
 from zenthor.gen.zenthor.todoist.v1 import todoist_pb2_grpc
 
 
-class TodoistServiceServicer(todoist_pb2_grpc.TodoistServiceServicer):
+class TodoistServicer(todoist_pb2_grpc.TodoistServiceServicer):
     pass

@@ -25,6 +25,8 @@ def build_template(pg: LocalPostgres) -> None:
 
 @dataclass(frozen=True)
 class TestDatabase:
+    __test__ = False  # a fixture value, not a test class
+
     pg: LocalPostgres
     name: str
 
