@@ -45,9 +45,10 @@ class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStre
         timeout = details.timeout
         if timeout is None and unary:
             timeout = self._deadline_s
-        return grpc.aio.ClientCallDetails(
-            details.method, timeout, metadata, details.credentials, details.wait_for_ready
-        )
+        # Peers restart (deploys, crashes): wait for the channel within the deadline rather
+        # than failing at once while it reconnects.
+        wait = True if details.wait_for_ready is None else details.wait_for_ready
+        return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, wait)
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
@@ -64,7 +65,14 @@ def open_channel(address: str, service_key: str | None, deadline_s: float = 5.0)
     return grpc.aio.insecure_channel(
         address,
         interceptors=[_OutgoingMetadata(service_key, deadline_s)],
-        options=[("grpc.enable_retries", 1), ("grpc.keepalive_time_ms", 30_000)],
+        options=[
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+            # Reconnect quickly after a peer restarts (default backoff starts at 1 s and grows to 120 s).
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+        ],
     )
 
 

@@ -1,0 +1,103 @@
+"""The transactional outbox: an event committed with its rows reaches a real peer exactly once
+in effect, even when the peer is down at first; a rolled-back unit leaves no event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.identity.app import build_server
+from services.identity.store import outbox
+from tests.conftest import free_port
+from tests.support.database import TestDatabase
+from zenthor.clients import open_channel
+from zenthor.config import ServiceName
+from zenthor.db import UnitOfWork, create_engine
+from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
+from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
+from zenthor.outbox import OutboxRelay, add_event, backoff_s
+
+TOPIC = "contact.ensure"
+
+
+def rows(db: TestDatabase) -> list[tuple[Any, ...]]:
+    return db.sql("SELECT topic, key, attempts, delivered_at IS NOT NULL FROM identity.outbox ORDER BY created_at")
+
+
+async def test_event_reaches_a_peer_that_was_down_exactly_once(settings_for: Any, db: TestDatabase, clerk_issuer: Any) -> None:
+    peer_port = free_port()
+    channel = open_channel(f"127.0.0.1:{peer_port}", "s3cret", deadline_s=3.0)
+    stub = identity_pb2_grpc.IdentityServiceStub(channel)
+
+    async def ensure_contact(payload: Any) -> None:
+        await stub.CreateContact(pb.CreateContactRequest(phone=payload["phone"], name="n", is_allowed=True))
+
+    engine = create_engine(db.dsn_for(ServiceName.IDENTITY))
+    clock = [datetime.now(UTC)]
+    relay = OutboxRelay(engine, outbox, {TOPIC: ensure_contact}, clock=lambda: clock[0])
+    try:
+        async with UnitOfWork(engine) as uow:
+            await add_event(uow.conn, outbox, TOPIC, "5511999990000", {"phone": "5511999990000"}, clock[0])
+            # A retried use case adds the same event again: stored once.
+            await add_event(uow.conn, outbox, TOPIC, "5511999990000", {"phone": "5511999990000"}, clock[0])
+            await uow.commit()
+        assert await relay.drain_once() == 1  # peer down: attempt fails, rescheduled
+        assert rows(db) == [(TOPIC, "5511999990000", 1, False)]
+        assert await relay.drain_once() == 0  # not due yet (backoff)
+
+        server = await build_server(settings_for(ServiceName.IDENTITY))
+        await server.start(peer_port)
+        try:
+            clock[0] += timedelta(minutes=10)
+            assert await relay.drain_once() == 1
+            assert await relay.drain_once() == 0
+        finally:
+            await server.stop(0)
+        assert rows(db) == [(TOPIC, "5511999990000", 2, True)]
+        assert db.sql("SELECT phone FROM identity.contacts") == [("5511999990000",)]
+    finally:
+        await channel.close()
+        await engine.dispose()
+
+
+async def test_rolled_back_unit_of_work_leaves_no_event(db: TestDatabase) -> None:
+    engine = create_engine(db.dsn_for(ServiceName.IDENTITY))
+    try:
+        with pytest.raises(RuntimeError):
+            async with UnitOfWork(engine) as uow:
+                await add_event(uow.conn, outbox, TOPIC, "k", {"phone": "1"}, datetime.now(UTC))
+                raise RuntimeError("half-way failure")
+        assert rows(db) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_a_permanent_rejection_is_parked_not_retried(db: TestDatabase) -> None:
+    from zenthor.outbox import PermanentDeliveryError
+
+    async def reject(payload: Any) -> None:
+        raise PermanentDeliveryError("peer said INVALID_ARGUMENT")
+
+    engine = create_engine(db.dsn_for(ServiceName.IDENTITY))
+    now = datetime.now(UTC)
+    relay = OutboxRelay(engine, outbox, {TOPIC: reject}, clock=lambda: now + timedelta(days=1))
+    try:
+        async with UnitOfWork(engine) as uow:
+            await add_event(uow.conn, outbox, TOPIC, "k", {}, now)
+            await uow.commit()
+        assert await relay.drain_once() == 1
+        assert await relay.drain_once() == 0
+        assert db.sql("SELECT dead_at IS NOT NULL, last_error FROM identity.outbox") == [(True, "peer said INVALID_ARGUMENT")]
+    finally:
+        await engine.dispose()
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    import random
+
+    rng = random.Random(7)
+    assert 0.25 <= backoff_s(1, rng) <= 0.5
+    assert 4 <= backoff_s(5, rng) <= 8
+    assert 150 <= backoff_s(40, rng) <= 300
