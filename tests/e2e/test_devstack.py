@@ -32,7 +32,8 @@ def port_open(port: int) -> bool:
 
 def free_offset() -> int:
     while True:
-        offset = random.randint(1_000, 9_000)
+        # Below the kernel's ephemeral range (32768+), so no client socket can take them meanwhile.
+        offset = random.randint(-25_000, -18_000)
         if not any(port_open(s.default_port + offset) for s in ServiceName):
             return offset
 
