@@ -1,15 +1,16 @@
-"""Identity rules as plain functions and values: roles, Clerk field derivation, input checks."""
+"""Identity rules as plain functions and values: roles, input checks. The Clerk field rule
+lives in zenthor.clerk (the gateway's webhook shares it) and is re-exported here."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from zenthor.auth.principal import Identity, Role, UserStatus
+from zenthor.clerk import ClerkProfile as ClerkProfile
+from zenthor.clerk import clerk_profile as clerk_profile
 from zenthor.errors import InvalidArgument
 from zenthor.validate import optional_text, required_text
 
@@ -48,16 +49,6 @@ class Contact:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class ClerkProfile:
-    """The fields a Clerk user event or sync page gives us (spec identity.md §5.2)."""
-
-    external_id: str
-    name: str
-    email: str
-    image: str | None
-
-
 def role_for_email(email: str | None, allowlist: frozenset[str]) -> Role:
     """spec §4.4: admin when the lower-cased email is allowlisted, member otherwise."""
     return Role.ADMIN if email and email.strip().lower() in allowlist else Role.MEMBER
@@ -80,43 +71,6 @@ def bootstrap_email(identity: Identity, client_email: str | None) -> tuple[str, 
     if identity.email:
         return identity.email.strip().lower(), True
     return (client_email or "").strip().lower(), False
-
-
-def display_name(first: str | None, last: str | None) -> str:
-    """spec §5.2: non-empty parts joined by one space, `User` when nothing is left."""
-    parts = [p for p in (first, last) if p]
-    return " ".join(parts) or "User"
-
-
-def primary_email(data: Mapping[str, Any], *, primary_key: str, list_key: str, address_key: str) -> str:
-    """The address whose id is the primary id, or "" (spec §5.2). Keys differ between the
-    webhook payload (snake_case) and the Backend API's SDK shape."""
-    primary_id = data.get(primary_key)
-    for entry in data.get(list_key) or []:
-        if isinstance(entry, Mapping) and primary_id and entry.get("id") == primary_id:
-            address = entry.get(address_key)
-            return address if isinstance(address, str) else ""
-    return ""
-
-
-def clerk_profile(data: Mapping[str, Any]) -> ClerkProfile:
-    """A Clerk user object (webhook `data` or Backend API user) → the fields we store.
-    A null `image_url` counts as no image (finding 33)."""
-    external_id = data.get("id")
-    if not isinstance(external_id, str) or not external_id:
-        raise InvalidArgument("data.id", "is required")
-    image = data.get("image_url")
-    return ClerkProfile(
-        external_id=external_id,
-        name=display_name(data.get("first_name"), data.get("last_name")),
-        email=primary_email(
-            data,
-            primary_key="primary_email_address_id",
-            list_key="email_addresses",
-            address_key="email_address",
-        ),
-        image=image if isinstance(image, str) and image else None,
-    )
 
 
 def check_external_id(value: str, field: str = "external_id") -> str:

@@ -126,7 +126,7 @@ class Stack:
                 raise RuntimeError(f"{service.value} did not become healthy; see {self.data_dir}/logs/{service.value}.log")
             say(f"{service.value:<12} gRPC  127.0.0.1:{self.ports[service]}  SERVING")
         if not http_ok(f"http://127.0.0.1:{self.gateway_port}/healthz", 60):
-            raise RuntimeError("gateway did not answer /healthz; see {self.data_dir}/logs/gateway.log")
+            raise RuntimeError(f"gateway did not answer /healthz; see {self.data_dir}/logs/gateway.log")
         for name, proc in self.children:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.data_dir}/logs/{name}.log")
