@@ -1,0 +1,1 @@
+"""Benchmarks: each prints ops/s and a ratio against a peer measured in the same run."""
