@@ -4,7 +4,7 @@ one fake Clerk issuer serving a JWKS. Temporal is started by the tests that need
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest

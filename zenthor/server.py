@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -33,7 +34,7 @@ class ServiceRegistration:
     descriptor: ServiceDescriptor
     base: type
     servicer: object
-    add_to_server: Callable[[object, grpc.aio.Server], None]
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
 
     def unbuilt_methods(self) -> list[str]:
         """Methods the implementation does not override (their issue has not landed)."""

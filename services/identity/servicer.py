@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -17,7 +17,7 @@ from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
 from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
 from zenthor.pagination import page_request
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 _ROLE = {None: pb.ROLE_UNSPECIFIED, Role.ADMIN: pb.ROLE_ADMIN, Role.MEMBER: pb.ROLE_MEMBER}
 _STATUS = {UserStatus.ACTIVE: pb.USER_STATUS_ACTIVE, UserStatus.INACTIVE: pb.USER_STATUS_INACTIVE}

@@ -12,8 +12,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 
 from zenthor.auth.modes import AuthMode, MissingAuthMode, method_auth_modes
 from zenthor.config import Settings
-from zenthor.gen.zenthor.approvals.v1 import approvals_pb2
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2
+from zenthor.gen.zenthor.approvals.v1 import approvals_pb2
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2
 from zenthor.gen.zenthor.identity.v1 import identity_pb2
 from zenthor.gen.zenthor.messages.v1 import messages_pb2
@@ -64,14 +64,14 @@ def test_a_method_without_auth_mode_makes_the_server_refuse_to_start() -> None:
             return None
 
     registration = ServiceRegistration(descriptor=descriptor, base=object, servicer=object(), add_to_server=lambda s, srv: None)
-    with pytest.raises(MissingAuthMode, match="forgetful.v1.ForgetfulService/Ping"):
+    with pytest.raises(MissingAuthMode, match=r"forgetful\.v1\.ForgetfulService/Ping"):
         GrpcServer(Settings(), [registration], NoResolver())
 
 
 def test_docs_parity_is_current_and_maps_all_122_functions() -> None:
     result = subprocess.run([sys.executable, "scripts/parity.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    checklist = [l for l in (ROOT / "docs/spec_checklist.txt").read_text().splitlines() if l and not l.startswith("#")]
+    checklist = [line for line in (ROOT / "docs/spec_checklist.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert len(checklist) == len(set(checklist)) == 122
 
 

@@ -97,7 +97,7 @@ class Stack:
         return env
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
+        log = open(self.data_dir / "logs" / f"{name}.log", "ab")
         proc = subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.children.append((name, proc))
 

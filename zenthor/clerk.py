@@ -1,0 +1,57 @@
+"""Clerk user objects → the profile fields we store (spec identity.md §5.2), shared by the
+gateway's webhook and identity's bulk sync so both derive fields by one rule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zenthor.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class ClerkProfile:
+    """The fields a Clerk user event or sync page gives us (spec identity.md §5.2)."""
+
+    external_id: str
+    name: str
+    email: str
+    image: str | None
+
+
+def display_name(first: str | None, last: str | None) -> str:
+    """spec §5.2: non-empty parts joined by one space, `User` when nothing is left."""
+    parts = [p for p in (first, last) if p]
+    return " ".join(parts) or "User"
+
+
+def primary_email(data: Mapping[str, Any], *, primary_key: str, list_key: str, address_key: str) -> str:
+    """The address whose id is the primary id, or "" (spec §5.2). Keys differ between the
+    webhook payload (snake_case) and the Backend API's SDK shape."""
+    primary_id = data.get(primary_key)
+    for entry in data.get(list_key) or []:
+        if isinstance(entry, Mapping) and primary_id and entry.get("id") == primary_id:
+            address = entry.get(address_key)
+            return address if isinstance(address, str) else ""
+    return ""
+
+
+def clerk_profile(data: Mapping[str, Any]) -> ClerkProfile:
+    """A Clerk user object (webhook `data` or Backend API user) → the fields we store.
+    A null `image_url` counts as no image (finding 33)."""
+    external_id = data.get("id")
+    if not isinstance(external_id, str) or not external_id:
+        raise InvalidArgument("data.id", "is required")
+    image = data.get("image_url")
+    return ClerkProfile(
+        external_id=external_id,
+        name=display_name(data.get("first_name"), data.get("last_name")),
+        email=primary_email(
+            data,
+            primary_key="primary_email_address_id",
+            list_key="email_addresses",
+            address_key="email_address",
+        ),
+        image=image if isinstance(image, str) and image else None,
+    )
