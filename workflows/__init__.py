@@ -1,0 +1,1 @@
+"""The Temporal worker: schedules for the cron jobs, the workflows and their activities."""
