@@ -1,0 +1,113 @@
+"""Errors at the edge: a peer's gRPC status → HTTP status and one JSON body for every error.
+
+    {"error": {"code": "INVALID_ARGUMENT", "message": "id: ...", "field": "id", "request_id": "…"}}
+
+gRPC codes map as below; anything else is 500 `Internal error` with the request id to quote,
+never the peer's details or a traceback. Starlette's own errors (unknown path, bad method)
+and request validation use the same body.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from zenthor.logs import get_logger
+
+log = get_logger("gateway.errors")
+
+HTTP_STATUS_OF: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 503,
+}
+# Transport failures carry peer addresses in their details: callers get a fixed sentence.
+_UNAVAILABLE_MESSAGE = "Service unavailable, retry later"
+
+
+def error_response(
+    status: int, code: str, message: str, request_id: str, field: str | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def violated_field(error: grpc.aio.AioRpcError) -> str | None:
+    """The first field named by the status's google.rpc.BadRequest detail, if any."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # details disagree with the call's code: trust neither
+        return None
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            if bad.field_violations:
+                return str(bad.field_violations[0].field)
+    return None
+
+
+def rpc_error_response(error: grpc.aio.AioRpcError, request_id: str) -> JSONResponse:
+    code = error.code()
+    status = HTTP_STATUS_OF.get(code, 500)
+    if status == 500:
+        log.error("http.peer_failed", grpc_code=code.name, details=error.details())
+        return error_response(500, "INTERNAL", "Internal error", request_id)
+    if status == 503:
+        log.warning("http.peer_unavailable", grpc_code=code.name, details=error.details())
+        return error_response(503, code.name, _UNAVAILABLE_MESSAGE, request_id)
+    field = violated_field(error) if code == grpc.StatusCode.INVALID_ARGUMENT else None
+    # Domain messages are written for callers (zenthor.errors: `message` is safe to show).
+    return error_response(status, code.name, error.details() or code.name, request_id, field)
+
+
+async def _on_rpc_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, grpc.aio.AioRpcError)
+    return rpc_error_response(error, _request_id(request))
+
+
+async def _on_validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    first = error.errors()[0] if error.errors() else {}
+    # loc is ("query" | "path" | "body", name, ...): the field is what follows the source.
+    field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+    return error_response(
+        400, "INVALID_ARGUMENT", str(first.get("msg", "invalid request")), _request_id(request), field
+    )
+
+
+async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    response = error_response(
+        error.status_code, HTTPStatus(error.status_code).name, str(error.detail), _request_id(request)
+    )
+    if error.headers:
+        response.headers.update(error.headers)
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(grpc.aio.AioRpcError, _on_rpc_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
