@@ -22,15 +22,6 @@ from zenthor.gen.zenthor.common.v1 import auth_pb2  # noqa: E402
 
 CHECKLIST = ROOT / "docs" / "spec_checklist.txt"
 PARITY = ROOT / "docs" / "parity.md"
-SERVICE_CLASSES = {
-    ServiceName.IDENTITY: "IdentityService",
-    ServiceName.MESSAGES: "MessagesService",
-    ServiceName.AGENT_QUEUE: "AgentQueueService",
-    ServiceName.DELIVERY: "DeliveryService",
-    ServiceName.APPROVALS: "ApprovalsService",
-    ServiceName.PLUGINS: "PluginsService",
-    ServiceName.TODOIST: "TodoistService",
-}
 # Originals served over HTTP by the gateway rather than by one RPC.
 HTTP_ROUTES = {
     "clerk/http.webhook": (
@@ -60,7 +51,8 @@ def checklist() -> list[str]:
 
 def rpcs() -> list[Rpc]:
     found: list[Rpc] = []
-    for service, class_name in SERVICE_CLASSES.items():
+    for service in ServiceName:
+        class_name = service.proto_service
         pb2 = importlib.import_module(f"zenthor.gen.zenthor.{service.value}.v1.{service.value}_pb2")
         grpc_mod = importlib.import_module(f"zenthor.gen.zenthor.{service.value}.v1.{service.value}_pb2_grpc")
         base = getattr(grpc_mod, f"{class_name}Servicer")

@@ -17,15 +17,6 @@ from zenthor.interceptors import REQUEST_ID_HEADER, current_request_id
 
 SERVICE_KEY_HEADER = "x-service-key"
 
-_STUB_NAMES = {
-    ServiceName.IDENTITY: "IdentityService",
-    ServiceName.MESSAGES: "MessagesService",
-    ServiceName.AGENT_QUEUE: "AgentQueueService",
-    ServiceName.DELIVERY: "DeliveryService",
-    ServiceName.APPROVALS: "ApprovalsService",
-    ServiceName.PLUGINS: "PluginsService",
-    ServiceName.TODOIST: "TodoistService",
-}
 
 
 class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
@@ -95,7 +86,7 @@ class Peers:
     def stub(self, service: ServiceName) -> Any:
         """The generated stub of `service` on its shared channel."""
         module = importlib.import_module(f"zenthor.gen.zenthor.{service.value}.v1.{service.value}_pb2_grpc")
-        return getattr(module, f"{_STUB_NAMES[service]}Stub")(self.channel(service))
+        return getattr(module, f"{service.proto_service}Stub")(self.channel(service))
 
     def identity(self) -> Any:
         return self.stub(ServiceName.IDENTITY)

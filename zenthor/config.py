@@ -31,6 +31,11 @@ class ServiceName(StrEnum):
     def db_role(self) -> str:
         return f"zenthor_{self.value}"
 
+    @property
+    def proto_service(self) -> str:
+        """The contract's service name (`AgentQueueService`), as in proto and generated stubs."""
+        return "".join(part.capitalize() for part in self.value.split("_")) + "Service"
+
 
 DEFAULT_PORTS: dict[ServiceName, int] = {
     ServiceName.IDENTITY: 50051,
