@@ -65,14 +65,18 @@ def run_env() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zenthor.migrate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("services", nargs="*", choices=[s.value for s in ServiceName] + [[]],
-                        help="services to migrate (default with --all: every service)")
+    names = [s.value for s in ServiceName]
+    parser.add_argument("services", nargs="*", metavar="SERVICE",
+                        help=f"services to migrate, of: {', '.join(names)} (default: every service)")
     parser.add_argument("--all", action="store_true", help="provision and migrate every service")
     parser.add_argument("--dsn", help="admin DSN (default: ZENTHOR_ADMIN_DATABASE_URL)")
     args = parser.parse_args(argv)
     dsn = args.dsn or Settings().admin_database_url
     if not dsn:
         parser.error("no admin DSN: pass --dsn or set ZENTHOR_ADMIN_DATABASE_URL")
+    unknown = [s for s in args.services if s not in names]
+    if unknown:
+        parser.error(f"unknown service(s): {', '.join(unknown)}")
     services = list(ServiceName) if args.all or not args.services else [ServiceName(s) for s in args.services]
     provision(dsn, services)
     for service in services:

@@ -7,12 +7,18 @@ from typing import Any, TypeAlias
 import grpc
 
 from services.identity import usecases
-from services.identity.domain import PRIVATE_DATA_MESSAGE, ClerkProfile, Contact, User
+from services.identity.domain import (
+    PRIVATE_DATA_MESSAGE,
+    ClerkProfile,
+    Contact,
+    User,
+    check_external_id,
+)
 from services.identity.usecases import Deps
 from zenthor import ids
 from zenthor.auth.principal import Role, UserStatus, current_principal
 from zenthor.convert import timestamp
-from zenthor.errors import NotFound
+from zenthor.errors import InvalidArgument, NotFound
 from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
 from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
 from zenthor.pagination import page_request
@@ -57,8 +63,6 @@ def _opt(message: Any, field: str) -> Any:
 
 def _batch(values: Any, kind: ids.IdKind, field: str) -> list[Any]:
     if len(values) > MAX_BATCH:
-        from zenthor.errors import InvalidArgument
-
         raise InvalidArgument(field, f"must hold at most {MAX_BATCH} ids")
     return [kind.parse(v, f"{field}[{i}]") for i, v in enumerate(values)]
 
@@ -68,8 +72,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._deps = deps
 
     async def ResolvePrincipal(self, request: pb.ResolvePrincipalRequest, context: Ctx) -> pb.ResolvePrincipalResponse:
-        from services.identity.domain import check_external_id
-
         user = await usecases.resolve_principal(self._deps, check_external_id(request.external_id))
         if user is None:
             raise NotFound("User not found")
