@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -31,8 +32,9 @@ _request_id: ContextVar[str] = ContextVar("zenthor_request_id", default="-")
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
-# A wrapper gets the call's metadata dict and runs `proceed` (the inner handler) when it allows.
-Around = Callable[[dict[str, str], grpc.aio.ServicerContext], Awaitable[None]]
+# What an interceptor runs around a call: code before `yield` runs first, an exception raised
+# by the handler arrives at the `yield`.
+CallScope = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
 
 
 def current_request_id() -> str:
@@ -43,19 +45,15 @@ def metadata_dict(details: grpc.HandlerCallDetails) -> dict[str, str]:
     return {k.lower(): v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
 
 
-def wrap_handler(
-    handler: grpc.RpcMethodHandler,
-    before: Around,
-    metadata: dict[str, str],
-) -> grpc.RpcMethodHandler:
-    """A handler that awaits `before` and then runs the original behaviour, keeping the
-    (de)serializers. Only unary requests exist in our contracts."""
+def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMethodHandler:
+    """The handler run inside `scope`, keeping its (de)serializers. Only unary requests
+    exist in our contracts."""
     if handler.unary_unary is not None:
         inner_unary: UnaryBehavior = handler.unary_unary
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await before(metadata, context)
-            return await inner_unary(request, context)
+            async with scope(context):
+                return await inner_unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             unary, handler.request_deserializer, handler.response_serializer
@@ -64,9 +62,9 @@ def wrap_handler(
         inner_stream: StreamBehavior = handler.unary_stream
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await before(metadata, context)
-            async for item in inner_stream(request, context):
-                yield item
+            async with scope(context):
+                async for item in inner_stream(request, context):
+                    yield item
 
         return grpc.unary_stream_rpc_method_handler(
             stream, handler.request_deserializer, handler.response_serializer
@@ -103,57 +101,29 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        metadata = metadata_dict(handler_call_details)
-        request_id = metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = metadata_dict(handler_call_details).get(REQUEST_ID_HEADER) or uuid.uuid4().hex
 
-        def bind(context: grpc.aio.ServicerContext) -> float:
+        @asynccontextmanager
+        async def request_scope(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
             _request_id.set(request_id)
             structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-            return time.perf_counter()
-
-        def done(started: float, code: str) -> None:
-            log.info("rpc", code=code, ms=round((time.perf_counter() - started) * 1000, 2))
-
-        if handler.unary_unary is not None:
-            inner_unary: UnaryBehavior = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = bind(context)
-                remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:
-                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
-                try:
-                    response = await inner_unary(request, context)
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as error:
-                    done(started, "ERROR")
-                    await _abort_for(error, context, method)
-                done(started, "OK")
-                return response
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
-
-        inner_stream: StreamBehavior = handler.unary_stream
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started = bind(context)
+            started = time.perf_counter()
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
+            code = "OK"
             try:
-                async for item in inner_stream(request, context):
-                    yield item
+                yield
             except grpc.aio.AbortError:
                 raise
             except Exception as error:
-                done(started, "ERROR")
+                code = "ERROR"
                 await _abort_for(error, context, method)
-            done(started, "OK")
+            finally:
+                log.info("rpc", code=code, ms=round((time.perf_counter() - started) * 1000, 2))
 
-        return grpc.unary_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
-        )
+        return wrap_handler(handler, request_scope)
 
 
 class UnbuiltMethodInterceptor(grpc.aio.ServerInterceptor):
@@ -173,7 +143,9 @@ class UnbuiltMethodInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method not in self._unbuilt:
             return handler
 
-        async def refuse(_metadata: dict[str, str], _context: grpc.aio.ServicerContext) -> None:
+        @asynccontextmanager
+        async def refuse(_context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
             raise Unimplemented(method.lstrip("/"))
+            yield  # unreachable: makes this an async generator for asynccontextmanager
 
-        return wrap_handler(handler, refuse, {})
+        return wrap_handler(handler, refuse)

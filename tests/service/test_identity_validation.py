@@ -75,3 +75,13 @@ async def test_errors_carry_the_request_id_never_a_traceback(identity: Running) 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert ("x-request-id", "req-123") in tuple(error.trailing_metadata() or ())
     assert "Traceback" not in error.details()
+
+
+async def test_an_unexpected_failure_is_internal_with_the_request_id_only(identity: Running) -> None:
+    # The table vanishing under the service stands in for any bug or broken dependency.
+    identity.db.sql("DROP TABLE identity.contacts")
+    metadata = (*service(), ("x-request-id", "req-boom"))
+    error = await rpc_error(identity.stub.GetContactByPhone(pb.GetContactByPhoneRequest(phone="123"), metadata=metadata))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details() == "internal error (request id req-boom)"
+    assert ("x-request-id", "req-boom") in tuple(error.trailing_metadata() or ())

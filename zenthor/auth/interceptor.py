@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 
 import grpc
 
@@ -45,10 +46,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         # Fail closed: a method we know nothing about is refused, never served open.
         mode = self._modes.get(method, AuthMode.UNSPECIFIED)
 
-        async def authorize(metadata: dict[str, str], _context: grpc.aio.ServicerContext) -> None:
-            set_principal(await self._principal_for(mode, metadata))
+        metadata = metadata_dict(handler_call_details)
 
-        return wrap_handler(handler, authorize, metadata_dict(handler_call_details))
+        @asynccontextmanager
+        async def authorized(_context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+            set_principal(await self._principal_for(mode, metadata))
+            yield
+
+        return wrap_handler(handler, authorized)
 
     async def _principal_for(self, mode: AuthMode, metadata: dict[str, str]) -> Principal:
         match mode:
