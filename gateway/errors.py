@@ -16,10 +16,9 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from zenthor.clients import violated_fields
 from zenthor.logs import get_logger
 
 log = get_logger("gateway.errors")
@@ -53,21 +52,6 @@ def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
-def violated_field(error: grpc.aio.AioRpcError) -> str | None:
-    """The first field named by the status's google.rpc.BadRequest detail, if any."""
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:  # details disagree with the call's code: trust neither
-        return None
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            if bad.field_violations:
-                return str(bad.field_violations[0].field)
-    return None
-
-
 def rpc_error_response(error: grpc.aio.AioRpcError, request_id: str) -> JSONResponse:
     code = error.code()
     status = HTTP_STATUS_OF.get(code, 500)
@@ -77,7 +61,8 @@ def rpc_error_response(error: grpc.aio.AioRpcError, request_id: str) -> JSONResp
     if status == 503:
         log.warning("http.peer_unavailable", grpc_code=code.name, details=error.details())
         return error_response(503, code.name, _UNAVAILABLE_MESSAGE, request_id)
-    field = violated_field(error) if code == grpc.StatusCode.INVALID_ARGUMENT else None
+    fields = violated_fields(error) if code == grpc.StatusCode.INVALID_ARGUMENT else []
+    field = fields[0] if fields else None
     # Domain messages are written for callers (zenthor.errors: `message` is safe to show).
     return error_response(status, code.name, error.details() or code.name, request_id, field)
 

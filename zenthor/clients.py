@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from zenthor import ids
 from zenthor.auth.principal import ResolvedUser, Role, UserStatus
@@ -50,6 +52,22 @@ class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStre
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(self._details(client_call_details, unary=False), request)
+
+
+def violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
+    """The fields a failed call's google.rpc.BadRequest detail names (zenthor.errors puts
+    one there for every InvalidArgument); empty when there is none."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # details disagree with the call's code: trust neither
+        return []
+    fields: list[str] = []
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    return fields
 
 
 def open_channel(address: str, service_key: str | None, deadline_s: float = 5.0) -> grpc.aio.Channel:

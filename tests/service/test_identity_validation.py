@@ -9,7 +9,8 @@ import pytest
 
 from tests.service.conftest import Running
 from tests.support.builders import boss
-from tests.support.grpc_client import bearer, field_violations, rpc_error, service
+from tests.support.grpc_client import bearer, rpc_error, service
+from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
 
 LONG = "x" * 5_000
@@ -63,7 +64,7 @@ async def test_bad_input_is_invalid_argument_naming_the_field(identity: Running,
     }[who]
     error = await rpc_error(getattr(identity.stub, rpc)(request_, metadata=metadata))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
-    assert field_violations(error) == [field]
+    assert violated_fields(error) == [field]
     assert error.details().startswith(f"{field}:")
     assert _table_counts(identity) == before
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 SERVICE_KEY = "s3cret"
 
@@ -28,17 +26,3 @@ async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
         return e
     raise AssertionError("the call succeeded but was expected to fail")
 
-
-def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
-    """The fields named by the google.rpc.BadRequest detail of an error."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    fields: list[str] = []
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return fields
-
-
-StubFactory = Callable[[grpc.aio.Channel], Any]
