@@ -26,13 +26,13 @@ def display_name(first: str | None, last: str | None) -> str:
     return " ".join(parts) or "User"
 
 
-def primary_email(data: Mapping[str, Any], *, primary_key: str, list_key: str, address_key: str) -> str:
-    """The address whose id is the primary id, or "" (spec §5.2). Keys differ between the
-    webhook payload (snake_case) and the Backend API's SDK shape."""
-    primary_id = data.get(primary_key)
-    for entry in data.get(list_key) or []:
+def primary_email(data: Mapping[str, Any]) -> str:
+    """The address whose id is `primary_email_address_id`, or "" (spec §5.2). Webhook
+    payloads and Backend API users spell these keys alike."""
+    primary_id = data.get("primary_email_address_id")
+    for entry in data.get("email_addresses") or []:
         if isinstance(entry, Mapping) and primary_id and entry.get("id") == primary_id:
-            address = entry.get(address_key)
+            address = entry.get("email_address")
             return address if isinstance(address, str) else ""
     return ""
 
@@ -47,11 +47,6 @@ def clerk_profile(data: Mapping[str, Any]) -> ClerkProfile:
     return ClerkProfile(
         external_id=external_id,
         name=display_name(data.get("first_name"), data.get("last_name")),
-        email=primary_email(
-            data,
-            primary_key="primary_email_address_id",
-            list_key="email_addresses",
-            address_key="email_address",
-        ),
+        email=primary_email(data),
         image=image if isinstance(image, str) and image else None,
     )

@@ -15,6 +15,7 @@ from zenthor import ids
 from zenthor.auth.principal import ResolvedUser, Role, UserStatus
 from zenthor.config import ServiceName, Settings
 from zenthor.errors import Unavailable
+from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
 from zenthor.interceptors import REQUEST_ID_HEADER, current_request_id
 
 SERVICE_KEY_HEADER = "x-service-key"
@@ -122,8 +123,6 @@ class IdentityPrincipalResolver:
         self._peers = peers
 
     async def resolve(self, external_id: str) -> ResolvedUser | None:
-        from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
-
         try:
             reply = await self._peers.identity().ResolvePrincipal(
                 pb.ResolvePrincipalRequest(external_id=external_id)

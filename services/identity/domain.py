@@ -1,5 +1,5 @@
 """Identity rules as plain functions and values: roles, input checks. The Clerk field rule
-lives in zenthor.clerk (the gateway's webhook shares it) and is re-exported here."""
+lives in zenthor.clerk, shared with the gateway's webhook."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from zenthor.auth.principal import Identity, Role, UserStatus
-from zenthor.clerk import ClerkProfile as ClerkProfile
-from zenthor.clerk import clerk_profile as clerk_profile
 from zenthor.errors import InvalidArgument
 from zenthor.validate import optional_text, required_text
 

@@ -9,7 +9,6 @@ import grpc
 from services.identity import usecases
 from services.identity.domain import (
     PRIVATE_DATA_MESSAGE,
-    ClerkProfile,
     Contact,
     User,
     check_external_id,
@@ -17,6 +16,7 @@ from services.identity.domain import (
 from services.identity.usecases import Deps
 from zenthor import ids
 from zenthor.auth.principal import Role, UserStatus, current_principal
+from zenthor.clerk import ClerkProfile
 from zenthor.convert import timestamp
 from zenthor.errors import InvalidArgument, NotFound
 from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb

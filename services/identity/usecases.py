@@ -9,9 +9,10 @@ from datetime import datetime
 
 from services.identity import domain, store
 from services.identity.clerk import ClerkDirectory
-from services.identity.domain import ClerkProfile, Contact, User
+from services.identity.domain import Contact, User
 from zenthor import ids
 from zenthor.auth.principal import Identity, Principal, ResolvedUser
+from zenthor.clerk import ClerkProfile, clerk_profile
 from zenthor.db import UnitOfWorkFactory
 from zenthor.errors import NotFound
 from zenthor.pagination import Page, PageRequest, next_token
@@ -219,7 +220,7 @@ async def sync_clerk_users(deps: Deps) -> SyncCounts:
     created = updated = 0
     async for page in deps.clerk.pages():
         for data in page.users:
-            result = await upsert_clerk_user(deps, domain.clerk_profile(data))
+            result = await upsert_clerk_user(deps, clerk_profile(data))
             if result.created:
                 created += 1
             else:

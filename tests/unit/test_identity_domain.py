@@ -10,7 +10,7 @@ import pytest
 from services.identity import domain
 from services.identity.domain import User
 from zenthor.auth.principal import Identity, Role, UserStatus
-from zenthor.clerk import display_name
+from zenthor.clerk import clerk_profile, display_name
 from zenthor.errors import InvalidArgument
 
 ALLOW = frozenset({"boss@example.com", "ops@example.com"})
@@ -47,13 +47,13 @@ def test_display_name_from_clerk_names(first: str | None, last: str | None, name
 
 
 def test_clerk_profile_takes_the_primary_email_and_treats_null_image_as_none() -> None:
-    profile = domain.clerk_profile({
+    profile = clerk_profile({
         "id": "user_g", "first_name": "Gina", "last_name": None, "image_url": None,
         "primary_email_address_id": "idn_1",
         "email_addresses": [{"id": "idn_0", "email_address": "old@x.com"}, {"id": "idn_1", "email_address": "Gina@Example.COM"}],
     })
     assert (profile.external_id, profile.name, profile.email, profile.image) == ("user_g", "Gina", "Gina@Example.COM", None)
-    assert domain.clerk_profile({"id": "user_h", "primary_email_address_id": None}).email == ""
+    assert clerk_profile({"id": "user_h", "primary_email_address_id": None}).email == ""
 
 
 @pytest.mark.parametrize("phone", ["5511999990000", "1234567890", "123456789012345"])

