@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -16,6 +13,7 @@ from services.identity.app import build_server
 from tests.service.conftest import Running, start, stop
 from tests.support.builders import add_user, boss
 from tests.support.grpc_client import bearer, rpc_error, service
+from tests.support.http_fake import JsonHandler, LocalHttpServer
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
 from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
@@ -158,44 +156,33 @@ async def test_list_users_pages_in_creation_order(identity: Running) -> None:
 
 
 class FakeClerkApi:
+    """The two Clerk Backend API endpoints the sync uses: GET /v1/users/count, /v1/users."""
+
     def __init__(self, users: list[dict[str, Any]], secret: str) -> None:
         self.offsets: list[int] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 if self.headers.get("Authorization") != f"Bearer {secret}":
-                    self._send(401, {"errors": [{"code": "authentication_invalid"}]})
+                    self.send_json(401, {"errors": [{"code": "authentication_invalid"}]})
                     return
                 url = urlparse(self.path)
                 query = parse_qs(url.query)
                 if url.path == "/v1/users/count":
-                    self._send(200, {"object": "total_count", "total_count": len(users)})
+                    self.send_json(200, {"object": "total_count", "total_count": len(users)})
                 elif url.path == "/v1/users":
                     offset, limit = int(query["offset"][0]), int(query["limit"][0])
                     outer.offsets.append(offset)
-                    self._send(200, users[offset : offset + limit])
+                    self.send_json(200, users[offset : offset + limit])
                 else:
-                    self._send(404, {})
+                    self.send_json(404, {})
 
-            def _send(self, code: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/v1"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http = LocalHttpServer(Handler)
+        self.url = f"{self._http.base_url}/v1"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
 
 
 def clerk_user(i: int) -> dict[str, Any]:
