@@ -1,10 +1,9 @@
-"""Proto ⇄ Python conversions every servicer needs (times, durations)."""
+"""Proto ⇄ Python conversions every servicer needs (times)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 
@@ -12,20 +11,6 @@ def timestamp(value: datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(value.astimezone(UTC))
     return ts
-
-
-def from_timestamp(value: Timestamp) -> datetime:
-    return value.ToDatetime(tzinfo=UTC)
-
-
-def duration(value: timedelta) -> Duration:
-    d = Duration()
-    d.FromTimedelta(value)
-    return d
-
-
-def from_duration(value: Duration) -> timedelta:
-    return value.ToTimedelta()
 
 
 def utc_now() -> datetime:

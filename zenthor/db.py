@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy.engine import make_url
@@ -26,16 +26,11 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
 
 
 class UnitOfWork:
-    """One transaction per use case: leaving the block without `commit()` rolls back.
-
-    `after_commit` callbacks run once the transaction is durable (outbox kicks, NOTIFY
-    fan-out); they never run for a rolled-back unit.
-    """
+    """One transaction per use case: leaving the block without `commit()` rolls back."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None
-        self._after_commit: list[Callable[[], Awaitable[None] | None]] = []
         self._committed = False
 
     @property
@@ -47,16 +42,12 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         self._conn = await self._engine.connect()
         await self._conn.begin()
-        self._after_commit = []
         self._committed = False
         return self
 
     async def commit(self) -> None:
         await self.conn.commit()
         self._committed = True
-
-    def after_commit(self, callback: Callable[[], Awaitable[None] | None]) -> None:
-        self._after_commit.append(callback)
 
     async def __aexit__(
         self,
@@ -71,11 +62,6 @@ class UnitOfWork:
                 await conn.rollback()
         finally:
             await conn.close()
-        if self._committed and exc is None:
-            for callback in self._after_commit:
-                result = callback()
-                if result is not None:
-                    await result
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -56,8 +56,3 @@ def method_auth_modes(services: Iterable[ServiceDescriptor]) -> dict[str, AuthMo
         )
     return modes
 
-
-def parity_of(service: ServiceDescriptor, method_name: str) -> list[str]:
-    """The original functions (`module.function`) a method reproduces."""
-    method = service.methods_by_name[method_name]
-    return list(method.GetOptions().Extensions[auth_pb2.parity])

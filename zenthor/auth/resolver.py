@@ -41,6 +41,3 @@ class CachingResolver:
                 self._entries.clear()
             self._entries[external_id] = (now + self._ttl, user)
         return user
-
-    def forget(self, external_id: str) -> None:
-        self._entries.pop(external_id, None)
