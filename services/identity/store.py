@@ -91,8 +91,15 @@ def _contact(row: sa.Row) -> Contact:
 # --- users ---
 
 
-async def get_user_by_external_id(conn: AsyncConnection, external_id: str) -> User | None:
-    row = (await conn.execute(sa.select(users).where(users.c.external_id == external_id))).first()
+async def get_user_by_external_id(
+    conn: AsyncConnection, external_id: str, *, for_update: bool = False
+) -> User | None:
+    """With `for_update`, the row stays locked until commit, so a read-modify-write upsert
+    is not lost to a racing one."""
+    query = sa.select(users).where(users.c.external_id == external_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     return _user(row) if row else None
 
 
@@ -146,14 +153,6 @@ async def insert_user_if_absent(
         .returning(users)
     )
     row = (await conn.execute(stmt)).first()
-    return _user(row) if row else None
-
-
-async def lock_user_by_external_id(conn: AsyncConnection, external_id: str) -> User | None:
-    """Reads the row FOR UPDATE, so a read-modify-write upsert is not lost to a racing one."""
-    row = (
-        await conn.execute(sa.select(users).where(users.c.external_id == external_id).with_for_update())
-    ).first()
     return _user(row) if row else None
 
 

@@ -173,7 +173,7 @@ async def upsert_clerk_user(deps: Deps, profile: ClerkProfile) -> UpsertResult:
     email = profile.email.lower()
     now = deps.clock()
     async with deps.uow() as uow:
-        existing = await store.lock_user_by_external_id(uow.conn, profile.external_id)
+        existing = await store.get_user_by_external_id(uow.conn, profile.external_id, for_update=True)
         if existing is None:
             created = await store.insert_user_if_absent(
                 uow.conn,
@@ -189,7 +189,7 @@ async def upsert_clerk_user(deps: Deps, profile: ClerkProfile) -> UpsertResult:
             if created is not None:
                 await uow.commit()
                 return UpsertResult(created.id, created=True)
-            existing = await store.lock_user_by_external_id(uow.conn, profile.external_id)
+            existing = await store.get_user_by_external_id(uow.conn, profile.external_id, for_update=True)
             assert existing is not None
         role = existing.role or domain.role_for_email(email, deps.allowlist)
         await store.update_clerk_profile(
