@@ -1,0 +1,122 @@
+"""Change feed for `Watch…` RPCs: Postgres LISTEN/NOTIFY as a wake-up hint only.
+
+Writers call `notify(conn, channel, key)` inside their unit of work; Postgres delivers it at
+commit, never for a rollback. Each process keeps ONE listening connection (`ChangeFeed`) that
+fans wake-ups out to every open stream subscribed to that (channel, key). A wake-up carries no
+data: a watcher re-reads its rows from the tables after its last seen position, so coalesced
+or lost notifications (listener reconnect) cost a re-read, never a missed change. Watchers
+also re-read every `resync_s` as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zenthor.logs import get_logger
+
+log = get_logger("zenthor.notify")
+
+ANY_KEY = "*"
+RECONNECT_MAX_S = 5.0
+
+
+async def notify(conn: AsyncConnection, channel: str, key: str) -> None:
+    """Queues a wake-up for watchers of (channel, key); sent when the transaction commits.
+    Postgres folds identical notifications of one transaction into one."""
+    await conn.execute(sa.text("SELECT pg_notify(:channel, :key)"), {"channel": channel, "key": key})
+
+
+class Subscription:
+    """Wake-ups for one stream, coalesced: many notifications before a `wait` are one."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True when woken, False when `timeout_s` passed (re-read anyway)."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+        return True
+
+
+class ChangeFeed:
+    """One LISTEN connection per process for `channels`, reconnecting with backoff."""
+
+    def __init__(self, dsn: str, channels: Iterable[str], *, resync_s: float = 5.0) -> None:
+        self._dsn = dsn
+        self._channels = tuple(channels)
+        self.resync_s = resync_s
+        self._subscribers: dict[tuple[str, str], set[Subscription]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="change-feed")
+        await asyncio.wait_for(self._listening.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str, key: str = ANY_KEY) -> AsyncIterator[Subscription]:
+        """Subscribe before reading the current state, so no change slips in between."""
+        if channel not in self._channels:
+            raise ValueError(f"change feed does not listen on {channel!r}")
+        subscription = Subscription()
+        self._subscribers[(channel, key)].add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscribers[(channel, key)].discard(subscription)
+
+    def _wake(self, channel: str, key: str) -> None:
+        for target in ((channel, key), (channel, ANY_KEY)):
+            for subscription in self._subscribers.get(target, ()):
+                subscription.wake()
+
+    def _wake_all(self) -> None:
+        for subscriptions in self._subscribers.values():
+            for subscription in subscriptions:
+                subscription.wake()
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as conn:
+                    for channel in self._channels:
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    self._listening.set()
+                    # Anything may have changed while we were not listening: everyone re-reads.
+                    self._wake_all()
+                    delay = 0.1
+                    async for note in conn.notifies():
+                        self._wake(note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("notify.reconnect", error=str(e)[:200], in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
