@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,7 +33,16 @@ Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 
 class PermanentDeliveryError(Exception):
-    """The peer rejected the event for good (e.g. INVALID_ARGUMENT); retrying cannot help."""
+    """The peer rejected the event for good; retrying cannot help."""
+
+
+def _is_permanent(error: Exception) -> bool:
+    """A handler's own verdict, or a peer answering INVALID_ARGUMENT (the event itself is
+    wrong). Every other failure (peer down, not built yet, misconfigured key) is retried with
+    capped backoff: nothing is dropped that a deploy or a config fix could still deliver."""
+    if isinstance(error, PermanentDeliveryError):
+        return True
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def outbox_table(metadata: sa.MetaData, schema: str) -> sa.Table:
@@ -165,12 +175,13 @@ class OutboxRelay:
             if handler is None:
                 raise PermanentDeliveryError(f"no handler for topic {topic!r}")
             await handler(payload)
-        except PermanentDeliveryError as e:
-            log.error("outbox.dead", topic=topic, event_id=str(event_id), error=str(e))
-            await conn.execute(
-                sa.update(t).where(t.c.id == event_id).values(dead_at=now, attempts=attempts + 1, last_error=str(e)[:500])
-            )
         except Exception as e:
+            if _is_permanent(e):
+                log.error("outbox.dead", topic=topic, event_id=str(event_id), error=str(e)[:500])
+                await conn.execute(
+                    sa.update(t).where(t.c.id == event_id).values(dead_at=now, attempts=attempts + 1, last_error=str(e)[:500])
+                )
+                return
             delay = backoff_s(attempts + 1)
             log.warning("outbox.retry", topic=topic, event_id=str(event_id), attempts=attempts + 1, in_s=round(delay, 2), error=str(e)[:200])
             await conn.execute(

@@ -101,3 +101,27 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 0.25 <= backoff_s(1, rng) <= 0.5
     assert 4 <= backoff_s(5, rng) <= 8
     assert 150 <= backoff_s(40, rng) <= 300
+
+
+async def test_an_event_the_peer_calls_invalid_is_parked(settings_for: Any, db: TestDatabase) -> None:
+    server = await build_server(settings_for(ServiceName.IDENTITY))
+    port = await server.start(0)
+    channel = open_channel(f"127.0.0.1:{port}", "s3cret")
+    stub = identity_pb2_grpc.IdentityServiceStub(channel)
+
+    async def ensure_contact(payload: Any) -> None:
+        await stub.CreateContact(pb.CreateContactRequest(phone=payload["phone"], name="n", is_allowed=True))
+
+    engine = create_engine(db.dsn_for(ServiceName.IDENTITY))
+    relay = OutboxRelay(engine, outbox, {TOPIC: ensure_contact})
+    try:
+        async with UnitOfWork(engine) as uow:
+            await add_event(uow.conn, outbox, TOPIC, "bad", {"phone": "not-a-phone"}, datetime.now(UTC))
+            await uow.commit()
+        assert await relay.drain_once() == 1
+        [(dead, error)] = db.sql("SELECT dead_at IS NOT NULL, last_error FROM identity.outbox")
+        assert dead and "phone" in error
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await engine.dispose()
