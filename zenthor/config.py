@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     clerk_secret_key: SecretStr | None = Field(default=None, validation_alias="CLERK_SECRET_KEY")
     clerk_api_url: str = Field(default="https://api.clerk.com/v1", validation_alias="CLERK_API_URL")
 
+    # --- WhatsApp ---
+    # The account whose egress sends what the backend itself queues (verification codes).
+    whatsapp_account_id: str = Field(default="default", min_length=1, validation_alias="WHATSAPP_ACCOUNT_ID")
+
     # --- Temporal ---
     temporal_address: str = Field(default="127.0.0.1:7233", validation_alias="TEMPORAL_ADDRESS")
     temporal_namespace: str = Field(default="default", validation_alias="TEMPORAL_NAMESPACE")

@@ -7,15 +7,18 @@ from datetime import datetime
 
 import httpx
 
-from services.identity import usecases
+from services.identity import store, usecases
 from services.identity.clerk import ClerkDirectory
+from services.identity.outbound import outbox_handlers
 from services.identity.servicer import IdentityServicer
 from zenthor.auth.principal import ResolvedUser
 from zenthor.auth.resolver import CachingResolver
+from zenthor.clients import Peers
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
 from zenthor.gen.zenthor.identity.v1 import identity_pb2, identity_pb2_grpc
+from zenthor.outbox import OutboxRelay
 from zenthor.server import GrpcServer, ServiceRegistration
 
 
@@ -38,18 +41,23 @@ async def build_server(
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the identity service")
     engine = create_engine(settings.database_url, settings.db_pool_size)
+    peers = Peers(settings)
+    relay = OutboxRelay(engine, store.outbox, outbox_handlers(peers))
     secret = settings.clerk_secret_key.get_secret_value() if settings.clerk_secret_key else None
     deps = usecases.Deps(
         uow=lambda: UnitOfWork(engine),
         clock=clock,
         allowlist=settings.allowlisted_emails,
         clerk=ClerkDirectory(settings.clerk_api_url, secret, transport=clerk_transport),
+        verification_account_id=settings.whatsapp_account_id,
+        kick_outbox=relay.kick,
     )
     registration = ServiceRegistration(
         descriptor=identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
         base=identity_pb2_grpc.IdentityServiceServicer,
-        servicer=IdentityServicer(deps),  # type: ignore[abstract]  # unbuilt RPCs: UnbuiltMethodInterceptor
+        servicer=IdentityServicer(deps),
         add_to_server=identity_pb2_grpc.add_IdentityServiceServicer_to_server,
     )
     resolver = CachingResolver(LocalResolver(deps), settings.principal_cache_ttl_s)
-    return GrpcServer(settings, [registration], resolver, on_stop=[engine.dispose])
+    relay.start()
+    return GrpcServer(settings, [registration], resolver, on_stop=[relay.stop, peers.close, engine.dispose])

@@ -156,3 +156,35 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     async def GetHealthCheck(self, request: pb.GetHealthCheckRequest, context: Ctx) -> pb.GetHealthCheckResponse:
         return pb.GetHealthCheckResponse(status="OK")
+
+    async def RequestPhoneVerification(
+        self, request: pb.RequestPhoneVerificationRequest, context: Ctx
+    ) -> pb.RequestPhoneVerificationResponse:
+        outcome = await usecases.request_phone_verification(self._deps, current_principal(), request.phone)
+        return pb.RequestPhoneVerificationResponse(success=outcome.success, error=outcome.error)
+
+    async def ConfirmPhoneVerification(
+        self, request: pb.ConfirmPhoneVerificationRequest, context: Ctx
+    ) -> pb.ConfirmPhoneVerificationResponse:
+        outcome = await usecases.confirm_phone_verification(self._deps, current_principal(), request.code)
+        return pb.ConfirmPhoneVerificationResponse(success=outcome.success, phone=outcome.phone, error=outcome.error)
+
+    async def GetPhoneVerificationStatus(
+        self, request: pb.GetPhoneVerificationStatusRequest, context: Ctx
+    ) -> pb.GetPhoneVerificationStatusResponse:
+        pending = await usecases.get_phone_verification_status(self._deps, current_principal())
+        if pending is None:
+            return pb.GetPhoneVerificationStatusResponse()
+        return pb.GetPhoneVerificationStatusResponse(
+            pending=pb.PendingPhoneVerification(phone=pending.phone, create_time=timestamp(pending.created_at))
+        )
+
+    async def UnlinkPhone(self, request: pb.UnlinkPhoneRequest, context: Ctx) -> pb.UnlinkPhoneResponse:
+        await usecases.unlink_phone(self._deps, current_principal())
+        return pb.UnlinkPhoneResponse()
+
+    async def CleanupExpiredPhoneVerifications(
+        self, request: pb.CleanupExpiredPhoneVerificationsRequest, context: Ctx
+    ) -> pb.CleanupExpiredPhoneVerificationsResponse:
+        counts = await usecases.cleanup_expired_phone_verifications(self._deps, request.batch_size)
+        return pb.CleanupExpiredPhoneVerificationsResponse(deleted=counts.deleted, more=counts.more)

@@ -7,11 +7,20 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
+from psycopg import errors as pg_errors
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.identity.domain import Contact, User
+from services.identity.domain import (
+    PHONE_TAKEN,
+    Contact,
+    PhoneVerification,
+    User,
+    VerificationStatus,
+)
 from zenthor.auth.principal import Role, UserStatus
+from zenthor.errors import AlreadyExists
 from zenthor.outbox import outbox_table
 from zenthor.pagination import PageRequest
 
@@ -254,3 +263,142 @@ async def list_contacts(conn: AsyncConnection, page: PageRequest) -> list[Contac
     if page.after is not None:
         query = query.where(contacts.c.id > page.after)
     return [_contact(r) for r in (await conn.execute(query)).all()]
+
+
+# --- phone verification ---
+
+
+def _verification(row: sa.Row) -> PhoneVerification:
+    return PhoneVerification(
+        id=row.id,
+        user_id=row.user_id,
+        phone=row.phone,
+        code_hash=row.code_hash,
+        status=VerificationStatus(row.status),
+        attempts=row.attempts,
+        created_at=row.created_at,
+    )
+
+
+async def user_with_phone(conn: AsyncConnection, phone: str) -> uuid.UUID | None:
+    return (await conn.execute(sa.select(users.c.id).where(users.c.phone == phone))).scalar_one_or_none()
+
+
+async def recent_request_counts(
+    conn: AsyncConnection, user_id: uuid.UUID, phone: str, since: datetime
+) -> tuple[int, int]:
+    """Requests made since `since` by this user, and for this phone by anyone."""
+    recent = phone_verifications.c.created_at >= since
+    by_user = sa.select(sa.func.count()).where(recent, phone_verifications.c.user_id == user_id)
+    by_phone = sa.select(sa.func.count()).where(recent, phone_verifications.c.phone == phone)
+    row = (await conn.execute(sa.select(by_user.scalar_subquery(), by_phone.scalar_subquery()))).one()
+    return int(row[0]), int(row[1])
+
+
+async def lock_user_row(conn: AsyncConnection, user_id: uuid.UUID) -> None:
+    """Serializes one user's verification requests and confirmations (rate count, expiry)."""
+    await conn.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
+
+
+async def expire_pending(conn: AsyncConnection, user_id: uuid.UUID) -> None:
+    await conn.execute(
+        sa.update(phone_verifications)
+        .where(
+            phone_verifications.c.user_id == user_id,
+            phone_verifications.c.status == VerificationStatus.PENDING.value,
+        )
+        .values(status=VerificationStatus.EXPIRED.value)
+    )
+
+
+async def insert_verification(
+    conn: AsyncConnection, verification_id: uuid.UUID, user_id: uuid.UUID, phone: str, code_hash: str, now: datetime
+) -> None:
+    await conn.execute(
+        sa.insert(phone_verifications).values(
+            id=verification_id,
+            user_id=user_id,
+            phone=phone,
+            code_hash=code_hash,
+            status=VerificationStatus.PENDING.value,
+            attempts=0,
+            created_at=now,
+        )
+    )
+
+
+async def open_verification(conn: AsyncConnection, user_id: uuid.UUID, *, for_update: bool = False) -> PhoneVerification | None:
+    """The user's current request: the newest pending or locked one (spec: normally at most
+    one pending)."""
+    query = (
+        sa.select(phone_verifications)
+        .where(
+            phone_verifications.c.user_id == user_id,
+            phone_verifications.c.status.in_([VerificationStatus.PENDING.value, VerificationStatus.LOCKED.value]),
+        )
+        .order_by(phone_verifications.c.created_at.desc())
+        .limit(1)
+    )
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return _verification(row) if row else None
+
+
+async def set_verification_status(
+    conn: AsyncConnection, verification_id: uuid.UUID, status: VerificationStatus, *, verified_at: datetime | None = None
+) -> None:
+    await conn.execute(
+        sa.update(phone_verifications)
+        .where(phone_verifications.c.id == verification_id)
+        .values(status=status.value, verified_at=verified_at)
+    )
+
+
+async def count_wrong_code(conn: AsyncConnection, verification_id: uuid.UUID, max_attempts: int) -> None:
+    """One more wrong code; the request locks on reaching `max_attempts` (one statement)."""
+    attempts = phone_verifications.c.attempts + 1
+    await conn.execute(
+        sa.update(phone_verifications)
+        .where(phone_verifications.c.id == verification_id)
+        .values(
+            attempts=attempts,
+            status=sa.case(
+                (attempts >= max_attempts, VerificationStatus.LOCKED.value),
+                else_=phone_verifications.c.status,
+            ),
+        )
+    )
+
+
+async def set_user_phone(conn: AsyncConnection, user_id: uuid.UUID, phone: str | None, now: datetime) -> None:
+    """The unique index on users.phone settles two confirmations racing for one number
+    (finding 5): the loser gets AlreadyExists and its whole transaction rolls back."""
+    try:
+        async with conn.begin_nested():
+            await conn.execute(sa.update(users).where(users.c.id == user_id).values(phone=phone, updated_at=now))
+    except IntegrityError as e:
+        if isinstance(e.orig, pg_errors.UniqueViolation):
+            raise AlreadyExists(PHONE_TAKEN) from e
+        raise
+
+
+async def link_contact(conn: AsyncConnection, phone: str, user_id: uuid.UUID | None) -> None:
+    await conn.execute(sa.update(contacts).where(contacts.c.phone == phone).values(user_id=user_id))
+
+
+async def delete_stale_verifications(conn: AsyncConnection, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` rows created before `before` that are not verified (finding 21:
+    verified rows stay as the audit trail)."""
+    doomed = (
+        sa.select(phone_verifications.c.id)
+        .where(
+            phone_verifications.c.created_at < before,
+            phone_verifications.c.status != VerificationStatus.VERIFIED.value,
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    result = await conn.execute(sa.delete(phone_verifications).where(phone_verifications.c.id.in_(doomed)))
+    return result.rowcount

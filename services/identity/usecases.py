@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -9,12 +10,14 @@ from datetime import datetime
 
 from services.identity import domain, store
 from services.identity.clerk import ClerkDirectory
-from services.identity.domain import Contact, User
+from services.identity.domain import Contact, User, VerificationStatus
+from services.identity.outbound import DELIVER_VERIFICATION_CODE, verification_payload
 from zenthor import ids
 from zenthor.auth.principal import Identity, Principal, ResolvedUser
 from zenthor.clerk import ClerkProfile, clerk_profile
 from zenthor.db import UnitOfWorkFactory
-from zenthor.errors import NotFound
+from zenthor.errors import AlreadyExists, InvalidArgument, NotFound
+from zenthor.outbox import add_event
 from zenthor.pagination import Page, PageRequest, next_token
 
 
@@ -24,6 +27,11 @@ class Deps:
     clock: Callable[[], datetime]
     allowlist: frozenset[str]
     clerk: ClerkDirectory
+    # The WhatsApp account whose egress sends verification codes (finding 10).
+    verification_account_id: str = "default"
+    randbelow: Callable[[int], int] = secrets.randbelow
+    # Wakes the outbox relay once a unit of work that stored events has committed.
+    kick_outbox: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -244,3 +252,131 @@ async def backfill_user_roles(deps: Deps) -> BackfillCounts:
             updated += await store.set_role_if_absent(uow.conn, user.id, role, now)
         await uow.commit()
     return BackfillCounts(updated=updated, total=total)
+
+
+# --- phone verification (spec identity.md §4; findings 4, 5, 10, 21) ---
+
+
+@dataclass(frozen=True)
+class VerificationOutcome:
+    success: bool
+    error: str | None = None
+    phone: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingVerification:
+    phone: str
+    created_at: datetime
+
+
+async def request_phone_verification(deps: Deps, principal: Principal, phone: str) -> VerificationOutcome:
+    """Stores a hashed code, ensures the contact, and hands the code's WhatsApp delivery to
+    the outbox, all in one transaction."""
+    user_id = principal.require_user().user_id
+    domain.check_verification_phone(phone)
+    now = deps.clock()
+    code = domain.new_code(deps.randbelow)
+    verification_id = ids.PHONE_VERIFICATION.new()
+    async with deps.uow() as uow:
+        owner = await store.user_with_phone(uow.conn, phone)
+        if owner is not None and owner != user_id:
+            return VerificationOutcome(False, domain.PHONE_TAKEN)
+        await store.lock_user_row(uow.conn, user_id)
+        by_user, by_phone = await store.recent_request_counts(uow.conn, user_id, phone, now - domain.RATE_WINDOW)
+        if by_user >= domain.MAX_REQUESTS_PER_USER or by_phone >= domain.MAX_REQUESTS_PER_PHONE:
+            return VerificationOutcome(False, domain.TOO_MANY_REQUESTS)
+        await store.expire_pending(uow.conn, user_id)
+        await store.insert_verification(
+            uow.conn, verification_id, user_id, phone, domain.hash_code(code, secrets.token_hex(8)), now
+        )
+        await store.insert_contact_if_absent(
+            uow.conn, contact_id=ids.CONTACT.new(), phone=phone, name=phone, is_allowed=True, now=now
+        )
+        contact = await store.get_contact_by_phone(uow.conn, phone)
+        assert contact is not None
+        payload = verification_payload(
+            ids.PHONE_VERIFICATION.format(verification_id),
+            ids.CONTACT.format(contact.id),
+            phone,
+            domain.verification_text(code),
+            deps.verification_account_id,
+        )
+        await add_event(uow.conn, store.outbox, DELIVER_VERIFICATION_CODE, payload["verification_id"], payload, now)
+        await uow.commit()
+    deps.kick_outbox()
+    return VerificationOutcome(True)
+
+
+async def confirm_phone_verification(deps: Deps, principal: Principal, code: str) -> VerificationOutcome:
+    user_id = principal.require_user().user_id
+    domain.check_code(code)
+    now = deps.clock()
+    async with deps.uow() as uow:
+        await store.lock_user_row(uow.conn, user_id)
+        verification = await store.open_verification(uow.conn, user_id, for_update=True)
+        if verification is None:
+            return VerificationOutcome(False, domain.NO_PENDING)
+        if verification.status is VerificationStatus.LOCKED:
+            return VerificationOutcome(False, domain.CODE_LOCKED)
+        if domain.is_expired(verification, now):
+            await store.set_verification_status(uow.conn, verification.id, VerificationStatus.EXPIRED)
+            await uow.commit()
+            return VerificationOutcome(False, domain.CODE_EXPIRED)
+        if not domain.code_matches(code, verification.code_hash):
+            await store.count_wrong_code(uow.conn, verification.id, domain.MAX_CODE_ATTEMPTS)
+            await uow.commit()
+            return VerificationOutcome(False, domain.CODE_INVALID)
+        # Finding 5: uniqueness is settled here, inside the transaction that takes the phone.
+        owner = await store.user_with_phone(uow.conn, verification.phone)
+        if owner is not None and owner != user_id:
+            raise AlreadyExists(domain.PHONE_TAKEN)
+        await store.set_verification_status(uow.conn, verification.id, VerificationStatus.VERIFIED, verified_at=now)
+        await store.set_user_phone(uow.conn, user_id, verification.phone, now)
+        await store.link_contact(uow.conn, verification.phone, user_id)
+        await uow.commit()
+    return VerificationOutcome(True, phone=verification.phone)
+
+
+async def get_phone_verification_status(deps: Deps, principal: Principal) -> PendingVerification | None:
+    user_id = principal.require_user().user_id
+    async with deps.uow() as uow:
+        verification = await store.open_verification(uow.conn, user_id)
+    if (
+        verification is None
+        or verification.status is not VerificationStatus.PENDING
+        or domain.is_expired(verification, deps.clock())
+    ):
+        return None
+    return PendingVerification(verification.phone, verification.created_at)
+
+
+async def unlink_phone(deps: Deps, principal: Principal) -> None:
+    user_id = principal.require_user().user_id
+    now = deps.clock()
+    async with deps.uow() as uow:
+        user = await store.get_user(uow.conn, user_id)
+        if user is None or user.phone is None:
+            return
+        await store.set_user_phone(uow.conn, user_id, None, now)
+        await store.link_contact(uow.conn, user.phone, None)
+        await uow.commit()
+
+
+@dataclass(frozen=True)
+class CleanupCounts:
+    deleted: int
+    more: bool
+
+
+DEFAULT_CLEANUP_BATCH = 1_000
+
+
+async def cleanup_expired_phone_verifications(deps: Deps, batch_size: int) -> CleanupCounts:
+    if batch_size < 0:
+        raise InvalidArgument("batch_size", "must not be negative")
+    limit = batch_size or DEFAULT_CLEANUP_BATCH
+    async with deps.uow() as uow:
+        deleted = await store.delete_stale_verifications(uow.conn, deps.clock() - domain.VERIFICATION_RETENTION, limit)
+        await uow.commit()
+    return CleanupCounts(deleted=deleted, more=deleted == limit)

@@ -27,6 +27,7 @@ from zenthor.gen.zenthor.approvals.v1 import approvals_pb2_grpc
 
 EXPIRE = "approvals.ExpireStaleApprovals"
 UNAVAILABLE = object()  # a scripted reply: answer UNAVAILABLE instead
+UNIMPLEMENTED = object()  # a scripted reply: answer UNIMPLEMENTED, as an unbuilt RPC does
 
 
 class ScriptedApprovals(approvals_pb2_grpc.ApprovalsServiceServicer):
@@ -46,6 +47,8 @@ class ScriptedApprovals(approvals_pb2_grpc.ApprovalsServiceServicer):
         reply = self.replies.pop(0)
         if reply is UNAVAILABLE:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "approvals is restarting")
+        if reply is UNIMPLEMENTED:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ApprovalsService/ExpireStaleApprovals is not built yet")
         assert isinstance(reply, pb.ExpireStaleApprovalsResponse)
         return reply
 
@@ -123,16 +126,11 @@ async def test_unavailable_service_is_retried_and_the_counts_survive_the_retry(
     assert await activity_attempts(handle) == [2]
 
 
-async def test_unbuilt_sweep_fails_once_and_for_good_naming_the_rpc(
-    client: Client, task_queue: str, identity: Running
-) -> None:
-    # identity's CleanupExpiredPhoneVerifications has not landed: the real server answers
-    # UNIMPLEMENTED, which no retry can fix.
-    settings = identity.settings.model_copy(
-        update={"identity_addr": f"127.0.0.1:{identity.server.port}"}
-    )
-    async with running_worker(client, task_queue, settings):
-        handle = await start_sweep(client, task_queue, "identity.CleanupExpiredPhoneVerifications")
+async def test_unbuilt_sweep_fails_once_and_for_good_naming_the_rpc(client: Client, task_queue: str) -> None:
+    # An RPC whose issue has not landed answers UNIMPLEMENTED, which no retry can fix.
+    servicer = ScriptedApprovals([UNIMPLEMENTED])
+    async with approvals_peer(servicer) as settings, running_worker(client, task_queue, settings):
+        handle = await start_sweep(client, task_queue, EXPIRE)
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
 
@@ -143,8 +141,29 @@ async def test_unbuilt_sweep_fails_once_and_for_good_naming_the_rpc(
     assert isinstance(error, ApplicationError)
     assert error.non_retryable
     assert error.type == "grpc.UNIMPLEMENTED"
-    assert "IdentityService/CleanupExpiredPhoneVerifications" in error.message
+    assert EXPIRE in error.message and "ExpireStaleApprovals is not built yet" in error.message
     assert await activity_attempts(handle) == [1]
+
+
+async def test_scheduled_sweep_cleans_up_old_verifications_in_the_real_identity_service(
+    client: Client, task_queue: str, identity: Running
+) -> None:
+    [(user_id,)] = identity.db.sql(
+        "INSERT INTO identity.users (id, external_id, name, email, status, created_at, updated_at)"
+        " VALUES (gen_random_uuid(), 'user_x', 'X', '', 'active', now(), now()) RETURNING id"
+    )
+    for _ in range(3):
+        identity.db.sql(
+            "INSERT INTO identity.phone_verifications (id, user_id, phone, code_hash, status, attempts, created_at)"
+            " VALUES (gen_random_uuid(), %s, '5511977776666', 'x$y', 'pending', 0, now() - interval '25 hours')",
+            (user_id,),
+        )
+    settings = identity.settings.model_copy(update={"identity_addr": f"127.0.0.1:{identity.server.port}"})
+    async with running_worker(client, task_queue, settings):
+        result = await (await start_sweep(client, task_queue, "identity.CleanupExpiredPhoneVerifications")).result()
+
+    assert result == {"deleted": 3, "calls": 1}
+    assert identity.db.sql("SELECT count(*) FROM identity.phone_verifications") == [(0,)]
 
 
 async def test_a_target_that_is_not_a_sweep_rpc_fails_without_retrying(
