@@ -32,6 +32,18 @@ class ContactPatchBody(BaseModel):
     is_allowed: bool | None = None
 
 
+class PhoneBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str
+
+
+class CodeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+
+
 @router.get("/users/me", summary="The caller's user (GetCurrentUser)")
 async def get_current_user(identity: IdentityStub, metadata: CallMetadata) -> JsonObject:
     reply = await identity.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=metadata)
@@ -95,3 +107,29 @@ async def get_private_data(identity: IdentityStub, metadata: CallMetadata) -> Js
 @router.get("/health-check", summary="Public: answers OK (GetHealthCheck)")
 async def get_health_check(identity: IdentityStub, metadata: CallMetadata) -> JsonObject:
     return message_json(await identity.GetHealthCheck(pb.GetHealthCheckRequest(), metadata=metadata))
+
+
+# --- phone verification ---
+
+
+@router.post("/phone-verification:request", summary="Send a code to a WhatsApp number (RequestPhoneVerification)")
+async def request_phone_verification(body: PhoneBody, identity: IdentityStub, metadata: CallMetadata) -> JsonObject:
+    request = pb.RequestPhoneVerificationRequest(phone=body.phone)
+    return message_json(await identity.RequestPhoneVerification(request, metadata=metadata))
+
+
+@router.post("/phone-verification:confirm", summary="Confirm the code and link the phone (ConfirmPhoneVerification)")
+async def confirm_phone_verification(body: CodeBody, identity: IdentityStub, metadata: CallMetadata) -> JsonObject:
+    request = pb.ConfirmPhoneVerificationRequest(code=body.code)
+    return message_json(await identity.ConfirmPhoneVerification(request, metadata=metadata))
+
+
+@router.get("/phone-verification", summary="The pending request, or null (GetPhoneVerificationStatus)")
+async def get_phone_verification_status(identity: IdentityStub, metadata: CallMetadata) -> JsonObject:
+    reply = await identity.GetPhoneVerificationStatus(pb.GetPhoneVerificationStatusRequest(), metadata=metadata)
+    return {"pending": optional_message_json(reply, "pending")}
+
+
+@router.delete("/users/me/phone", summary="Unlink the caller's phone (UnlinkPhone)")
+async def unlink_phone(identity: IdentityStub, metadata: CallMetadata) -> JsonObject:
+    return message_json(await identity.UnlinkPhone(pb.UnlinkPhoneRequest(), metadata=metadata))

@@ -245,3 +245,29 @@ async def test_docs_and_openapi_are_served(gateway: httpx.AsyncClient) -> None:
         "/v1/users:bootstrap", "/v1/users", "/v1/contacts", "/v1/contacts/{id}", "/v1/private-data",
         "/v1/health-check",
     } <= set(paths)
+
+
+# --- phone verification ---
+
+
+async def test_phone_verification_round_trip_over_rest(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    requested = await gateway.post("/v1/phone-verification:request", json={"phone": "5511977776666"}, headers=headers)
+    assert requested.status_code == 200 and requested.json() == {"success": True}
+    status = await gateway.get("/v1/phone-verification", headers=headers)
+    assert status.json()["pending"]["phone"] == "5511977776666"
+    [(content,)] = identity.db.sql("SELECT payload->>'content' FROM identity.outbox")
+    code = re.search(r"code is: (\d{6})", content).group(1)  # type: ignore[union-attr]
+    confirmed = await gateway.post("/v1/phone-verification:confirm", json={"code": code}, headers=headers)
+    assert confirmed.json() == {"success": True, "phone": "5511977776666"}
+    unlinked = await gateway.delete("/v1/users/me/phone", headers=headers)
+    assert unlinked.status_code == 200
+    assert identity.db.sql("SELECT phone FROM identity.users") == [(None,)]
+
+
+async def test_malformed_phone_is_400_naming_the_field(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    response = await gateway.post("/v1/phone-verification:request", json={"phone": "+55 11"}, headers=bearer(identity, "user_alice"))
+    assert response.status_code == 400
+    assert (response.json()["error"]["field"], response.json()["error"]["code"]) == ("phone", "INVALID_ARGUMENT")
