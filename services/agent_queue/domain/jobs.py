@@ -1,0 +1,170 @@
+"""Job rules: the lifecycle, the lease constants and the pure rules of spec agent_queue.md §1.2
+(reproduced exactly, over datetimes instead of epoch milliseconds)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+from zenthor.errors import InvalidArgument
+from zenthor.validate import optional_text, required_text
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    # Failed retryably or lost its lease; RetryWorkflow releases it to PENDING after a
+    # backoff (finding 14).
+    WAITING_RETRY = "waiting_retry"
+
+
+# spec §1.1: DEFAULT_JOB_LOCK_MS; the runtime heartbeats every 15 s on a 60 s lease.
+DEFAULT_LEASE = timedelta(seconds=60)
+# Contract bounds for a lease (the original did not clamp `lockMs`).
+MIN_LEASE = timedelta(seconds=1)
+MAX_LEASE = timedelta(minutes=10)
+# spec §1.1: MAX_ATTEMPTS, shared by stale requeue and explicit retry.
+MAX_ATTEMPTS = 3
+# spec §1.1: LEGACY_STALE_MS, for processing rows without a lease.
+LEGACY_STALE = timedelta(milliseconds=300_000)
+# One claim takes at most this many jobs (one round trip, one transaction).
+MAX_CLAIM = 100
+MAX_PROCESSOR_ID = 128
+MAX_ERROR_REASON = 64
+# Longer worker messages are truncated, not refused (the runtime sends at most 500).
+MAX_ERROR_MESSAGE = 2_000
+MAX_MODEL_NAME = 200
+# scheduled.md: agent job retention, measured from completion here (finding 20).
+JOB_RETENTION = timedelta(days=7)
+STALE_LEASE_REASON = "stale_lease"
+STALE_LEASE_FAILED_MESSAGE = "Job exceeded max attempts after lease expiry"
+STALE_LEASE_RETRY_MESSAGE = "Lease expired before the job finished"
+# A zero `lockedUntil` is present but falsy in the original (JavaScript truthiness).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+StaleAction = Literal["fail", "requeue"]
+
+
+@dataclass(frozen=True)
+class Job:
+    id: uuid.UUID
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    conversation_user_id: uuid.UUID | None
+    conversation_contact_id: uuid.UUID | None
+    status: JobStatus
+    error_reason: str | None
+    error_message: str | None
+    attempt_count: int
+    model_used: str | None
+    processor_id: str | None
+    locked_until: datetime | None
+    started_at: datetime | None
+    last_heartbeat_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+
+def _truthy(value: datetime | None) -> bool:
+    return value is not None and value != EPOCH
+
+
+# --- spec §1.2, exactly ---
+
+
+def is_job_stale(job: Job, now: datetime) -> bool:
+    """With a lease (even a zero one): stale iff now > lockedUntil. Without: stale iff more
+    than LEGACY_STALE passed since the claim (or since creation)."""
+    if job.locked_until is not None:
+        return now > job.locked_until
+    since = job.started_at if job.started_at is not None else job.created_at
+    return now - since > LEGACY_STALE
+
+
+def resolve_stale_action(attempt_count: int | None) -> StaleAction:
+    return "fail" if (attempt_count or 0) + 1 >= MAX_ATTEMPTS else "requeue"
+
+
+def has_active_job_for_conversation(jobs: Iterable[Job], exclude_id: uuid.UUID | None, now: datetime) -> bool:
+    """A processing job other than `exclude_id` whose lease is absent/zero or not expired."""
+    return any(
+        j.id != exclude_id
+        and j.status is JobStatus.PROCESSING
+        and (not _truthy(j.locked_until) or now <= j.locked_until)  # type: ignore[operator]
+        for j in jobs
+    )
+
+
+def is_heartbeat_valid(job: Job, processor_id: str, now: datetime) -> bool:
+    if job.status is not JobStatus.PROCESSING:
+        return False
+    if job.processor_id is None or job.processor_id != processor_id:
+        return False
+    if _truthy(job.locked_until) and now > job.locked_until:  # type: ignore[operator]
+        return False
+    return True
+
+
+def can_retry(attempt_count: int | None) -> bool:
+    return (attempt_count or 0) + 1 < MAX_ATTEMPTS
+
+
+# --- why a guarded transition found no row ---
+
+
+def lease_refusal(job: Job, processor_id: str, now: datetime, action: str) -> str:
+    """The FAILED_PRECONDITION message for a lease-holder-only action that matched no row."""
+    if job.status is not JobStatus.PROCESSING:
+        return f"cannot {action} job: it is {job.status.value}, not processing"
+    if job.processor_id != processor_id:
+        return f"cannot {action} job: its lease is held by another processor"
+    if _truthy(job.locked_until) and now > job.locked_until:  # type: ignore[operator]
+        return f"cannot {action} job: its lease expired"
+    return f"cannot {action} job: it changed concurrently"
+
+
+# --- request checks ---
+
+
+def check_lease(lease: timedelta | None, field: str = "lease") -> timedelta:
+    if lease is None:
+        return DEFAULT_LEASE
+    if lease < MIN_LEASE or lease > MAX_LEASE:
+        raise InvalidArgument(field, f"must be between {_secs(MIN_LEASE)} and {_secs(MAX_LEASE)}")
+    return lease
+
+
+def check_max_jobs(value: int, field: str = "max_jobs") -> int:
+    if value < 1 or value > MAX_CLAIM:
+        raise InvalidArgument(field, f"must be between 1 and {MAX_CLAIM}")
+    return value
+
+
+def check_processor_id(value: str, field: str = "processor_id") -> str:
+    return required_text(value, field, max_chars=MAX_PROCESSOR_ID)
+
+
+def check_error_reason(value: str | None, field: str = "error_reason") -> str | None:
+    return optional_text(value, field, max_chars=MAX_ERROR_REASON)
+
+
+def truncate_error_message(value: str | None, field: str = "error_message") -> str | None:
+    if value is None:
+        return None
+    return optional_text(value[:MAX_ERROR_MESSAGE], field, max_chars=MAX_ERROR_MESSAGE)
+
+
+def check_model_used(value: str | None, field: str = "model_used") -> str | None:
+    return optional_text(value, field, max_chars=MAX_MODEL_NAME)
+
+
+def _secs(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    return f"{seconds:g} s" if seconds < 60 else f"{seconds / 60:g} min"

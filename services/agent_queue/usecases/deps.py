@@ -1,0 +1,26 @@
+"""What the use cases need from the outside, built once by the composition root."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from zenthor.db import UnitOfWorkFactory
+from zenthor.notify import ChangeFeed
+
+
+def _no_kick() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Deps:
+    uow: UnitOfWorkFactory
+    clock: Callable[[], datetime]
+    # Jittered backoffs; tests pass a seeded one.
+    rng: random.Random = field(default_factory=random.Random)
+    # Delivers freshly committed outbox events at once (the relay re-drives failures).
+    kick_outbox: Callable[[], None] = _no_kick
+    feed: ChangeFeed | None = None
