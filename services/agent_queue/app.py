@@ -1,4 +1,5 @@
-"""Composition root of the agent_queue service: engine, deps, servicer, server."""
+"""Composition root of the agent_queue service: engine, change feed, outbox relay (retry
+workflows, trigger messages), deps, servicer, server."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ from collections.abc import Callable
 from datetime import datetime
 
 from services.agent_queue.servicer import AgentQueueServicer
+from services.agent_queue.store.tables import outbox
 from services.agent_queue.usecases.deps import Deps
+from services.agent_queue.usecases.jobs import JOBS_CHANNEL
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2, agent_queue_pb2_grpc
+from zenthor.notify import ChangeFeed
+from zenthor.outbox import OutboxRelay
 from zenthor.process import peer_resolver
+from zenthor.retries import RETRY_TOPIC, TemporalClientProvider, retry_starter
 from zenthor.server import GrpcServer, ServiceRegistration
 
 
@@ -21,16 +27,36 @@ async def build_server(
     *,
     clock: Callable[[], datetime] = utc_now,
     rng: random.Random | None = None,
+    temporal: TemporalClientProvider | None = None,
+    outbox_poll_s: float = 1.0,
 ) -> GrpcServer:
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the agent_queue service")
     engine = create_engine(settings.database_url, settings.db_pool_size)
     resolver, peers = peer_resolver(settings)
-    deps = Deps(uow=lambda: UnitOfWork(engine), clock=clock, rng=rng or random.Random())
+    feed = ChangeFeed(settings.database_url, [JOBS_CHANNEL])
+    relay = OutboxRelay(
+        engine,
+        outbox,
+        {RETRY_TOPIC: retry_starter(temporal or TemporalClientProvider.from_settings(settings), settings.temporal_task_queue)},
+        poll_s=outbox_poll_s,
+        clock=clock,
+    )
+    deps = Deps(
+        uow=lambda: UnitOfWork(engine),
+        clock=clock,
+        rng=rng or random.Random(),
+        kick_outbox=relay.kick,
+        feed=feed,
+    )
     registration = ServiceRegistration(
         descriptor=agent_queue_pb2.DESCRIPTOR.services_by_name["AgentQueueService"],
         base=agent_queue_pb2_grpc.AgentQueueServiceServicer,
         servicer=AgentQueueServicer(deps),  # type: ignore[abstract]  # unbuilt RPCs: UnbuiltMethodInterceptor
         add_to_server=agent_queue_pb2_grpc.add_AgentQueueServiceServicer_to_server,
     )
-    return GrpcServer(settings, [registration], resolver, on_stop=[peers.close, engine.dispose])
+    await feed.start()
+    relay.start()
+    return GrpcServer(
+        settings, [registration], resolver, on_stop=[relay.stop, feed.stop, peers.close, engine.dispose]
+    )

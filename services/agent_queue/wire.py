@@ -10,7 +10,9 @@ from google.protobuf.duration_pb2 import Duration
 from services.agent_queue.domain.jobs import Job, JobStatus
 from zenthor import ids
 from zenthor.convert import timestamp
+from zenthor.errors import InvalidArgument
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
+from zenthor.pagination import DEFAULT_PAGE_SIZE, PageRequest, decode_token
 
 JOB_STATUS = {
     JobStatus.PENDING: pb.JOB_STATUS_PENDING,
@@ -54,3 +56,12 @@ def job_pb(job: Job) -> pb.Job:
         finish_time=timestamp(job.finished_at) if job.finished_at else None,
         next_attempt_time=timestamp(job.next_attempt_at) if job.next_attempt_at else None,
     )
+
+
+def list_page(page_size: int, page_token: str, *, max_size: int, default: int = DEFAULT_PAGE_SIZE) -> PageRequest:
+    """Like zenthor.pagination.page_request, with this list's own maximum."""
+    if page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    if page_size > max_size:
+        raise InvalidArgument("page_size", f"must be at most {max_size}")
+    return PageRequest(size=page_size or default, after=decode_token(page_token))

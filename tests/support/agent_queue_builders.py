@@ -82,3 +82,15 @@ def job_id(value: uuid.UUID) -> str:
 
 def msg_id(value: uuid.UUID | None = None) -> str:
     return ids.MESSAGE.format(value or ids.MESSAGE.new())
+
+
+def lease(seconds: float) -> Any:
+    from google.protobuf.duration_pb2 import Duration
+
+    d = Duration()
+    d.FromTimedelta(timedelta(seconds=seconds))
+    return d
+
+
+def ms(value: int) -> timedelta:
+    return timedelta(milliseconds=value)

@@ -168,3 +168,16 @@ def check_model_used(value: str | None, field: str = "model_used") -> str | None
 def _secs(value: timedelta) -> str:
     seconds = value.total_seconds()
     return f"{seconds:g} s" if seconds < 60 else f"{seconds / 60:g} min"
+
+
+def owns_conversation(
+    user_id: uuid.UUID,
+    user_contact_id: uuid.UUID | None,
+    conversation_user_id: uuid.UUID | None,
+    conversation_contact_id: uuid.UUID | None,
+) -> bool:
+    """spec README §4.8 with the owner ids stored on the job: the conversation's user is the
+    caller, or its contact is the caller's linked contact."""
+    if conversation_user_id is not None and conversation_user_id == user_id:
+        return True
+    return conversation_contact_id is not None and conversation_contact_id == user_contact_id

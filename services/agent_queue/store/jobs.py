@@ -4,14 +4,17 @@ SKIP LOCKED so concurrent workers never wait on each other's rows."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.agent_queue.domain.jobs import Job, JobStatus
 from services.agent_queue.store.tables import jobs
+from zenthor.pagination import PageRequest
 
 
 def job_from_row(row: sa.Row) -> Job:
@@ -74,3 +77,390 @@ async def get_job(conn: AsyncConnection, job_id: uuid.UUID) -> Job | None:
 async def get_job_by_message(conn: AsyncConnection, message_id: uuid.UUID) -> Job | None:
     row = (await conn.execute(sa.select(jobs).where(jobs.c.message_id == message_id))).first()
     return job_from_row(row) if row else None
+
+
+# --- claims ---
+
+# Claims up to :max_jobs pending jobs for one worker in one statement, returning them as
+# claimed (finding 13). Per-conversation exclusivity: the partial unique index
+# jobs_one_processing_per_conversation is the guarantee; these steps keep claims from
+# tripping over it.
+CLAIM_JOBS = sa.text(
+    """
+    WITH candidates AS (
+        SELECT j.id
+        FROM agent_queue.jobs AS j
+        WHERE j.status = 'pending'
+          -- restricted to the requested ids, when any were given
+          AND (:any_job OR j.id = ANY(CAST(:job_ids AS uuid[])))
+          -- skip busy conversations: any processing job blocks (stale ones were swept first)
+          AND NOT EXISTS (
+              SELECT 1 FROM agent_queue.jobs AS p
+              WHERE p.conversation_id = j.conversation_id AND p.status = 'processing'
+          )
+          -- only the oldest pending job of its conversation, so one claim never takes two
+          -- jobs of a conversation and a concurrent claim that holds that job makes us skip
+          -- the whole conversation instead of its next job
+          AND NOT EXISTS (
+              SELECT 1 FROM agent_queue.jobs AS o
+              WHERE o.conversation_id = j.conversation_id AND o.status = 'pending' AND o.id < j.id
+                AND (:any_job OR o.id = ANY(CAST(:job_ids AS uuid[])))
+          )
+        ORDER BY j.id  -- UUIDv7: oldest first
+        LIMIT :max_jobs
+        -- rows another claim holds are skipped, never waited for
+        FOR UPDATE OF j SKIP LOCKED
+    )
+    UPDATE agent_queue.jobs AS jobs
+    SET status = 'processing',
+        processor_id = :processor_id,
+        locked_until = :locked_until,
+        started_at = :now,
+        last_heartbeat_at = :now,
+        error_reason = NULL,
+        error_message = NULL,
+        next_attempt_at = NULL
+    FROM candidates
+    WHERE jobs.id = candidates.id
+    RETURNING jobs.*
+    """
+)
+
+# Both are the residue of races the statement cannot see (two claims naming different jobs
+# of one conversation; a job released while another of its conversation is being claimed):
+# the index refuses the second PROCESSING row, or the two claims deadlock on it.
+UNIQUE_VIOLATION = "23505"
+DEADLOCK_DETECTED = "40P01"
+CLAIM_ATTEMPTS = 5
+
+
+async def claim_jobs(
+    conn: AsyncConnection,
+    *,
+    processor_id: str,
+    max_jobs: int,
+    now: datetime,
+    locked_until: datetime,
+    job_ids: Sequence[uuid.UUID],
+) -> list[Job]:
+    params = {
+        "processor_id": processor_id,
+        "max_jobs": max_jobs,
+        "now": now,
+        "locked_until": locked_until,
+        "any_job": not job_ids,
+        "job_ids": list(job_ids),
+    }
+    for _ in range(CLAIM_ATTEMPTS):
+        try:
+            # A savepoint: a refused claim leaves the rest of the unit of work intact, and the
+            # retried statement takes a fresh snapshot that sees the winner's row.
+            async with conn.begin_nested():
+                rows = (await conn.execute(CLAIM_JOBS, params)).all()
+        except DBAPIError as e:
+            if getattr(e.orig, "sqlstate", None) in (UNIQUE_VIOLATION, DEADLOCK_DETECTED):
+                continue
+            raise
+        return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
+    return []
+
+
+# --- lease holder transitions (finding 12: only the holder, only from processing) ---
+
+HEARTBEAT = sa.text(
+    """
+    UPDATE agent_queue.jobs
+    SET locked_until = :locked_until, last_heartbeat_at = :now
+    WHERE id = :id
+      AND status = 'processing'
+      AND processor_id = :processor_id
+      -- spec isHeartbeatValid: a lease that expired (but was not swept yet) is lost; an
+      -- absent or zero lease is not checked
+      AND (locked_until IS NULL OR locked_until = 'epoch' OR :now <= locked_until)
+    RETURNING *
+    """
+)
+
+
+async def heartbeat(
+    conn: AsyncConnection, job_id: uuid.UUID, processor_id: str, now: datetime, locked_until: datetime
+) -> Job | None:
+    row = (
+        await conn.execute(
+            HEARTBEAT, {"id": job_id, "processor_id": processor_id, "now": now, "locked_until": locked_until}
+        )
+    ).first()
+    return job_from_row(row) if row else None
+
+
+def _held_by(job_id: uuid.UUID, processor_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        jobs.c.id == job_id,
+        jobs.c.status == JobStatus.PROCESSING.value,
+        jobs.c.processor_id == processor_id,
+    )
+
+
+async def complete(
+    conn: AsyncConnection, job_id: uuid.UUID, processor_id: str, model_used: str | None, now: datetime
+) -> Job | None:
+    row = (
+        await conn.execute(
+            sa.update(jobs)
+            .where(_held_by(job_id, processor_id))
+            .values(
+                status=JobStatus.COMPLETED.value,
+                model_used=model_used,
+                processor_id=None,
+                locked_until=None,
+                finished_at=now,
+            )
+            .returning(jobs)
+        )
+    ).first()
+    return job_from_row(row) if row else None
+
+
+async def fail(
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    processor_id: str,
+    reason: str | None,
+    message: str | None,
+    now: datetime,
+) -> Job | None:
+    row = (
+        await conn.execute(
+            sa.update(jobs)
+            .where(_held_by(job_id, processor_id))
+            .values(
+                status=JobStatus.FAILED.value,
+                error_reason=reason,
+                error_message=message,
+                processor_id=None,
+                locked_until=None,
+                finished_at=now,
+            )
+            .returning(jobs)
+        )
+    ).first()
+    return job_from_row(row) if row else None
+
+
+async def lock_job(conn: AsyncConnection, job_id: uuid.UUID) -> Job | None:
+    """The job, row-locked until commit (a read-decide-write transition)."""
+    row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id).with_for_update())).first()
+    return job_from_row(row) if row else None
+
+
+async def to_waiting_retry(
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    *,
+    attempt_count: int,
+    next_attempt_at: datetime,
+    reason: str | None,
+    message: str | None,
+) -> Job:
+    """PROCESSING → WAITING_RETRY (lease cleared, attempt counted); the caller holds the row."""
+    row = (
+        await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PROCESSING.value)
+            .values(
+                status=JobStatus.WAITING_RETRY.value,
+                attempt_count=attempt_count,
+                next_attempt_at=next_attempt_at,
+                error_reason=reason,
+                error_message=message,
+                processor_id=None,
+                locked_until=None,
+                started_at=None,
+                last_heartbeat_at=None,
+            )
+            .returning(jobs)
+        )
+    ).one()
+    return job_from_row(row)
+
+
+async def fail_held(
+    conn: AsyncConnection, job_id: uuid.UUID, reason: str | None, message: str | None, now: datetime
+) -> Job:
+    """PROCESSING → FAILED for a row the caller holds (attempts exhausted)."""
+    row = (
+        await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PROCESSING.value)
+            .values(
+                status=JobStatus.FAILED.value,
+                error_reason=reason,
+                error_message=message,
+                processor_id=None,
+                locked_until=None,
+                finished_at=now,
+            )
+            .returning(jobs)
+        )
+    ).one()
+    return job_from_row(row)
+
+
+async def release(conn: AsyncConnection, job_id: uuid.UUID, attempt_count: int) -> Job | None:
+    """WAITING_RETRY → PENDING, only for the attempt the retry workflow was started for."""
+    row = (
+        await conn.execute(
+            sa.update(jobs)
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == JobStatus.WAITING_RETRY.value,
+                jobs.c.attempt_count == attempt_count,
+            )
+            .values(status=JobStatus.PENDING.value, next_attempt_at=None)
+            .returning(jobs)
+        )
+    ).first()
+    return job_from_row(row) if row else None
+
+
+# --- stale leases (spec §1.3) ---
+
+# Candidates for the stale rule, written so the partial lease index serves it; the caller
+# re-checks each row with domain.is_job_stale. Rows another transaction holds (a worker
+# completing right now) are skipped, not waited for.
+LOCK_STALE_JOBS = sa.text(
+    """
+    SELECT * FROM agent_queue.jobs
+    WHERE status = 'processing'
+      AND ((locked_until IS NOT NULL AND locked_until < :now)
+           OR (locked_until IS NULL AND COALESCE(started_at, created_at) < :legacy_cutoff))
+    ORDER BY locked_until NULLS FIRST, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+
+async def lock_stale_jobs(conn: AsyncConnection, now: datetime, legacy_cutoff: datetime, limit: int) -> list[Job]:
+    rows = (await conn.execute(LOCK_STALE_JOBS, {"now": now, "legacy_cutoff": legacy_cutoff, "limit": limit})).all()
+    return [job_from_row(r) for r in rows]
+
+
+async def fail_stale(conn: AsyncConnection, job_ids: Sequence[uuid.UUID], reason: str, message: str, now: datetime) -> None:
+    """spec §1.3 `fail`: attempt count, start and heartbeat times stay as they were."""
+    if not job_ids:
+        return
+    await conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id.in_(list(job_ids)), jobs.c.status == JobStatus.PROCESSING.value)
+        .values(
+            status=JobStatus.FAILED.value,
+            error_reason=reason,
+            error_message=message,
+            processor_id=None,
+            locked_until=None,
+            finished_at=now,
+        )
+    )
+
+
+REQUEUE_STALE = sa.text(
+    """
+    UPDATE agent_queue.jobs
+    SET status = 'waiting_retry',
+        attempt_count = :attempt_count,
+        next_attempt_at = :next_attempt_at,
+        error_reason = :reason,
+        error_message = :message,
+        processor_id = NULL,
+        locked_until = NULL,
+        started_at = NULL,
+        last_heartbeat_at = NULL
+    WHERE id = :id AND status = 'processing'
+    """
+)
+
+
+async def requeue_stale(conn: AsyncConnection, requeues: Sequence[Mapping[str, object]]) -> None:
+    """spec §1.3 `requeue`, to WAITING_RETRY (finding 14); one executemany for the batch."""
+    if requeues:
+        await conn.execute(REQUEUE_STALE, list(requeues))
+
+
+# --- reads ---
+
+
+async def list_pending(conn: AsyncConnection, page: PageRequest) -> list[Job]:
+    query = (
+        sa.select(jobs).where(jobs.c.status == JobStatus.PENDING.value).order_by(jobs.c.id).limit(page.size)
+    )
+    if page.after is not None:
+        query = query.where(jobs.c.id > page.after)
+    return [job_from_row(r) for r in (await conn.execute(query)).all()]
+
+
+# What ClaimJobs would take now: the oldest pending job of each idle conversation.
+CLAIMABLE_JOBS = sa.text(
+    """
+    SELECT j.* FROM agent_queue.jobs AS j
+    WHERE j.status = 'pending'
+      AND NOT EXISTS (
+          SELECT 1 FROM agent_queue.jobs AS p
+          WHERE p.conversation_id = j.conversation_id AND p.status = 'processing'
+      )
+      AND NOT EXISTS (
+          SELECT 1 FROM agent_queue.jobs AS o
+          WHERE o.conversation_id = j.conversation_id AND o.status = 'pending' AND o.id < j.id
+      )
+    ORDER BY j.id
+    LIMIT :limit
+    """
+)
+
+
+async def claimable_jobs(conn: AsyncConnection, limit: int) -> list[Job]:
+    return [job_from_row(r) for r in (await conn.execute(CLAIMABLE_JOBS, {"limit": limit})).all()]
+
+
+async def count_pending(conn: AsyncConnection) -> int:
+    query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == JobStatus.PENDING.value)
+    return int((await conn.execute(query)).scalar_one())
+
+
+ACTIVE_STATUSES = (JobStatus.PENDING.value, JobStatus.PROCESSING.value, JobStatus.WAITING_RETRY.value)
+
+
+async def conversation_owners(conn: AsyncConnection, conversation_id: uuid.UUID) -> list[tuple[uuid.UUID | None, uuid.UUID | None, bool]]:
+    """The owner ids stored with the conversation's jobs, each with whether any of those jobs
+    is still active (pending, processing or waiting for a retry)."""
+    query = (
+        sa.select(
+            jobs.c.conversation_user_id,
+            jobs.c.conversation_contact_id,
+            sa.func.bool_or(jobs.c.status.in_(ACTIVE_STATUSES)),
+        )
+        .where(jobs.c.conversation_id == conversation_id)
+        .group_by(jobs.c.conversation_user_id, jobs.c.conversation_contact_id)
+    )
+    return [(r[0], r[1], bool(r[2])) for r in (await conn.execute(query)).all()]
+
+
+# --- retention (finding 20: by completion time) ---
+
+DELETE_FINISHED_JOBS = sa.text(
+    """
+    WITH old AS (
+        SELECT id FROM agent_queue.jobs
+        WHERE status IN ('completed', 'failed') AND finished_at < :cutoff
+        ORDER BY finished_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM agent_queue.jobs AS jobs USING old WHERE jobs.id = old.id
+    """
+)
+
+
+async def delete_finished_before(conn: AsyncConnection, cutoff: datetime, limit: int) -> int:
+    result = await conn.execute(DELETE_FINISHED_JOBS, {"cutoff": cutoff, "limit": limit})
+    return int(result.rowcount)

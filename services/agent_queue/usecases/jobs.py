@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from services.agent_queue.domain.jobs import Job
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.agent_queue.domain import jobs as domain
+from services.agent_queue.domain.jobs import Job, JobStatus
 from services.agent_queue.store import jobs as store
+from services.agent_queue.store.tables import outbox
 from services.agent_queue.usecases.deps import Deps
 from zenthor import ids
-from zenthor.notify import notify
+from zenthor.auth.principal import ResolvedUser
+from zenthor.errors import FailedPrecondition, NotFound
+from zenthor.notify import ChangeFeed, notify
+from zenthor.pagination import Page, PageRequest, next_token
+from zenthor.retries import add_retry, backoff_delay_s
 
 # One channel for every job change that matters to a watcher, keyed by conversation
 # (hex): a pending-jobs watcher listens to every key, a conversation watcher to its own.
 JOBS_CHANNEL = "agent_queue_jobs"
+RELEASE_TARGET = "agent_queue.ReleaseJob"
+# Stale leases swept inline by each claim (spec: claimJob cleans up before its guard); the
+# schedule's RequeueStaleJobs takes the rest.
+INLINE_STALE_BATCH = 50
+DEFAULT_STALE_BATCH = 500
+MAX_SWEEP_BATCH = 5_000
+DEFAULT_CLEANUP_BATCH = 1_000
 
 
 async def enqueue_job(
@@ -46,3 +64,283 @@ async def enqueue_job(
 async def get_job(deps: Deps, job_id: uuid.UUID) -> Job | None:
     async with deps.uow() as uow:
         return await store.get_job(uow.conn, job_id)
+
+
+async def list_pending_jobs(deps: Deps, page: PageRequest) -> Page[Job]:
+    async with deps.uow() as uow:
+        found = await store.list_pending(uow.conn, page)
+    return Page(found, next_token([j.id for j in found], page.size))
+
+
+# --- claims and the lease holder's calls ---
+
+
+async def claim_jobs(
+    deps: Deps, *, processor_id: str, max_jobs: int, lease: timedelta, job_ids: Sequence[uuid.UUID]
+) -> list[Job]:
+    """One transaction: sweep a few stale leases (freeing their conversations), then claim."""
+    now = deps.clock()
+    async with deps.uow() as uow:
+        swept = await _sweep_stale(deps, uow.conn, now, INLINE_STALE_BATCH)
+        claimed = await store.claim_jobs(
+            uow.conn,
+            processor_id=processor_id,
+            max_jobs=max_jobs,
+            now=now,
+            locked_until=now + lease,
+            job_ids=job_ids,
+        )
+        await uow.commit()
+    if swept.requeued:
+        deps.kick_outbox()
+    return claimed
+
+
+async def heartbeat_job(deps: Deps, job_id: uuid.UUID, processor_id: str, lease: timedelta) -> Job:
+    now = deps.clock()
+    async with deps.uow() as uow:
+        job = await store.heartbeat(uow.conn, job_id, processor_id, now, now + lease)
+        if job is None:
+            raise await _refusal(uow.conn, job_id, processor_id, now, "heartbeat")
+        await uow.commit()
+    return job
+
+
+async def complete_job(deps: Deps, job_id: uuid.UUID, processor_id: str, model_used: str | None) -> Job:
+    now = deps.clock()
+    async with deps.uow() as uow:
+        job = await store.complete(uow.conn, job_id, processor_id, model_used, now)
+        if job is None:
+            raise await _refusal(uow.conn, job_id, processor_id, now, "complete")
+        await notify(uow.conn, JOBS_CHANNEL, job.conversation_id.hex)
+        await uow.commit()
+    return job
+
+
+async def fail_job(
+    deps: Deps, job_id: uuid.UUID, processor_id: str, reason: str | None, message: str | None
+) -> Job:
+    now = deps.clock()
+    async with deps.uow() as uow:
+        job = await store.fail(uow.conn, job_id, processor_id, reason, message, now)
+        if job is None:
+            raise await _refusal(uow.conn, job_id, processor_id, now, "fail")
+        await notify(uow.conn, JOBS_CHANNEL, job.conversation_id.hex)
+        await uow.commit()
+    return job
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    job: Job
+    retry_scheduled: bool
+
+
+async def retry_job(
+    deps: Deps, job_id: uuid.UUID, processor_id: str, reason: str | None, message: str | None
+) -> RetryOutcome:
+    """Retryable failure: WAITING_RETRY with a backoff carried by RetryWorkflow, or FAILED
+    with the worker's reason when the attempts are used up (spec canRetry)."""
+    now = deps.clock()
+    async with deps.uow() as uow:
+        job = await store.lock_job(uow.conn, job_id)
+        if job is None:
+            raise NotFound("Job not found")
+        if job.status is not JobStatus.PROCESSING or job.processor_id != processor_id:
+            raise FailedPrecondition(domain.lease_refusal(job, processor_id, now, "retry"))
+        if domain.can_retry(job.attempt_count):
+            attempt = job.attempt_count + 1
+            delay_s = backoff_delay_s(attempt, deps.rng)
+            job = await store.to_waiting_retry(
+                uow.conn,
+                job_id,
+                attempt_count=attempt,
+                next_attempt_at=now + timedelta(seconds=delay_s),
+                reason=reason,
+                message=message,
+            )
+            await _schedule_release(uow.conn, job, delay_s, now)
+            scheduled = True
+        else:
+            job = await store.fail_held(uow.conn, job_id, reason, message, now)
+            scheduled = False
+        await notify(uow.conn, JOBS_CHANNEL, job.conversation_id.hex)
+        await uow.commit()
+    if scheduled:
+        deps.kick_outbox()
+    return RetryOutcome(job, scheduled)
+
+
+async def release_job(deps: Deps, job_id: uuid.UUID, attempt_count: int) -> tuple[Job, bool]:
+    """RetryWorkflow's call after the backoff; a repeat (or a stale attempt) is a no-op."""
+    async with deps.uow() as uow:
+        job = await store.release(uow.conn, job_id, attempt_count)
+        if job is None:
+            current = await store.get_job(uow.conn, job_id)
+            if current is None:
+                raise NotFound("Job not found")
+            return current, False
+        await notify(uow.conn, JOBS_CHANNEL, job.conversation_id.hex)
+        await uow.commit()
+    return job, True
+
+
+async def _refusal(
+    conn: AsyncConnection, job_id: uuid.UUID, processor_id: str, now: datetime, action: str
+) -> NotFound | FailedPrecondition:
+    job = await store.get_job(conn, job_id)
+    if job is None:
+        return NotFound("Job not found")
+    return FailedPrecondition(domain.lease_refusal(job, processor_id, now, action))
+
+
+async def _schedule_release(conn: AsyncConnection, job: Job, delay_s: float, now: datetime) -> None:
+    job_ref = ids.JOB.format(job.id)
+    await add_retry(
+        conn,
+        outbox,
+        target=RELEASE_TARGET,
+        entity_id=job_ref,
+        attempt=job.attempt_count,
+        request={"job_id": job_ref, "attempt_count": job.attempt_count},
+        delay_s=delay_s,
+        now=now,
+    )
+
+
+# --- stale leases ---
+
+
+@dataclass(frozen=True)
+class StaleSweep:
+    requeued: int
+    failed: int
+    more: bool
+
+
+async def requeue_stale_jobs(deps: Deps, batch_size: int) -> StaleSweep:
+    """The "requeue stale agent jobs" schedule: one batch, one `now`."""
+    now = deps.clock()
+    async with deps.uow() as uow:
+        swept = await _sweep_stale(deps, uow.conn, now, batch_size or DEFAULT_STALE_BATCH)
+        await uow.commit()
+    if swept.requeued:
+        deps.kick_outbox()
+    return swept
+
+
+async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: int) -> StaleSweep:
+    """spec §1.3 over up to `limit` stale leases, with the fixes: attempts left → WAITING_RETRY
+    and a RetryWorkflow (finding 14); none left → FAILED `stale_lease`."""
+    candidates = await store.lock_stale_jobs(conn, now, now - domain.LEGACY_STALE, limit)
+    failed: list[uuid.UUID] = []
+    requeues: list[dict[str, object]] = []
+    for job in candidates:
+        if not domain.is_job_stale(job, now):
+            continue
+        if domain.resolve_stale_action(job.attempt_count) == "fail":
+            failed.append(job.id)
+            continue
+        attempt = job.attempt_count + 1
+        delay_s = backoff_delay_s(attempt, deps.rng)
+        requeues.append(
+            {
+                "id": job.id,
+                "attempt_count": attempt,
+                "next_attempt_at": now + timedelta(seconds=delay_s),
+                "reason": domain.STALE_LEASE_REASON,
+                "message": domain.STALE_LEASE_RETRY_MESSAGE,
+            }
+        )
+        job_ref = ids.JOB.format(job.id)
+        await add_retry(
+            conn,
+            outbox,
+            target=RELEASE_TARGET,
+            entity_id=job_ref,
+            attempt=attempt,
+            request={"job_id": job_ref, "attempt_count": attempt},
+            delay_s=delay_s,
+            now=now,
+        )
+    await store.fail_stale(conn, failed, domain.STALE_LEASE_REASON, domain.STALE_LEASE_FAILED_MESSAGE, now)
+    await store.requeue_stale(conn, requeues)
+    for conversation_id in {j.conversation_id for j in candidates}:
+        await notify(conn, JOBS_CHANNEL, conversation_id.hex)
+    return StaleSweep(requeued=len(requeues), failed=len(failed), more=len(candidates) == limit)
+
+
+# --- retention ---
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    deleted: int
+    more: bool
+
+
+async def cleanup_old_jobs(deps: Deps, older_than: timedelta, batch_size: int) -> Cleanup:
+    """Finding 20: COMPLETED/FAILED jobs finished before now − `older_than`."""
+    limit = batch_size or DEFAULT_CLEANUP_BATCH
+    async with deps.uow() as uow:
+        deleted = await store.delete_finished_before(uow.conn, deps.clock() - older_than, limit)
+        await uow.commit()
+    return Cleanup(deleted, more=deleted == limit)
+
+
+# --- user view and watches ---
+
+
+async def is_conversation_processing(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID) -> bool:
+    async with deps.uow() as uow:
+        owners = await store.conversation_owners(uow.conn, conversation_id)
+    return _processing_for(user, owners)
+
+
+def _processing_for(user: ResolvedUser, owners: list[tuple[uuid.UUID | None, uuid.UUID | None, bool]]) -> bool:
+    owned = any(domain.owns_conversation(user.user_id, user.contact_id, u, c) for u, c, _ in owners)
+    return owned and any(active for _, _, active in owners)
+
+
+@dataclass(frozen=True)
+class PendingSnapshot:
+    claimable: list[Job]
+    pending_count: int
+
+
+async def pending_snapshot(deps: Deps, max_jobs: int) -> PendingSnapshot:
+    async with deps.uow() as uow:
+        claimable = await store.claimable_jobs(uow.conn, max_jobs)
+        count = await store.count_pending(uow.conn)
+    return PendingSnapshot(claimable, count)
+
+
+async def watch_pending_jobs(deps: Deps, max_jobs: int) -> AsyncIterator[PendingSnapshot]:
+    """A snapshot now, then after every wake-up (a job became claimable or a conversation was
+    released) and at least every `resync_s`."""
+    feed = _feed(deps)
+    async with feed.subscribe(JOBS_CHANNEL) as subscription:
+        while True:
+            yield await pending_snapshot(deps, max_jobs)
+            await subscription.wait(feed.resync_s)
+
+
+async def watch_conversation_processing(
+    deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID
+) -> AsyncIterator[bool]:
+    """The current value, then each change (re-read on wake-ups and every `resync_s`)."""
+    feed = _feed(deps)
+    last: bool | None = None
+    async with feed.subscribe(JOBS_CHANNEL, conversation_id.hex) as subscription:
+        while True:
+            value = await is_conversation_processing(deps, user, conversation_id)
+            if value != last:
+                last = value
+                yield value
+            await subscription.wait(feed.resync_s)
+
+
+def _feed(deps: Deps) -> ChangeFeed:
+    if deps.feed is None:
+        raise RuntimeError("watch RPCs need the change feed (built by app.build_server)")
+    return deps.feed
