@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import grpc
@@ -15,25 +15,19 @@ from services.identity.app import build_server
 from tests.service.conftest import Running, start, stop
 from tests.support.builders import add_user, alice, bob
 from tests.support.database import TestDatabase
+from tests.support.fake_clock import T0, FakeClock
 from tests.support.grpc_client import bearer, rpc_error, service
 from zenthor.clients import violated_fields
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
 from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
 
-T0 = datetime.fromtimestamp(1_700_000_000, tz=UTC)
 PHONE = "5511977776666"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
+class Clock(FakeClock):
     def at(self, delta: timedelta) -> None:
-        self.now = T0 + delta
+        self.set(T0 + delta)
 
 
 @pytest.fixture
