@@ -1,20 +1,69 @@
-"""Composition root of the delivery service."""
+"""Composition root of the delivery service: engine, change feed, outbox relay (retry workflow
+starts, message delivery outcomes), deps, servicer, server."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+from datetime import datetime
+
+from services.delivery.peers import outbox_handlers
 from services.delivery.servicer import DeliveryServicer
+from services.delivery.store.tables import OUTBOUND_CHANGES, outbox
+from services.delivery.usecases.deps import Deps
 from zenthor.config import Settings
+from zenthor.convert import utc_now
+from zenthor.db import UnitOfWork, create_engine
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2, delivery_pb2_grpc
+from zenthor.notify import ChangeFeed
+from zenthor.outbox import OutboxRelay
 from zenthor.process import peer_resolver
+from zenthor.retries import (
+    DEFAULT_BASE_S,
+    DEFAULT_CAP_S,
+    RETRY_TOPIC,
+    TemporalClientProvider,
+    retry_starter,
+)
 from zenthor.server import GrpcServer, ServiceRegistration
 
 
-async def build_server(settings: Settings) -> GrpcServer:
+async def build_server(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    rng: random.Random | None = None,
+    temporal: TemporalClientProvider | None = None,
+    outbox_poll_s: float = 1.0,
+    watch_resync_s: float = 5.0,
+    retry_base_s: float = DEFAULT_BASE_S,
+    retry_cap_s: float = DEFAULT_CAP_S,
+) -> GrpcServer:
+    if not settings.database_url:
+        raise SystemExit("ZENTHOR_DATABASE_URL is required for the delivery service")
+    engine = create_engine(settings.database_url, settings.db_pool_size)
     resolver, peers = peer_resolver(settings)
+    feed = ChangeFeed(settings.database_url, [OUTBOUND_CHANGES], resync_s=watch_resync_s)
+    starter = retry_starter(temporal or TemporalClientProvider.from_settings(settings), settings.temporal_task_queue)
+    relay = OutboxRelay(
+        engine, outbox, {RETRY_TOPIC: starter, **outbox_handlers(peers)}, poll_s=outbox_poll_s, clock=clock
+    )
+    deps = Deps(
+        uow=lambda: UnitOfWork(engine),
+        clock=clock,
+        feed=feed,
+        default_account_id=settings.whatsapp_account_id,
+        kick_outbox=relay.kick,
+        rng=rng or random.Random(),
+        retry_base_s=retry_base_s,
+        retry_cap_s=retry_cap_s,
+    )
     registration = ServiceRegistration(
         descriptor=delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"],
         base=delivery_pb2_grpc.DeliveryServiceServicer,
-        servicer=DeliveryServicer(),  # type: ignore[abstract]  # unbuilt RPCs: UnbuiltMethodInterceptor
+        servicer=DeliveryServicer(deps),
         add_to_server=delivery_pb2_grpc.add_DeliveryServiceServicer_to_server,
     )
-    return GrpcServer(settings, [registration], resolver, on_stop=[peers.close])
+    await feed.start()
+    relay.start()
+    return GrpcServer(settings, [registration], resolver, on_stop=[relay.stop, feed.stop, peers.close, engine.dispose])

@@ -1,0 +1,171 @@
+"""Outbound queue rules: limits, the attempt cap, what a failure or an expired lease leads to,
+and the delivery order.
+
+Order guarantee (documented in delivery.proto too): per (account, channel, recipient) the
+queue is FIFO by creation (`created_at`, then id) and has at most one message in flight: a
+recipient's next message is claimable only once every older one is SENT or FAILED. A message
+waiting for its retry therefore holds back only its own recipient, never the rest of the account
+(no head-of-line blocking), and a chat never sees its messages reordered by a retry. Across
+recipients there is no order: several claimers send to different recipients in parallel. The
+recipient is the phone (`to`), or the conversation when a row has no phone.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from zenthor.errors import InvalidArgument
+from zenthor.validate import optional_text, required_text
+
+# spec delivery.md §1.2: claim lease default 30 000 ms, minimum 1 000 ms (smaller is raised).
+DEFAULT_CLAIM_LEASE = timedelta(seconds=30)
+MIN_CLAIM_LEASE = timedelta(seconds=1)
+# Our bound: a longer lease would hide a crashed sender for too long.
+MAX_CLAIM_LEASE = timedelta(minutes=10)
+# spec: 5 attempts; finding 15: `retry = true` cannot go past it; finding 16: expired leases count.
+MAX_ATTEMPTS = 5
+# spec: lastError keeps the first 500 characters.
+MAX_ERROR_CHARS = 500
+MAX_CLAIM_BATCH = 100
+MAX_FREE_ID = 128
+# WhatsApp's own limit for one text message.
+MAX_CONTENT_CHARS = 65_536
+MAX_KIND = 64
+MAX_TOOL_NAME = 200
+DEFAULT_SWEEP_BATCH = 1_000
+MAX_SWEEP_BATCH = 10_000
+# last_error of a reclaimed row, followed by the processor id that let its lease expire.
+LEASE_EXPIRED_ERROR = "claim lease expired (sender crashed or stalled) while held by "
+# RetryWorkflow's call after the backoff (zenthor.retries target "<service>.<Rpc>").
+RELEASE_TARGET = "delivery.ReleaseOutbound"
+# Outbox topic: a SENT/FAILED row marks its `messages` row delivered/failed (finding 27).
+MARK_DELIVERY_TOPIC = "messages.mark_delivery"
+# spec identity.md §4: a WhatsApp number as stored, 10 to 15 ASCII digits.
+PHONE_RE = re.compile(r"^[0-9]{10,15}$")
+
+
+class Channel(StrEnum):
+    WEB = "web"
+    WHATSAPP = "whatsapp"
+
+
+class OutboundStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    WAITING_RETRY = "waiting_retry"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+UNFINISHED = (OutboundStatus.PENDING, OutboundStatus.PROCESSING, OutboundStatus.WAITING_RETRY)
+
+
+@dataclass(frozen=True)
+class OutboundMetadata:
+    kind: str
+    tool_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Outbound:
+    id: uuid.UUID
+    channel: Channel
+    account_id: str
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    to: str | None
+    content: str
+    metadata: OutboundMetadata | None
+    status: OutboundStatus
+    processor_id: str | None
+    locked_until: datetime | None
+    attempt_count: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class NewOutbound:
+    """A validated EnqueueOutbound request."""
+
+    channel: Channel
+    account_id: str
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    to: str | None
+    content: str
+    metadata: OutboundMetadata | None
+
+    @property
+    def recipient_key(self) -> str:
+        """What the FIFO order is kept per (module docstring)."""
+        return self.to if self.to is not None else f"conversation:{self.conversation_id.hex}"
+
+
+def check_free_id(value: str, field: str) -> str:
+    """Account ids, processor ids, owner ids: free strings of 1..128 characters."""
+    return required_text(value, field, max_chars=MAX_FREE_ID)
+
+
+def new_outbound(
+    *,
+    channel: Channel,
+    account_id: str,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    to: str | None,
+    content: str,
+    metadata: OutboundMetadata | None,
+) -> NewOutbound:
+    check_free_id(account_id, "account_id")
+    if to is not None and not PHONE_RE.match(to):
+        raise InvalidArgument("to", "must be 10 to 15 digits (no +, spaces or punctuation)")
+    if to is None and channel is Channel.WHATSAPP:
+        raise InvalidArgument("to", "is required for WhatsApp")
+    required_text(content, "content", max_chars=MAX_CONTENT_CHARS)
+    if metadata is not None:
+        required_text(metadata.kind, "metadata.kind", max_chars=MAX_KIND)
+        optional_text(metadata.tool_name, "metadata.tool_name", max_chars=MAX_TOOL_NAME)
+    return NewOutbound(channel, account_id, conversation_id, message_id, to, content, metadata)
+
+
+def claim_lease(lease: timedelta | None) -> timedelta:
+    """spec: `max(1000, lockMs or 30000)`; ours refuses negative and over-long leases."""
+    if lease is None or lease == timedelta(0):
+        return DEFAULT_CLAIM_LEASE
+    if lease < timedelta(0):
+        raise InvalidArgument("lease", "must not be negative")
+    if lease > MAX_CLAIM_LEASE:
+        raise InvalidArgument("lease", f"must be at most {int(MAX_CLAIM_LEASE.total_seconds())} s")
+    return max(MIN_CLAIM_LEASE, lease)
+
+
+def claim_batch(max_messages: int) -> int:
+    """0 means 1; larger than the batch limit is lowered to it."""
+    if max_messages < 0:
+        raise InvalidArgument("max_messages", "must not be negative")
+    return min(max(max_messages, 1), MAX_CLAIM_BATCH)
+
+
+def sweep_batch(batch_size: int) -> int:
+    if batch_size < 0 or batch_size > MAX_SWEEP_BATCH:
+        raise InvalidArgument("batch_size", f"must be 0 (default {DEFAULT_SWEEP_BATCH}) to {MAX_SWEEP_BATCH}")
+    return batch_size or DEFAULT_SWEEP_BATCH
+
+
+def error_text(error: str) -> str:
+    """spec: the first 500 characters; NUL cannot be stored and carries nothing."""
+    return error.replace("\x00", "")[:MAX_ERROR_CHARS]
+
+
+def not_processing_reason(row: Outbound, processor_id: str) -> str:
+    """Why CompleteOutbound/FailOutbound was refused (finding 15), for FAILED_PRECONDITION."""
+    if row.status is not OutboundStatus.PROCESSING:
+        return f"outbound message is {row.status.value}, not processing: only a claimed message can be completed or failed"
+    return f"outbound message is leased by {row.processor_id!r}, not {processor_id!r}"

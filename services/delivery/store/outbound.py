@@ -1,0 +1,303 @@
+"""SQL of the outbound queue: idempotent enqueue, batch claim with SKIP LOCKED and per-recipient
+FIFO, guarded complete/fail/release, expired-lease reclaim."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.delivery.domain.outbound import (
+    MAX_ATTEMPTS,
+    MAX_ERROR_CHARS,
+    UNFINISHED,
+    Channel,
+    NewOutbound,
+    Outbound,
+    OutboundMetadata,
+    OutboundStatus,
+)
+from services.delivery.store.tables import outbound_messages as o
+from zenthor.pagination import PageRequest
+
+# The claim: the oldest claimable rows of one account and channel, at most one per recipient.
+CLAIM = sa.text(
+    """
+    WITH heads AS (
+        -- pending rows of the account and channel, oldest first (spec: smallest createdAt) ...
+        SELECT c.id
+          FROM delivery.outbound_messages AS c
+         WHERE c.account_id = :account_id AND c.channel = :channel AND c.status = 'pending'
+           -- ... that head their recipient's queue: nothing older of the same recipient is still
+           -- unfinished (in flight or waiting for its retry), so a recipient's messages go out
+           -- one at a time in order, and a failing one holds back only its own recipient
+           AND NOT EXISTS (
+               SELECT 1
+                 FROM delivery.outbound_messages AS older
+                WHERE older.account_id = c.account_id
+                  AND older.channel = c.channel
+                  AND older.recipient_key = c.recipient_key
+                  AND older.status IN ('pending', 'processing', 'waiting_retry')
+                  AND (older.created_at, older.id) < (c.created_at, c.id))
+         ORDER BY c.created_at, c.id
+         LIMIT :max_messages
+         -- concurrent claimers skip each other's rows instead of waiting (never the same row twice)
+         FOR UPDATE SKIP LOCKED
+    )
+    -- lease them to the caller
+    UPDATE delivery.outbound_messages AS m
+       SET status = 'processing', processor_id = :processor_id, locked_until = :locked_until, updated_at = :now
+      FROM heads
+     WHERE m.id = heads.id
+    RETURNING m.*
+    """
+)
+
+# What WatchOutbound reports: rows a claim would take now, plus expired leases a claim would reclaim.
+CLAIMABLE_COUNT = sa.text(
+    """
+    SELECT count(*)
+      FROM delivery.outbound_messages AS c
+     WHERE c.account_id = :account_id AND c.channel = :channel
+       AND (
+           -- recipient heads, as in CLAIM
+           (c.status = 'pending' AND NOT EXISTS (
+               SELECT 1
+                 FROM delivery.outbound_messages AS older
+                WHERE older.account_id = c.account_id
+                  AND older.channel = c.channel
+                  AND older.recipient_key = c.recipient_key
+                  AND older.status IN ('pending', 'processing', 'waiting_retry')
+                  AND (older.created_at, older.id) < (c.created_at, c.id)))
+           -- expired leases (inclusive, spec)
+           OR (c.status = 'processing' AND c.locked_until <= :now))
+    """
+)
+
+# Informational: when each row given a retry becomes claimable (RetryWorkflow releases it).
+SET_RETRY_TIMES = sa.text(
+    """
+    UPDATE delivery.outbound_messages AS m
+       SET next_attempt_at = v.at
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:ats AS timestamptz[])) AS v(id, at)
+     WHERE m.id = v.id AND m.status = 'waiting_retry'
+    """
+)
+
+
+def _metadata(value: dict[str, Any] | None) -> OutboundMetadata | None:
+    if value is None:
+        return None
+    return OutboundMetadata(kind=value["kind"], tool_name=value.get("tool_name"))
+
+
+def _outbound(row: Any) -> Outbound:
+    return Outbound(
+        id=row.id,
+        channel=Channel(row.channel),
+        account_id=row.account_id,
+        conversation_id=row.conversation_id,
+        message_id=row.message_id,
+        to=row.recipient,
+        content=row.content,
+        metadata=_metadata(row.metadata),
+        status=OutboundStatus(row.status),
+        processor_id=row.processor_id,
+        locked_until=row.locked_until,
+        attempt_count=row.attempt_count,
+        last_error=row.last_error,
+        next_attempt_at=row.next_attempt_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _fifo(rows: Sequence[Any]) -> list[Outbound]:
+    return sorted((_outbound(r) for r in rows), key=lambda x: (x.created_at, x.id))
+
+
+async def insert_if_absent(conn: AsyncConnection, outbound_id: uuid.UUID, new: NewOutbound, now: datetime) -> Outbound | None:
+    """None when (message_id, channel) is already queued."""
+    metadata = (
+        {"kind": new.metadata.kind, **({"tool_name": new.metadata.tool_name} if new.metadata.tool_name else {})}
+        if new.metadata
+        else None
+    )
+    stmt = (
+        pg.insert(o)
+        .values(
+            id=outbound_id,
+            channel=new.channel.value,
+            account_id=new.account_id,
+            conversation_id=new.conversation_id,
+            message_id=new.message_id,
+            recipient=new.to,
+            recipient_key=new.recipient_key,
+            content=new.content,
+            metadata=metadata,
+            status=OutboundStatus.PENDING.value,
+            attempt_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(constraint="outbound_messages_message_channel_key")
+        .returning(o)
+    )
+    row = (await conn.execute(stmt)).first()
+    return _outbound(row) if row else None
+
+
+async def get_by_message(conn: AsyncConnection, message_id: uuid.UUID, channel: Channel) -> Outbound | None:
+    row = (await conn.execute(sa.select(o).where(o.c.message_id == message_id, o.c.channel == channel.value))).first()
+    return _outbound(row) if row else None
+
+
+async def get(conn: AsyncConnection, outbound_id: uuid.UUID) -> Outbound | None:
+    row = (await conn.execute(sa.select(o).where(o.c.id == outbound_id))).first()
+    return _outbound(row) if row else None
+
+
+async def reclaim_expired(
+    conn: AsyncConnection, now: datetime, *, account_id: str | None, batch: int, error_prefix: str
+) -> list[Outbound]:
+    """Expired claim leases (`locked_until <= now`, spec) of one account (any channel, spec) or
+    of every account: each counts a failed attempt (finding 16) and waits for its retry, or is
+    FAILED at the cap. Rows a concurrent complete/fail holds are skipped: that call settles them."""
+    stale = (
+        sa.select(o.c.id)
+        .where(o.c.status == OutboundStatus.PROCESSING.value, o.c.locked_until <= now)
+        .order_by(o.c.locked_until)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    if account_id is not None:
+        stale = stale.where(o.c.account_id == account_id)
+    due = stale.cte("due")
+    attempts = o.c.attempt_count + 1
+    stmt = (
+        sa.update(o)
+        .where(o.c.id == due.c.id)
+        .values(
+            attempt_count=attempts,
+            status=sa.case(
+                (attempts >= MAX_ATTEMPTS, OutboundStatus.FAILED.value), else_=OutboundStatus.WAITING_RETRY.value
+            ),
+            last_error=sa.func.left(sa.literal(error_prefix) + o.c.processor_id, MAX_ERROR_CHARS),
+            processor_id=None,
+            locked_until=None,
+            updated_at=now,
+        )
+        .returning(o)
+    )
+    return _fifo((await conn.execute(stmt)).all())
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    account_id: str,
+    channel: Channel,
+    processor_id: str,
+    max_messages: int,
+    now: datetime,
+    locked_until: datetime,
+) -> list[Outbound]:
+    params = {
+        "account_id": account_id,
+        "channel": channel.value,
+        "processor_id": processor_id,
+        "max_messages": max_messages,
+        "now": now,
+        "locked_until": locked_until,
+    }
+    return _fifo((await conn.execute(CLAIM, params)).all())
+
+
+async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str, now: datetime) -> Outbound | None:
+    """PROCESSING → SENT, by the lease holder only (finding 15); None when that guard fails."""
+    row = (
+        await conn.execute(
+            sa.update(o)
+            .where(
+                o.c.id == outbound_id,
+                o.c.status == OutboundStatus.PROCESSING.value,
+                o.c.processor_id == processor_id,
+            )
+            .values(status=OutboundStatus.SENT.value, processor_id=None, locked_until=None, last_error=None, updated_at=now)
+            .returning(o)
+        )
+    ).first()
+    return _outbound(row) if row else None
+
+
+async def fail(
+    conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str, error: str, retry: bool, now: datetime
+) -> Outbound | None:
+    """PROCESSING → WAITING_RETRY, or FAILED when told not to retry or at the attempt cap that
+    `retry` cannot bypass (finding 15); lease holder only. None when that guard fails."""
+    attempts = o.c.attempt_count + 1
+    gives_up = sa.or_(sa.literal(not retry), attempts >= MAX_ATTEMPTS)
+    row = (
+        await conn.execute(
+            sa.update(o)
+            .where(
+                o.c.id == outbound_id,
+                o.c.status == OutboundStatus.PROCESSING.value,
+                o.c.processor_id == processor_id,
+            )
+            .values(
+                attempt_count=attempts,
+                status=sa.case((gives_up, OutboundStatus.FAILED.value), else_=OutboundStatus.WAITING_RETRY.value),
+                last_error=error,
+                processor_id=None,
+                locked_until=None,
+                updated_at=now,
+            )
+            .returning(o)
+        )
+    ).first()
+    return _outbound(row) if row else None
+
+
+async def set_retry_times(conn: AsyncConnection, times: dict[uuid.UUID, datetime]) -> None:
+    if times:
+        await conn.execute(SET_RETRY_TIMES, {"ids": list(times), "ats": list(times.values())})
+
+
+async def release(conn: AsyncConnection, outbound_id: uuid.UUID, attempt_count: int, now: datetime) -> Outbound | None:
+    """WAITING_RETRY → PENDING, fenced by the attempt the retry was scheduled for: a duplicate or
+    late release (the row moved on) changes nothing."""
+    row = (
+        await conn.execute(
+            sa.update(o)
+            .where(
+                o.c.id == outbound_id,
+                o.c.status == OutboundStatus.WAITING_RETRY.value,
+                o.c.attempt_count == attempt_count,
+            )
+            .values(status=OutboundStatus.PENDING.value, next_attempt_at=None, updated_at=now)
+            .returning(o)
+        )
+    ).first()
+    return _outbound(row) if row else None
+
+
+async def claimable_count(conn: AsyncConnection, account_id: str, channel: Channel, now: datetime) -> int:
+    params = {"account_id": account_id, "channel": channel.value, "now": now}
+    return int((await conn.execute(CLAIMABLE_COUNT, params)).scalar_one())
+
+
+async def list_unfinished_in_conversation(
+    conn: AsyncConnection, conversation_id: uuid.UUID, page: PageRequest
+) -> list[Outbound]:
+    """PENDING, PROCESSING and WAITING_RETRY rows, oldest first (UUIDv7 ids are creation order)."""
+    query = sa.select(o).where(o.c.conversation_id == conversation_id, o.c.status.in_([s.value for s in UNFINISHED]))
+    if page.after is not None:
+        query = query.where(o.c.id > page.after)
+    rows = (await conn.execute(query.order_by(o.c.id).limit(page.size))).all()
+    return [_outbound(r) for r in rows]

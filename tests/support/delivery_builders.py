@@ -1,0 +1,85 @@
+"""Builders and readers for delivery tests: queue rows over gRPC, read them back from Postgres."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.service.conftest import Running
+from tests.support.grpc_client import service
+from zenthor import ids
+from zenthor.gen.zenthor.common.v1 import types_pb2
+from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
+
+WHATSAPP = types_pb2.CHANNEL_WHATSAPP
+WEB = types_pb2.CHANNEL_WEB
+
+
+async def enqueue(
+    delivery: Running,
+    *,
+    to: str | None = "5511999990000",
+    account_id: str | None = "default",
+    channel: int = WHATSAPP,
+    content: str = "hello",
+    conversation_id: uuid.UUID | None = None,
+    message_id: uuid.UUID | None = None,
+    kind: str = "assistant_message",
+) -> pb.OutboundMessage:
+    reply = await delivery.stub.EnqueueOutbound(
+        pb.EnqueueOutboundRequest(
+            channel=channel,
+            account_id=account_id,
+            conversation_id=ids.CONVERSATION.format(conversation_id or ids.CONVERSATION.new()),
+            message_id=ids.MESSAGE.format(message_id or ids.MESSAGE.new()),
+            to=to,
+            content=content,
+            metadata=pb.OutboundMetadata(kind=kind),
+        ),
+        metadata=service(),
+    )
+    return reply.outbound
+
+
+async def claim(
+    delivery: Running, processor_id: str, *, account_id: str = "default", max_messages: int = 1, **extra: Any
+) -> list[pb.OutboundMessage]:
+    reply = await delivery.stub.ClaimOutbound(
+        pb.ClaimOutboundRequest(
+            account_id=account_id, processor_id=processor_id, channel=extra.pop("channel", WHATSAPP),
+            max_messages=max_messages, **extra,
+        ),
+        metadata=service(),
+    )
+    return list(reply.outbound_messages)
+
+
+def row(delivery: Running, outbound_id: str) -> dict[str, Any]:
+    """The stored outbound row, by column name."""
+    columns = ["status", "processor_id", "locked_until", "attempt_count", "last_error", "next_attempt_at", "account_id"]
+    rows = delivery.db.sql(
+        f"SELECT {', '.join(columns)} FROM delivery.outbound_messages WHERE id = %s",
+        (ids.OUTBOUND.parse(outbound_id, "id"),),
+    )
+    assert len(rows) == 1, rows
+    return dict(zip(columns, rows[0], strict=True))
+
+
+def set_attempts(delivery: Running, outbound_id: str, attempt_count: int) -> None:
+    delivery.db.sql(
+        "UPDATE delivery.outbound_messages SET attempt_count = %s WHERE id = %s",
+        (attempt_count, ids.OUTBOUND.parse(outbound_id, "id")),
+    )
+
+
+def outbox_events(delivery: Running, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (k, p)
+        for k, p in delivery.db.sql(
+            "SELECT key, payload FROM delivery.outbox WHERE topic = %s ORDER BY created_at, key", (topic,)
+        )
+    ]
+
+
+def count_rows(delivery: Running, table: str) -> int:
+    return int(delivery.db.sql(f"SELECT count(*) FROM delivery.{table}")[0][0])
