@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from workflows.retry import RetryActivities, RetryWorkflow
 from workflows.schedules import upsert_schedules
 from workflows.sweep import SweepActivities, SweepWorkflow
 from zenthor.clients import Peers
@@ -83,12 +84,13 @@ async def check(settings: Settings) -> bool:
 
 
 def build_worker(client: Client, task_queue: str, peers: Peers, grace: timedelta) -> Worker:
-    activities = SweepActivities(peers)
+    sweeps = SweepActivities(peers)
+    retries = RetryActivities(peers)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[SweepWorkflow],
-        activities=[activities.sweep],
+        workflows=[SweepWorkflow, RetryWorkflow],
+        activities=[sweeps.sweep, retries.call_target],
         graceful_shutdown_timeout=grace,
     )
 

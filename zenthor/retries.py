@@ -96,6 +96,13 @@ class TemporalClientProvider:
     def from_settings(cls, settings: Settings) -> TemporalClientProvider:
         return cls(settings.temporal_address, settings.temporal_namespace)
 
+    @classmethod
+    def of(cls, client: Client) -> TemporalClientProvider:
+        """A provider for an already connected client (tests: the time-skipping one)."""
+        provider = cls(client.service_client.config.target_host, client.namespace)
+        provider._client = client
+        return provider
+
     async def get(self) -> Client:
         async with self._lock:
             if self._client is None:

@@ -18,7 +18,7 @@ from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2, agent_queue_pb2_
 from zenthor.notify import ChangeFeed
 from zenthor.outbox import OutboxRelay
 from zenthor.process import peer_resolver
-from zenthor.retries import RETRY_TOPIC, TemporalClientProvider, retry_starter
+from zenthor.retries import DEFAULT_BASE_S, RETRY_TOPIC, TemporalClientProvider, retry_starter
 from zenthor.server import GrpcServer, ServiceRegistration
 
 
@@ -29,6 +29,7 @@ async def build_server(
     rng: random.Random | None = None,
     temporal: TemporalClientProvider | None = None,
     outbox_poll_s: float = 1.0,
+    retry_base_s: float = DEFAULT_BASE_S,
 ) -> GrpcServer:
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the agent_queue service")
@@ -48,6 +49,7 @@ async def build_server(
         rng=rng or random.Random(),
         kick_outbox=relay.kick,
         feed=feed,
+        retry_base_s=retry_base_s,
     )
     registration = ServiceRegistration(
         descriptor=agent_queue_pb2.DESCRIPTOR.services_by_name["AgentQueueService"],

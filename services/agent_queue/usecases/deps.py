@@ -9,6 +9,7 @@ from datetime import datetime
 
 from zenthor.db import UnitOfWorkFactory
 from zenthor.notify import ChangeFeed
+from zenthor.retries import DEFAULT_BASE_S
 
 
 def _no_kick() -> None:
@@ -24,3 +25,5 @@ class Deps:
     # Delivers freshly committed outbox events at once (the relay re-drives failures).
     kick_outbox: Callable[[], None] = _no_kick
     feed: ChangeFeed | None = None
+    # First retry waits base/2..base, doubling per attempt (zenthor.retries.backoff_delay_s).
+    retry_base_s: float = DEFAULT_BASE_S

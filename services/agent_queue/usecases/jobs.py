@@ -150,7 +150,7 @@ async def retry_job(
             raise FailedPrecondition(domain.lease_refusal(job, processor_id, now, "retry"))
         if domain.can_retry(job.attempt_count):
             attempt = job.attempt_count + 1
-            delay_s = backoff_delay_s(attempt, deps.rng)
+            delay_s = backoff_delay_s(attempt, deps.rng, base_s=deps.retry_base_s)
             job = await store.to_waiting_retry(
                 uow.conn,
                 job_id,
@@ -242,7 +242,7 @@ async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: 
             failed.append(job.id)
             continue
         attempt = job.attempt_count + 1
-        delay_s = backoff_delay_s(attempt, deps.rng)
+        delay_s = backoff_delay_s(attempt, deps.rng, base_s=deps.retry_base_s)
         requeues.append(
             {
                 "id": job.id,

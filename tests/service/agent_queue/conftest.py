@@ -1,9 +1,10 @@
-"""The real agent_queue server (and identity, for user-mode principals) on real sockets."""
+"""The real agent_queue server (and identity, for user-mode principals) on real sockets;
+Temporal (dev server, session-wide) for the retry tests."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,10 +14,15 @@ from tests.service.conftest import Running, start, stop
 from tests.support.agent_queue_builders import ManualClock
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
+from tests.workflows.conftest import client, task_queue, temporal_address, temporal_env  # noqa: F401  (fixtures)
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2_grpc
+from zenthor.retries import DEFAULT_BASE_S, TemporalClientProvider
 
+# Nothing listens there: retry starts stay in the outbox unless a test brings Temporal.
 NO_TEMPORAL = "127.0.0.1:1"
+
+AgentQueueFactory = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
@@ -25,17 +31,43 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def agent_queue(
+async def agent_queue_factory(
     settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer, identity: Running, clock: ManualClock
-) -> AsyncIterator[Running]:
-    settings = settings_for(
-        ServiceName.AGENT_QUEUE,
-        identity_addr=f"127.0.0.1:{identity.server.port}",
-        db_pool_size=20,
-        # Nothing listens there: retry starts stay in the outbox unless a test brings Temporal.
-        temporal_address=NO_TEMPORAL,
-    )
-    server = await build_server(settings, clock=clock, rng=random.Random(7))
-    running = await start(server, agent_queue_pb2_grpc.AgentQueueServiceStub, settings, db, clerk_issuer)
-    yield running
-    await stop(running)
+) -> AsyncIterator[AgentQueueFactory]:
+    started: list[Running] = []
+
+    async def make(
+        *,
+        clock: Callable[..., Any] = clock,
+        outbox_poll_s: float = 1.0,
+        retry_base_s: float = DEFAULT_BASE_S,
+        temporal: TemporalClientProvider | None = None,
+        **overrides: Any,
+    ) -> Running:
+        values: dict[str, Any] = {
+            "identity_addr": f"127.0.0.1:{identity.server.port}",
+            "db_pool_size": 20,
+            "temporal_address": NO_TEMPORAL,
+            **overrides,
+        }
+        settings = settings_for(ServiceName.AGENT_QUEUE, **values)
+        server = await build_server(
+            settings,
+            clock=clock,
+            rng=random.Random(7),
+            outbox_poll_s=outbox_poll_s,
+            retry_base_s=retry_base_s,
+            temporal=temporal,
+        )
+        running = await start(server, agent_queue_pb2_grpc.AgentQueueServiceStub, settings, db, clerk_issuer)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        await stop(running)
+
+
+@pytest.fixture
+async def agent_queue(agent_queue_factory: AgentQueueFactory) -> Running:
+    return await agent_queue_factory()
