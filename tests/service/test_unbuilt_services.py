@@ -8,17 +8,30 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.messages.app import build_server
 from tests.service.conftest import start, stop
 from tests.support.grpc_client import rpc_error, service
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc
+from zenthor.process import peer_resolver
+from zenthor.server import GrpcServer, ServiceRegistration
+
+
+def unbuilt_messages_server(settings: Any) -> GrpcServer:
+    """A server whose servicer overrides nothing: every RPC is unbuilt (whatever has landed)."""
+    resolver, peers = peer_resolver(settings)
+    registration = ServiceRegistration(
+        descriptor=pb.DESCRIPTOR.services_by_name["MessagesService"],
+        base=messages_pb2_grpc.MessagesServiceServicer,
+        servicer=messages_pb2_grpc.MessagesServiceServicer(),
+        add_to_server=messages_pb2_grpc.add_MessagesServiceServicer_to_server,
+    )
+    return GrpcServer(settings, [registration], resolver, on_stop=[peers.close])
 
 
 async def test_unbuilt_rpc_answers_unimplemented_naming_itself(settings_for: Any, db: Any, clerk_issuer: Any) -> None:
     settings = settings_for(ServiceName.MESSAGES)
-    running = await start(await build_server(settings), messages_pb2_grpc.MessagesServiceStub, settings, db, clerk_issuer)
+    running = await start(unbuilt_messages_server(settings), messages_pb2_grpc.MessagesServiceStub, settings, db, clerk_issuer)
     try:
         health = health_pb2_grpc.HealthStub(running.channel)
         status = await health.Check(health_pb2.HealthCheckRequest(service="zenthor.messages.v1.MessagesService"))

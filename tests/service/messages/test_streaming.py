@@ -1,0 +1,169 @@
+"""Spec scenarios D.44 and D.45 (fix): the streaming placeholder lifecycle with its guards
+(findings 11, 28, 30) and delivery outcomes on messages (finding 27)."""
+
+from __future__ import annotations
+
+import grpc
+
+from tests.service.conftest import Running
+from tests.service.messages.conftest import People
+from tests.support.grpc_client import rpc_error, service
+from tests.support.messages_builders import web_conversation
+from zenthor import ids
+from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
+
+
+async def placeholder(messages: Running, conversation_id: str) -> pb.Message:
+    reply = await messages.stub.CreatePlaceholder(pb.CreatePlaceholderRequest(conversation_id=conversation_id), metadata=service())
+    return reply.message
+
+
+async def update(messages: Running, message_id: str, content: str, sequence: int = 0) -> bool:
+    reply = await messages.stub.UpdateStreamingContent(
+        pb.UpdateStreamingContentRequest(message_id=message_id, content=content, sequence=sequence), metadata=service()
+    )
+    return reply.applied
+
+
+def row(messages: Running, message_id: str) -> tuple:
+    return messages.db.sql(
+        "SELECT role, content, streaming, status, tool_calls FROM messages.messages WHERE id = %s",
+        (ids.MESSAGE.parse(message_id, "id"),),
+    )[0]
+
+
+async def listed(messages: Running, people: People, conversation_id: str) -> list[tuple]:
+    reply = await messages.stub.ListMessages(pb.ListMessagesRequest(conversation_id=conversation_id), metadata=people.alice)
+    return [(m.content, m.streaming, m.status) for m in reply.messages]
+
+
+async def test_placeholder_streams_then_finalizes_and_the_owner_sees_each_state(messages: Running, people: People) -> None:
+    # Scenario D.44
+    w1 = await web_conversation(messages.stub, people.alice)
+    m = await placeholder(messages, w1.id)
+    assert (m.role, m.content, m.streaming, m.status) == (pb.MESSAGE_ROLE_ASSISTANT, "", True, pb.MESSAGE_STATUS_PENDING)
+    assert await listed(messages, people, w1.id) == [("", True, pb.MESSAGE_STATUS_PENDING)]
+    for text in ("Hel", "Hello wor"):
+        assert await update(messages, m.id, text)
+        assert row(messages, m.id)[1] == text  # replaced, not appended
+        assert await listed(messages, people, w1.id) == [(text, True, pb.MESSAGE_STATUS_PENDING)]
+    call = pb.ToolCall(name="get_current_time")
+    call.input.struct_value.SetInParent()  # `{}`
+    call.output.string_value = "12:00"
+    final = await messages.stub.FinalizeMessage(
+        pb.FinalizeMessageRequest(message_id=m.id, content="Hello world", tool_calls=[call]), metadata=service()
+    )
+    assert (final.message.content, final.message.streaming, final.message.status) == ("Hello world", False, pb.MESSAGE_STATUS_SENT)
+    assert list(final.message.tool_calls) == [call]
+    assert row(messages, m.id) == (
+        "assistant", "Hello world", False, "sent", [{"name": "get_current_time", "input": {}, "output": "12:00"}]
+    )
+    assert await listed(messages, people, w1.id) == [("Hello world", False, pb.MESSAGE_STATUS_SENT)]
+
+
+async def test_a_finalized_message_can_no_longer_change(messages: Running, people: People) -> None:
+    # Finding 28: the original could "un-finalize" content.
+    w1 = await web_conversation(messages.stub, people.alice)
+    m = await placeholder(messages, w1.id)
+    await messages.stub.FinalizeMessage(pb.FinalizeMessageRequest(message_id=m.id, content="done"), metadata=service())
+    before = row(messages, m.id)
+    for call in (
+        messages.stub.UpdateStreamingContent(pb.UpdateStreamingContentRequest(message_id=m.id, content="changed"), metadata=service()),
+        messages.stub.FinalizeMessage(pb.FinalizeMessageRequest(message_id=m.id, content="changed"), metadata=service()),
+        messages.stub.FailPlaceholder(pb.FailPlaceholderRequest(message_id=m.id), metadata=service()),
+    ):
+        error = await rpc_error(call)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "finalized" in error.details()
+    assert row(messages, m.id) == before
+
+
+async def test_only_assistant_placeholders_stream(messages: Running, people: People) -> None:
+    w1 = await web_conversation(messages.stub, people.alice)
+    sent = await messages.stub.SendMessage(pb.SendMessageRequest(conversation_id=w1.id, content="mine"), metadata=people.alice)
+    for call in (
+        messages.stub.UpdateStreamingContent(
+            pb.UpdateStreamingContentRequest(message_id=sent.message.id, content="rewritten"), metadata=service()
+        ),
+        messages.stub.FinalizeMessage(pb.FinalizeMessageRequest(message_id=sent.message.id, content="rewritten"), metadata=service()),
+        messages.stub.FailPlaceholder(pb.FailPlaceholderRequest(message_id=sent.message.id), metadata=service()),
+    ):
+        error = await rpc_error(call)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "user message" in error.details()
+    assert row(messages, sent.message.id)[1] == "mine"
+
+
+async def test_out_of_order_updates_are_dropped_by_sequence(messages: Running, people: People) -> None:
+    w1 = await web_conversation(messages.stub, people.alice)
+    m = await placeholder(messages, w1.id)
+    assert await update(messages, m.id, "Hello", sequence=2)
+    assert not await update(messages, m.id, "He", sequence=1)  # arrived late
+    assert not await update(messages, m.id, "Hel", sequence=2)  # repeated
+    assert row(messages, m.id)[1] == "Hello"
+    assert await update(messages, m.id, "Hello there", sequence=3)
+    assert await update(messages, m.id, "restart", sequence=0)  # unsequenced: always applied
+    assert row(messages, m.id)[1] == "restart"
+
+
+async def test_failed_generation_fails_the_placeholder_and_keeps_partial_content(messages: Running, people: People) -> None:
+    # Scenario D.45 (fix, finding 11)
+    w1 = await web_conversation(messages.stub, people.alice)
+    m = await placeholder(messages, w1.id)
+    await update(messages, m.id, "Hel")
+    failed = await messages.stub.FailPlaceholder(pb.FailPlaceholderRequest(message_id=m.id), metadata=service())
+    assert (failed.message.content, failed.message.streaming, failed.message.status) == ("Hel", False, pb.MESSAGE_STATUS_FAILED)
+    assert row(messages, m.id)[1:4] == ("Hel", False, "failed")
+    again = await messages.stub.FailPlaceholder(pb.FailPlaceholderRequest(message_id=m.id), metadata=service())
+    assert again.message == failed.message  # repeating is a no-op
+    error = await rpc_error(
+        messages.stub.FinalizeMessage(pb.FinalizeMessageRequest(message_id=m.id, content="late"), metadata=service())
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "failed" in error.details()
+
+
+async def test_missing_messages_are_not_found_not_a_crash(messages: Running, people: People) -> None:
+    # Finding 30
+    missing = ids.MESSAGE.format(ids.MESSAGE.new())
+    for call in (
+        messages.stub.UpdateStreamingContent(pb.UpdateStreamingContentRequest(message_id=missing, content="x"), metadata=service()),
+        messages.stub.FinalizeMessage(pb.FinalizeMessageRequest(message_id=missing, content="x"), metadata=service()),
+        messages.stub.FailPlaceholder(pb.FailPlaceholderRequest(message_id=missing), metadata=service()),
+        messages.stub.MarkMessageDelivery(
+            pb.MarkMessageDeliveryRequest(message_id=missing, status=pb.MESSAGE_STATUS_DELIVERED), metadata=service()
+        ),
+        messages.stub.CreatePlaceholder(
+            pb.CreatePlaceholderRequest(conversation_id=ids.CONVERSATION.format(ids.CONVERSATION.new())), metadata=service()
+        ),
+    ):
+        error = await rpc_error(call)
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_delivery_outcome_is_recorded_on_the_message(messages: Running, people: People) -> None:
+    # Finding 27: DELIVERED / FAILED are written by the delivery service.
+    w1 = await web_conversation(messages.stub, people.alice)
+    reply = await messages.stub.CreateAssistantMessage(
+        pb.CreateAssistantMessageRequest(conversation_id=w1.id, content="hi"), metadata=service()
+    )
+    deliver = pb.MarkMessageDeliveryRequest(message_id=reply.message.id, status=pb.MESSAGE_STATUS_DELIVERED)
+    delivered = await messages.stub.MarkMessageDelivery(deliver, metadata=service())
+    assert delivered.message.status == pb.MESSAGE_STATUS_DELIVERED
+    assert (await messages.stub.MarkMessageDelivery(deliver, metadata=service())).message == delivered.message
+    error = await rpc_error(
+        messages.stub.MarkMessageDelivery(
+            pb.MarkMessageDeliveryRequest(message_id=reply.message.id, status=pb.MESSAGE_STATUS_FAILED), metadata=service()
+        )
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert row(messages, reply.message.id)[3] == "delivered"
+    # A placeholder still streaming has nothing delivered yet.
+    m = await placeholder(messages, w1.id)
+    error = await rpc_error(
+        messages.stub.MarkMessageDelivery(
+            pb.MarkMessageDeliveryRequest(message_id=m.id, status=pb.MESSAGE_STATUS_FAILED), metadata=service()
+        )
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "streaming" in error.details()
