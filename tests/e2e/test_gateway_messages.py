@@ -1,0 +1,185 @@
+"""REST and SSE for the messages service at the edge, over HTTP against the real identity and
+messages servers: routes map 1:1 onto the user-mode RPCs with the caller's bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway import app as gateway_app
+from gateway import routes_messages
+from services.messages.app import build_server as build_messages
+from tests.conftest import free_port
+from tests.e2e.conftest import gateway_settings
+from tests.service.conftest import Running, start, stop
+from tests.support.builders import add_contact, alice, bob
+from tests.support.database import TestDatabase
+from tests.support.jwks import FakeClerkIssuer
+from zenthor.config import ServiceName
+from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc
+
+READ_TIMEOUT_S = 20.0
+
+
+@pytest.fixture
+async def messages(identity: Running, settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer) -> AsyncIterator[Running]:
+    settings = settings_for(
+        ServiceName.MESSAGES,
+        identity_addr=f"127.0.0.1:{identity.server.port}",
+        agent_queue_addr=f"127.0.0.1:{free_port()}",  # nothing there: jobs wait in the outbox
+    )
+    running = await start(await build_messages(settings), messages_pb2_grpc.MessagesServiceStub, settings, db, clerk_issuer)
+    yield running
+    await stop(running)
+
+
+@asynccontextmanager
+async def serve(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway app under uvicorn on a socket bound here, with the messages routes (added
+    here until gateway/app.py lists them in ROUTERS)."""
+    app = gateway_app.create_app(settings)
+    if routes_messages.router not in gateway_app.ROUTERS:
+        app.include_router(routes_messages.router)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=READ_TIMEOUT_S) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.fixture
+async def gateway(identity: Running, messages: Running) -> AsyncIterator[httpx.AsyncClient]:
+    settings = gateway_settings(f"127.0.0.1:{identity.server.port}", messages_addr=f"127.0.0.1:{messages.server.port}")
+    async with serve(settings) as client:
+        yield client
+
+
+def bearer(identity: Running, subject: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {identity.issuer.token(subject)}"}
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(id, data) of each `change` event of an open SSE response."""
+    event_id, data = "", ""
+    async for line in response.aiter_lines():
+        if line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data = line[5:].strip()
+        elif line == "" and data:
+            yield event_id, json.loads(data)
+            event_id, data = "", ""
+
+
+async def test_a_user_creates_a_conversation_sends_and_reads_messages(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    created = await gateway.post("/v1/conversations", json={}, headers=headers)
+    assert created.status_code == 200
+    conversation = created.json()["conversation"]
+    assert (conversation["title"], conversation["channel"], conversation["status"]) == ("New chat", "CHANNEL_WEB", "CONVERSATION_STATUS_ACTIVE")
+    cid = conversation["id"]
+    sent = await gateway.post(f"/v1/conversations/{cid}/messages", json={"content": "hello there"}, headers=headers)
+    message = sent.json()["message"]
+    assert (message["content"], message["role"], message["status"]) == ("hello there", "MESSAGE_ROLE_USER", "MESSAGE_STATUS_SENT")
+    listed = (await gateway.get(f"/v1/conversations/{cid}/messages", headers=headers)).json()
+    assert [m["id"] for m in listed["messages"]] == [message["id"]]
+    assert listed["next_page_token"] == ""
+    got = (await gateway.get(f"/v1/messages/{message['id']}", headers=headers)).json()
+    assert got["message"]["content"] == "hello there"
+    assert (await gateway.get(f"/v1/conversations/{cid}", headers=headers)).json()["conversation"]["title"] == "hello there"
+    renamed = await gateway.patch(f"/v1/conversations/{cid}", json={"title": "Renamed"}, headers=headers)
+    assert renamed.json()["conversation"]["title"] == "Renamed"
+    recent = (await gateway.get("/v1/conversations:recent", headers=headers)).json()
+    assert [r["conversation"]["id"] for r in recent["conversations"]] == [cid]
+    assert recent["conversations"][0]["last_message"]["content"] == "hello there"
+    assert [c["id"] for c in (await gateway.get("/v1/conversations", headers=headers)).json()["conversations"]] == [cid]
+    archived = await gateway.post(f"/v1/conversations/{cid}:archive", headers=headers)
+    assert archived.json()["conversation"]["status"] == "CONVERSATION_STATUS_ARCHIVED"
+    assert (await gateway.get("/v1/conversations:recent", headers=headers)).json()["conversations"] == []
+
+
+async def test_bob_gets_nulls_and_empty_lists_for_alices_conversation(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    bob(identity.db)
+    headers = bearer(identity, "user_alice")
+    cid = (await gateway.post("/v1/conversations", json={"title": "Secret"}, headers=headers)).json()["conversation"]["id"]
+    mid = (await gateway.post(f"/v1/conversations/{cid}/messages", json={"content": "hi"}, headers=headers)).json()["message"]["id"]
+    bobs = bearer(identity, "user_bob")
+    assert (await gateway.get(f"/v1/conversations/{cid}", headers=bobs)).json() == {"conversation": None}
+    assert (await gateway.get(f"/v1/messages/{mid}", headers=bobs)).json() == {"message": None}
+    assert (await gateway.get(f"/v1/conversations/{cid}/messages", headers=bobs)).json()["messages"] == []
+    assert (await gateway.post(f"/v1/conversations/{cid}/messages", json={"content": "x"}, headers=bobs)).json() == {"message": None}
+    assert (await gateway.patch(f"/v1/conversations/{cid}", json={"title": "x"}, headers=bobs)).json() == {"conversation": None}
+    assert (await gateway.post(f"/v1/conversations/{cid}:archive", headers=bobs)).json() == {"conversation": None}
+    assert (await gateway.get(f"/v1/conversations/{cid}", headers=headers)).json()["conversation"]["title"] == "Secret"
+
+
+async def test_bad_input_is_400_naming_the_field_and_no_token_is_401(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    bad_id = await gateway.get("/v1/conversations/msg_0123", headers=headers)
+    assert bad_id.status_code == 400
+    assert bad_id.json()["error"]["field"] == "id"
+    cid = (await gateway.post("/v1/conversations", json={}, headers=headers)).json()["conversation"]["id"]
+    empty = await gateway.post(f"/v1/conversations/{cid}/messages", json={"content": ""}, headers=headers)
+    assert (empty.status_code, empty.json()["error"]["field"]) == (400, "content")
+    negative = await gateway.get("/v1/conversations:recent", params={"page_size": -1}, headers=headers)
+    assert (negative.status_code, negative.json()["error"]["field"]) == (400, "page_size")
+    anonymous = await gateway.get("/v1/conversations")
+    assert anonymous.status_code == 401
+    watch_anonymous = await gateway.get(f"/v1/conversations/{cid}:watch")
+    assert watch_anonymous.status_code == 401
+
+
+async def test_watch_streams_changes_as_sse_and_resumes_from_last_event_id(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    cid = (await gateway.post("/v1/conversations", json={}, headers=headers)).json()["conversation"]["id"]
+    await gateway.post(f"/v1/conversations/{cid}/messages", json={"content": "first"}, headers=headers)
+    async with gateway.stream("GET", f"/v1/conversations/{cid}:watch", headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response)
+        position, initial = await asyncio.wait_for(anext(events), READ_TIMEOUT_S)
+        assert initial["caught_up"] and [m["content"] for m in initial["messages"]] == ["first"]
+        assert position == initial["position"]
+        await gateway.post(f"/v1/conversations/{cid}/messages", json={"content": "second"}, headers=headers)
+        _, change = await asyncio.wait_for(anext(events), READ_TIMEOUT_S)
+        assert [m["content"] for m in change["messages"]] == ["second"]
+    # Sent while nobody watched; the browser reconnects with Last-Event-ID.
+    await gateway.post(f"/v1/conversations/{cid}/messages", json={"content": "third"}, headers=headers)
+    async with gateway.stream("GET", f"/v1/conversations/{cid}:watch", headers={**headers, "last-event-id": position}) as response:
+        _, backlog = await asyncio.wait_for(anext(sse_events(response)), READ_TIMEOUT_S)
+    assert [m["content"] for m in backlog["messages"]] == ["second", "third"]
+
+
+async def test_conversation_list_watch_streams_snapshots(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice_id = alice(identity.db)
+    add_contact(identity.db, "5511999990000", user_id=alice_id)
+    headers = bearer(identity, "user_alice")
+    async with gateway.stream("GET", "/v1/conversations:watch", headers=headers) as response:
+        events = sse_events(response)
+        _, empty = await asyncio.wait_for(anext(events), READ_TIMEOUT_S)
+        assert empty.get("conversations", []) == []
+        cid = (await gateway.post("/v1/conversations", json={"title": "New"}, headers=headers)).json()["conversation"]["id"]
+        _, snapshot = await asyncio.wait_for(anext(events), READ_TIMEOUT_S)
+        assert [r["conversation"]["id"] for r in snapshot["conversations"]] == [cid]
