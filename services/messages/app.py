@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from services.messages import usecases
 from services.messages.relay import outbox_handlers
 from services.messages.servicer import MessagesServicer
-from services.messages.store import outbox
+from services.messages.store.tables import outbox
+from services.messages.usecases.deps import CHANNELS, Deps
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
@@ -25,10 +25,10 @@ async def build_server(settings: Settings, *, clock: Callable[[], datetime] = ut
     engine = create_engine(settings.database_url, settings.db_pool_size)
     resolver, peers = peer_resolver(settings)
     relay = OutboxRelay(engine, outbox, outbox_handlers(peers), clock=clock)
-    feed = ChangeFeed(settings.database_url, usecases.CHANNELS)
+    feed = ChangeFeed(settings.database_url, CHANNELS)
     await feed.start()  # listening before the first Watch can subscribe
     relay.start()
-    deps = usecases.Deps(uow=lambda: UnitOfWork(engine), clock=clock, feed=feed, kick_outbox=relay.kick)
+    deps = Deps(uow=lambda: UnitOfWork(engine), clock=clock, feed=feed, kick_outbox=relay.kick)
     registration = ServiceRegistration(
         descriptor=messages_pb2.DESCRIPTOR.services_by_name["MessagesService"],
         base=messages_pb2_grpc.MessagesServiceServicer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.messages.usecases import ENQUEUE_JOB_TOPIC
+from services.messages.usecases.deps import ENQUEUE_JOB_TOPIC
 from zenthor.clients import Peers
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as agent_queue

@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from services.messages import usecases, usecases_memories, usecases_watch, wire
+from services.messages import wire
 from services.messages.domain import (
     MAX_BATCH_IDS,
     RecentCursor,
@@ -15,7 +15,8 @@ from services.messages.domain import (
     check_max_messages,
     check_page_size,
 )
-from services.messages.usecases import Deps
+from services.messages.usecases import conversations, dedupe, memories, messages, watch
+from services.messages.usecases.deps import Deps
 from zenthor import ids
 from zenthor.auth.principal import ResolvedUser, current_principal
 from zenthor.convert import timestamp
@@ -51,7 +52,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def GetOrCreateConversation(
         self, request: pb.GetOrCreateConversationRequest, context: Ctx
     ) -> pb.GetOrCreateConversationResponse:
-        result = await usecases.get_or_create_conversation(
+        result = await conversations.get_or_create_conversation(
             self._deps,
             wire.channel(request.channel),
             ids.USER.parse_optional(wire.optional(request, "user_id"), "user_id"),
@@ -61,27 +62,27 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         return pb.GetOrCreateConversationResponse(conversation=wire.conversation_pb(result.conversation), created=result.created)
 
     async def ListConversations(self, request: pb.ListConversationsRequest, context: Ctx) -> pb.ListConversationsResponse:
-        page = await usecases.list_conversations(self._deps, _user(), _page(request, CONVERSATIONS_PAGE))
+        page = await conversations.list_conversations(self._deps, _user(), _page(request, CONVERSATIONS_PAGE))
         return pb.ListConversationsResponse(
             conversations=[wire.conversation_pb(c) for c in page.items], next_page_token=page.next_page_token
         )
 
     async def GetConversation(self, request: pb.GetConversationRequest, context: Ctx) -> pb.GetConversationResponse:
-        conversation = await usecases.get_conversation(self._deps, _user(), ids.CONVERSATION.parse(request.id, "id"))
+        conversation = await conversations.get_conversation(self._deps, _user(), ids.CONVERSATION.parse(request.id, "id"))
         return pb.GetConversationResponse(conversation=wire.conversation_pb(conversation) if conversation else None)
 
     async def CreateConversation(self, request: pb.CreateConversationRequest, context: Ctx) -> pb.CreateConversationResponse:
-        conversation = await usecases.create_conversation(self._deps, _user(), wire.optional(request, "title"))
+        conversation = await conversations.create_conversation(self._deps, _user(), wire.optional(request, "title"))
         return pb.CreateConversationResponse(conversation=wire.conversation_pb(conversation))
 
     async def ArchiveConversation(self, request: pb.ArchiveConversationRequest, context: Ctx) -> pb.ArchiveConversationResponse:
-        conversation = await usecases.archive_conversation(self._deps, _user(), ids.CONVERSATION.parse(request.id, "id"))
+        conversation = await conversations.archive_conversation(self._deps, _user(), ids.CONVERSATION.parse(request.id, "id"))
         return pb.ArchiveConversationResponse(conversation=wire.conversation_pb(conversation) if conversation else None)
 
     async def UpdateConversationTitle(
         self, request: pb.UpdateConversationTitleRequest, context: Ctx
     ) -> pb.UpdateConversationTitleResponse:
-        conversation = await usecases.update_conversation_title(
+        conversation = await conversations.update_conversation_title(
             self._deps, _user(), ids.CONVERSATION.parse(request.id, "id"), request.title
         )
         return pb.UpdateConversationTitleResponse(conversation=wire.conversation_pb(conversation) if conversation else None)
@@ -90,7 +91,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         self, request: pb.ListRecentConversationsRequest, context: Ctx
     ) -> pb.ListRecentConversationsResponse:
         size = check_page_size(request.page_size, "page_size", default=RECENT_PAGE[0], maximum=RECENT_PAGE[1])
-        page = await usecases.list_recent_conversations(self._deps, _user(), size, RecentCursor.decode(request.page_token))
+        page = await conversations.list_recent_conversations(self._deps, _user(), size, RecentCursor.decode(request.page_token))
         return pb.ListRecentConversationsResponse(
             conversations=[wire.recent_pb(r) for r in page.items],
             next_page_token=page.next_cursor.encode() if page.next_cursor else "",
@@ -100,7 +101,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         self, request: pb.WatchConversationListRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchConversationListResponse]:
         size = check_page_size(request.page_size, "page_size", default=RECENT_PAGE[0], maximum=RECENT_PAGE[1])
-        async for snapshot in usecases_watch.watch_conversation_list(self._deps, _user(), size):
+        async for snapshot in watch.watch_conversation_list(self._deps, _user(), size):
             yield pb.WatchConversationListResponse(
                 conversations=[wire.recent_pb(r) for r in snapshot.conversations],
                 snapshot_time=timestamp(snapshot.taken_at),
@@ -112,13 +113,13 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         if len(request.ids) > MAX_BATCH_IDS:
             raise InvalidArgument("ids", f"must hold at most {MAX_BATCH_IDS} ids")
         wanted = [ids.CONVERSATION.parse(v, f"ids[{i}]") for i, v in enumerate(request.ids)]
-        found = await usecases.batch_get_conversations(self._deps, wanted)
+        found = await conversations.batch_get_conversations(self._deps, wanted)
         return pb.BatchGetConversationsResponse(conversations=[wire.conversation_pb(c) for c in found])
 
     async def GetConversationHistory(
         self, request: pb.GetConversationHistoryRequest, context: Ctx
     ) -> pb.GetConversationHistoryResponse:
-        history = await usecases.get_conversation_history(
+        history = await conversations.get_conversation_history(
             self._deps,
             ids.CONVERSATION.parse(request.conversation_id, "conversation_id"),
             check_max_messages(request.max_messages),
@@ -131,7 +132,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     # --- messages ---
 
     async def SendMessage(self, request: pb.SendMessageRequest, context: Ctx) -> pb.SendMessageResponse:
-        message = await usecases.send_message(
+        message = await messages.send_message(
             self._deps, _user(), ids.CONVERSATION.parse(request.conversation_id, "conversation_id"), request.content
         )
         return pb.SendMessageResponse(message=wire.message_pb(message) if message else None)
@@ -139,7 +140,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def SendMessageAsService(
         self, request: pb.SendMessageAsServiceRequest, context: Ctx
     ) -> pb.SendMessageAsServiceResponse:
-        message = await usecases.send_message_as_service(
+        message = await messages.send_message_as_service(
             self._deps, ids.CONVERSATION.parse(request.conversation_id, "conversation_id"), request.content
         )
         return pb.SendMessageAsServiceResponse(message=wire.message_pb(message))
@@ -147,7 +148,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def CreateAssistantMessage(
         self, request: pb.CreateAssistantMessageRequest, context: Ctx
     ) -> pb.CreateAssistantMessageResponse:
-        message = await usecases.create_assistant_message(
+        message = await messages.create_assistant_message(
             self._deps,
             ids.CONVERSATION.parse(request.conversation_id, "conversation_id"),
             request.content,
@@ -156,7 +157,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         return pb.CreateAssistantMessageResponse(message=wire.message_pb(message))
 
     async def CreateSystemMessage(self, request: pb.CreateSystemMessageRequest, context: Ctx) -> pb.CreateSystemMessageResponse:
-        result = await usecases.create_system_message(
+        result = await messages.create_system_message(
             self._deps,
             ids.CONVERSATION.parse(request.conversation_id, "conversation_id"),
             request.content,
@@ -166,7 +167,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         return pb.CreateSystemMessageResponse(message=wire.message_pb(result.message), created=result.created)
 
     async def CreatePlaceholder(self, request: pb.CreatePlaceholderRequest, context: Ctx) -> pb.CreatePlaceholderResponse:
-        message = await usecases.create_placeholder(
+        message = await messages.create_placeholder(
             self._deps, ids.CONVERSATION.parse(request.conversation_id, "conversation_id")
         )
         return pb.CreatePlaceholderResponse(message=wire.message_pb(message))
@@ -174,13 +175,13 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def UpdateStreamingContent(
         self, request: pb.UpdateStreamingContentRequest, context: Ctx
     ) -> pb.UpdateStreamingContentResponse:
-        applied = await usecases.update_streaming_content(
+        applied = await messages.update_streaming_content(
             self._deps, ids.MESSAGE.parse(request.message_id, "message_id"), request.content, request.sequence
         )
         return pb.UpdateStreamingContentResponse(applied=applied)
 
     async def FinalizeMessage(self, request: pb.FinalizeMessageRequest, context: Ctx) -> pb.FinalizeMessageResponse:
-        message = await usecases.finalize_message(
+        message = await messages.finalize_message(
             self._deps,
             ids.MESSAGE.parse(request.message_id, "message_id"),
             request.content,
@@ -189,22 +190,22 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         return pb.FinalizeMessageResponse(message=wire.message_pb(message))
 
     async def FailPlaceholder(self, request: pb.FailPlaceholderRequest, context: Ctx) -> pb.FailPlaceholderResponse:
-        message = await usecases.fail_placeholder(self._deps, ids.MESSAGE.parse(request.message_id, "message_id"))
+        message = await messages.fail_placeholder(self._deps, ids.MESSAGE.parse(request.message_id, "message_id"))
         return pb.FailPlaceholderResponse(message=wire.message_pb(message))
 
     async def MarkMessageDelivery(self, request: pb.MarkMessageDeliveryRequest, context: Ctx) -> pb.MarkMessageDeliveryResponse:
-        message = await usecases.mark_message_delivery(
+        message = await messages.mark_message_delivery(
             self._deps, ids.MESSAGE.parse(request.message_id, "message_id"), wire.delivery_outcome(request.status)
         )
         return pb.MarkMessageDeliveryResponse(message=wire.message_pb(message))
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: Ctx) -> pb.ListMessagesResponse:
         conversation_id = ids.CONVERSATION.parse(request.conversation_id, "conversation_id")
-        page = await usecases.list_messages(self._deps, _user(), conversation_id, _page(request, MESSAGES_PAGE))
+        page = await messages.list_messages(self._deps, _user(), conversation_id, _page(request, MESSAGES_PAGE))
         return pb.ListMessagesResponse(messages=[wire.message_pb(m) for m in page.items], next_page_token=page.next_page_token)
 
     async def GetMessage(self, request: pb.GetMessageRequest, context: Ctx) -> pb.GetMessageResponse:
-        message = await usecases.get_message(self._deps, _user(), ids.MESSAGE.parse(request.id, "id"))
+        message = await messages.get_message(self._deps, _user(), ids.MESSAGE.parse(request.id, "id"))
         return pb.GetMessageResponse(message=wire.message_pb(message) if message else None)
 
     async def WatchConversation(
@@ -212,7 +213,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     ) -> AsyncIterator[pb.WatchConversationResponse]:
         conversation_id = ids.CONVERSATION.parse(request.conversation_id, "conversation_id")
         resume = WatchPosition.decode(request.resume_position, conversation_id)
-        async for changes in usecases_watch.watch_conversation(self._deps, _user(), conversation_id, resume):
+        async for changes in watch.watch_conversation(self._deps, _user(), conversation_id, resume):
             yield pb.WatchConversationResponse(
                 messages=[wire.message_pb(m) for m in changes.messages],
                 conversation=wire.conversation_pb(changes.conversation) if changes.conversation else None,
@@ -225,7 +226,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def CheckAndRegisterInbound(
         self, request: pb.CheckAndRegisterInboundRequest, context: Ctx
     ) -> pb.CheckAndRegisterInboundResponse:
-        duplicate = await usecases_memories.check_and_register_inbound(
+        duplicate = await dedupe.check_and_register_inbound(
             self._deps, wire.channel(request.channel), request.channel_message_id, request.account_id
         )
         return pb.CheckAndRegisterInboundResponse(is_duplicate=duplicate)
@@ -234,13 +235,13 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         self, request: pb.CleanupInboundDedupeRequest, context: Ctx
     ) -> pb.CleanupInboundDedupeResponse:
         older_than = request.older_than.ToTimedelta() if request.HasField("older_than") else None
-        deleted, more = await usecases_memories.cleanup_inbound_dedupe(self._deps, older_than, request.batch_size)
+        deleted, more = await dedupe.cleanup_inbound_dedupe(self._deps, older_than, request.batch_size)
         return pb.CleanupInboundDedupeResponse(deleted=deleted, more=more)
 
     # --- memories ---
 
     async def StoreMemory(self, request: pb.StoreMemoryRequest, context: Ctx) -> pb.StoreMemoryResponse:
-        memory = await usecases_memories.store_memory(
+        memory = await memories.store_memory(
             self._deps,
             ids.CONVERSATION.parse_optional(wire.optional(request, "conversation_id"), "conversation_id"),
             request.content,
@@ -250,7 +251,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         return pb.StoreMemoryResponse(memory=wire.memory_pb(memory))
 
     async def SearchMemories(self, request: pb.SearchMemoriesRequest, context: Ctx) -> pb.SearchMemoriesResponse:
-        hits = await usecases_memories.search_memories(
+        hits = await memories.search_memories(
             self._deps,
             request.embedding,
             request.limit,
@@ -261,11 +262,11 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
 
     async def ListMemories(self, request: pb.ListMemoriesRequest, context: Ctx) -> pb.ListMemoriesResponse:
         conversation_id = ids.CONVERSATION.parse(request.conversation_id, "conversation_id")
-        page = await usecases_memories.list_memories(
+        page = await memories.list_memories(
             self._deps, conversation_id, _page(request, MEMORIES_PAGE), request.include_embeddings
         )
         return pb.ListMemoriesResponse(memories=[wire.memory_pb(m) for m in page.items], next_page_token=page.next_page_token)
 
     async def DeleteMemory(self, request: pb.DeleteMemoryRequest, context: Ctx) -> pb.DeleteMemoryResponse:
-        deleted = await usecases_memories.delete_memory(self._deps, ids.MEMORY.parse(request.id, "id"))
+        deleted = await memories.delete_memory(self._deps, ids.MEMORY.parse(request.id, "id"))
         return pb.DeleteMemoryResponse(deleted=deleted)

@@ -3,6 +3,8 @@ channel (finding 26), assistant and system messages, and the agent job's outbox 
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from tests.service.conftest import Running
@@ -211,3 +213,20 @@ async def test_system_message_is_idempotent_by_key_and_can_enqueue_a_job(message
     assert counts(messages.db)["messages"] == 2
     # System messages never set the title.
     assert messages.db.sql("SELECT title FROM messages.conversations")[0][0] == "New chat"
+
+
+async def test_concurrent_sends_to_one_conversation_each_get_their_own_revision_and_one_sets_the_title(
+    messages: Running, people: People
+) -> None:
+    w1 = await web_conversation(messages.stub, people.alice)
+    texts = [f"message {i}" for i in range(20)]
+    replies = await asyncio.gather(
+        *(messages.stub.SendMessage(pb.SendMessageRequest(conversation_id=w1.id, content=t), metadata=people.alice) for t in texts)
+    )
+    assert len({r.message.id for r in replies}) == 20
+    revisions = [r[0] for r in messages.db.sql("SELECT revision FROM messages.messages")]
+    assert len(set(revisions)) == 20
+    (title, revision), = messages.db.sql("SELECT title, revision FROM messages.conversations")
+    assert title in texts  # the first committed message titled it; later ones left it
+    assert revision == max(revisions)
+    assert counts(messages.db)["outbox"] == 20

@@ -1,0 +1,1 @@
+"""All SQL of the messages service (schema `messages`), one module per sub-domain."""

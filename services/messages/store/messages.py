@@ -1,0 +1,174 @@
+"""SQL of messages; every change is stamped with the revision its writer allocated through
+store.conversations.bump_conversation."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.messages.domain import Conversation, Message, MessageRole, MessageStatus, ToolCall
+from services.messages.store.tables import message_of, messages, tool_calls_json
+from zenthor.pagination import PageRequest
+
+
+async def insert_message(
+    conn: AsyncConnection,
+    *,
+    message_id: uuid.UUID,
+    conversation: Conversation,
+    role: MessageRole,
+    content: str,
+    status: MessageStatus,
+    now: datetime,
+    streaming: bool = False,
+    tool_calls: Sequence[ToolCall] = (),
+    idempotency_key: str | None = None,
+) -> Message:
+    """A message on the conversation's own channel (finding 26) at the conversation's current
+    revision (the caller bumped it)."""
+    row = (
+        await conn.execute(
+            sa.insert(messages)
+            .values(
+                id=message_id,
+                conversation_id=conversation.id,
+                role=role.value,
+                content=content,
+                channel=conversation.channel.value,
+                tool_calls=tool_calls_json(tool_calls),
+                streaming=streaming,
+                status=status.value,
+                sequence=0,
+                idempotency_key=idempotency_key,
+                revision=conversation.revision,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(messages)
+        )
+    ).one()
+    return message_of(row)
+
+
+async def get_message(conn: AsyncConnection, message_id: uuid.UUID) -> Message | None:
+    row = (await conn.execute(sa.select(messages).where(messages.c.id == message_id))).first()
+    return message_of(row) if row else None
+
+
+async def get_message_by_idempotency_key(conn: AsyncConnection, conversation_id: uuid.UUID, key: str) -> Message | None:
+    row = (
+        await conn.execute(
+            sa.select(messages).where(messages.c.conversation_id == conversation_id, messages.c.idempotency_key == key)
+        )
+    ).first()
+    return message_of(row) if row else None
+
+
+async def update_streaming_content(
+    conn: AsyncConnection, message_id: uuid.UUID, content: str, sequence: int, revision: int, now: datetime
+) -> Message | None:
+    """Guarded: only an open assistant placeholder, only a newer sequence (0 = unsequenced).
+    None when the guard refused; the caller says why."""
+    stmt = sa.update(messages).where(
+        messages.c.id == message_id,
+        messages.c.role == MessageRole.ASSISTANT.value,
+        messages.c.streaming.is_(True),
+    )
+    values: dict[str, Any] = {"content": content, "revision": revision, "updated_at": now}
+    if sequence:
+        stmt = stmt.where(messages.c.sequence < sequence)
+        values["sequence"] = sequence
+    row = (await conn.execute(stmt.values(**values).returning(messages))).first()
+    return message_of(row) if row else None
+
+
+async def close_placeholder(
+    conn: AsyncConnection,
+    message_id: uuid.UUID,
+    revision: int,
+    now: datetime,
+    *,
+    status: MessageStatus,
+    content: str | None = None,
+    tool_calls: Sequence[ToolCall] = (),
+) -> Message | None:
+    """Ends streaming: finalize (SENT, content and tool calls replaced) or fail (FAILED,
+    partial content kept). Guarded: only an open assistant placeholder."""
+    values: dict[str, Any] = {"streaming": False, "status": status.value, "revision": revision, "updated_at": now}
+    if content is not None:
+        values["content"] = content
+        values["tool_calls"] = tool_calls_json(tool_calls)
+    row = (
+        await conn.execute(
+            sa.update(messages)
+            .where(
+                messages.c.id == message_id,
+                messages.c.role == MessageRole.ASSISTANT.value,
+                messages.c.streaming.is_(True),
+            )
+            .values(**values)
+            .returning(messages)
+        )
+    ).first()
+    return message_of(row) if row else None
+
+
+async def mark_delivery(
+    conn: AsyncConnection, message_id: uuid.UUID, outcome: MessageStatus, revision: int, now: datetime
+) -> Message | None:
+    """Guarded: only a stored (PENDING/SENT) message that is not streaming (finding 27)."""
+    row = (
+        await conn.execute(
+            sa.update(messages)
+            .where(
+                messages.c.id == message_id,
+                messages.c.streaming.is_(False),
+                messages.c.status.in_([MessageStatus.PENDING.value, MessageStatus.SENT.value]),
+            )
+            .values(status=outcome.value, revision=revision, updated_at=now)
+            .returning(messages)
+        )
+    ).first()
+    return message_of(row) if row else None
+
+
+async def list_messages(conn: AsyncConnection, conversation_id: uuid.UUID, page: PageRequest) -> list[Message]:
+    query = sa.select(messages).where(messages.c.conversation_id == conversation_id).order_by(messages.c.id).limit(page.size)
+    if page.after is not None:
+        query = query.where(messages.c.id > page.after)
+    return [message_of(r) for r in (await conn.execute(query)).all()]
+
+
+async def history(conn: AsyncConnection, conversation_id: uuid.UUID, last: int | None) -> list[Message]:
+    """All messages oldest first, or only the newest `last` (still oldest first)."""
+    query = sa.select(messages).where(messages.c.conversation_id == conversation_id)
+    if last is None:
+        rows = (await conn.execute(query.order_by(messages.c.id))).all()
+    else:
+        rows = list(reversed((await conn.execute(query.order_by(messages.c.id.desc()).limit(last))).all()))
+    return [message_of(r) for r in rows]
+
+
+async def changed_messages(
+    conn: AsyncConnection, conversation_id: uuid.UUID, after: int, upto: int, limit: int
+) -> list[Message]:
+    """Messages whose last change has a revision in (after, upto], in change order. Rows
+    changed again after `upto` are left for the next read (their newer state supersedes)."""
+    rows = (
+        await conn.execute(
+            sa.select(messages)
+            .where(
+                messages.c.conversation_id == conversation_id,
+                messages.c.revision > after,
+                messages.c.revision <= upto,
+            )
+            .order_by(messages.c.revision, messages.c.id)
+            .limit(limit)
+        )
+    ).all()
+    return [message_of(r) for r in rows]

@@ -1,0 +1,262 @@
+"""Message use cases: sends (with the agent job through the outbox), assistant and system
+messages, the streaming placeholder lifecycle, delivery outcomes, owner reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.messages import domain
+from services.messages.domain import Conversation, Message, MessageRole, MessageStatus, ToolCall
+from services.messages.store import conversations as conversation_store
+from services.messages.store import messages as store
+from services.messages.store.tables import outbox
+from services.messages.usecases.conversations import announce, lock_conversation, owned_locked
+from services.messages.usecases.deps import ENQUEUE_JOB_TOPIC, Deps
+from zenthor import ids
+from zenthor.auth.principal import ResolvedUser
+from zenthor.db import UnitOfWork
+from zenthor.errors import NotFound
+from zenthor.outbox import add_event
+from zenthor.pagination import Page, PageRequest, next_token
+
+MESSAGE_NOT_FOUND = "Message not found"
+
+
+async def _enqueue_job(conn: AsyncConnection, conversation: Conversation, message: Message, now: datetime) -> None:
+    """The agent job for `message`, delivered to agent_queue by the relay after commit."""
+    message_id = ids.MESSAGE.format(message.id)
+    payload = {
+        "message_id": message_id,
+        "conversation_id": ids.CONVERSATION.format(conversation.id),
+        "conversation_user_id": ids.USER.format(conversation.user_id) if conversation.user_id else None,
+        "conversation_contact_id": ids.CONTACT.format(conversation.contact_id) if conversation.contact_id else None,
+    }
+    await add_event(conn, outbox, ENQUEUE_JOB_TOPIC, message_id, payload, now)
+
+
+async def _send(uow: UnitOfWork, deps: Deps, conversation: Conversation, content: str) -> Message:
+    """spec messages.send steps 2-4: the user message on the conversation's channel, the
+    auto-title, and the agent job (outbox), all in the caller's transaction."""
+    now = deps.clock()
+    message = await store.insert_message(
+        uow.conn,
+        message_id=ids.MESSAGE.new(),
+        conversation=conversation,
+        role=MessageRole.USER,
+        content=content,
+        status=MessageStatus.SENT,
+        now=now,
+    )
+    title = domain.auto_title(conversation.title, content)
+    if title is not None:
+        conversation = await conversation_store.set_conversation_meta(uow.conn, conversation.id, conversation.revision, now, title=title)
+    await _enqueue_job(uow.conn, conversation, message, now)
+    await announce(uow.conn, conversation)
+    return message
+
+
+async def send_message(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID, content: str) -> Message | None:
+    """spec messages.send: None (nothing written) when the conversation is not the caller's."""
+    content = domain.check_content(content)
+    async with deps.uow() as uow:
+        conversation = await owned_locked(uow, user, conversation_id)
+        if conversation is None:
+            return None
+        message = await _send(uow, deps, conversation, content)
+        await uow.commit()
+    deps.kick_outbox()
+    return message
+
+
+async def send_message_as_service(deps: Deps, conversation_id: uuid.UUID, content: str) -> Message:
+    content = domain.check_content(content)
+    async with deps.uow() as uow:
+        conversation = await lock_conversation(uow, conversation_id)
+        message = await _send(uow, deps, conversation, content)
+        await uow.commit()
+    deps.kick_outbox()
+    return message
+
+
+async def create_assistant_message(
+    deps: Deps, conversation_id: uuid.UUID, content: str, tool_calls: Sequence[ToolCall]
+) -> Message:
+    """spec messages.addAssistantMessage: no job, no outbound row."""
+    content = domain.check_content(content)
+    calls = domain.check_tool_calls(tool_calls)
+    async with deps.uow() as uow:
+        conversation = await lock_conversation(uow, conversation_id)
+        message = await store.insert_message(
+            uow.conn,
+            message_id=ids.MESSAGE.new(),
+            conversation=conversation,
+            role=MessageRole.ASSISTANT,
+            content=content,
+            status=MessageStatus.SENT,
+            tool_calls=calls,
+            now=deps.clock(),
+        )
+        await announce(uow.conn, conversation)
+        await uow.commit()
+    return message
+
+
+@dataclass(frozen=True)
+class SystemMessage:
+    message: Message
+    created: bool
+
+
+async def create_system_message(
+    deps: Deps, conversation_id: uuid.UUID, content: str, idempotency_key: str | None, enqueue_job: bool
+) -> SystemMessage:
+    """spec messages.addSummaryMessage, plus the idempotent form peers' outboxes deliver
+    (scheduled-task triggers with a job, phone-verification texts)."""
+    content = domain.check_content(content)
+    key = domain.check_idempotency_key(idempotency_key or "")
+    async with deps.uow() as uow:
+        conversation = await lock_conversation(uow, conversation_id)
+        if key is not None:
+            # The conversation lock serializes repeats of one key; the unique index backs it.
+            earlier = await store.get_message_by_idempotency_key(uow.conn, conversation.id, key)
+            if earlier is not None:
+                return SystemMessage(earlier, created=False)
+        now = deps.clock()
+        message = await store.insert_message(
+            uow.conn,
+            message_id=ids.MESSAGE.new(),
+            conversation=conversation,
+            role=MessageRole.SYSTEM,
+            content=content,
+            status=MessageStatus.SENT,
+            idempotency_key=key,
+            now=now,
+        )
+        if enqueue_job:
+            await _enqueue_job(uow.conn, conversation, message, now)
+        await announce(uow.conn, conversation)
+        await uow.commit()
+    if enqueue_job:
+        deps.kick_outbox()
+    return SystemMessage(message, created=True)
+
+
+async def create_placeholder(deps: Deps, conversation_id: uuid.UUID) -> Message:
+    async with deps.uow() as uow:
+        conversation = await lock_conversation(uow, conversation_id)
+        message = await store.insert_message(
+            uow.conn,
+            message_id=ids.MESSAGE.new(),
+            conversation=conversation,
+            role=MessageRole.ASSISTANT,
+            content="",
+            status=MessageStatus.PENDING,
+            streaming=True,
+            now=deps.clock(),
+        )
+        await announce(uow.conn, conversation)
+        await uow.commit()
+    return message
+
+
+async def _lock_message(uow: UnitOfWork, message_id: uuid.UUID) -> tuple[Conversation, Message]:
+    """The message and its conversation, the conversation locked with a new revision. Every
+    message writer takes that lock first, so the message cannot change until commit."""
+    message = await store.get_message(uow.conn, message_id)
+    if message is None:
+        raise NotFound(MESSAGE_NOT_FOUND)  # finding 30: a clean NOT_FOUND, not a crash
+    conversation = await lock_conversation(uow, message.conversation_id)
+    current = await store.get_message(uow.conn, message_id)
+    assert current is not None  # messages are never deleted
+    return conversation, current
+
+
+async def update_streaming_content(deps: Deps, message_id: uuid.UUID, content: str, sequence: int) -> bool:
+    """Replaces a placeholder's content (finding 28: only while streaming, only assistant
+    placeholders). False when `sequence` shows the update arrived out of order."""
+    content = domain.check_optional_content(content)
+    sequence = domain.check_sequence(sequence)
+    async with deps.uow() as uow:
+        conversation, current = await _lock_message(uow, message_id)
+        updated = await store.update_streaming_content(
+            uow.conn, message_id, content, sequence, conversation.revision, deps.clock()
+        )
+        if updated is None:
+            if not domain.is_open_placeholder(current):
+                raise domain.refuse_streaming_change(current, "UpdateStreamingContent")
+            return False  # an older sequence than the last applied one: dropped
+        await announce(uow.conn, conversation)
+        await uow.commit()
+    return True
+
+
+async def finalize_message(deps: Deps, message_id: uuid.UUID, content: str, tool_calls: Sequence[ToolCall]) -> Message:
+    """streaming=false, status=SENT. A finalized or failed message cannot change again."""
+    content = domain.check_optional_content(content)
+    calls = domain.check_tool_calls(tool_calls)
+    async with deps.uow() as uow:
+        conversation, current = await _lock_message(uow, message_id)
+        finalized = await store.close_placeholder(
+            uow.conn, message_id, conversation.revision, deps.clock(),
+            status=MessageStatus.SENT, content=content, tool_calls=calls,
+        )
+        if finalized is None:
+            raise domain.refuse_streaming_change(current, "FinalizeMessage")
+        await announce(uow.conn, conversation)
+        await uow.commit()
+    return finalized
+
+
+async def fail_placeholder(deps: Deps, message_id: uuid.UUID) -> Message:
+    """Finding 11: streaming=false, status=FAILED, partial content kept. Repeating it is a
+    no-op; a finalized message is FAILED_PRECONDITION."""
+    async with deps.uow() as uow:
+        conversation, current = await _lock_message(uow, message_id)
+        if current.role is MessageRole.ASSISTANT and current.status is MessageStatus.FAILED and not current.streaming:
+            return current
+        failed = await store.close_placeholder(
+            uow.conn, message_id, conversation.revision, deps.clock(), status=MessageStatus.FAILED
+        )
+        if failed is None:
+            raise domain.refuse_streaming_change(current, "FailPlaceholder")
+        await announce(uow.conn, conversation)
+        await uow.commit()
+    return failed
+
+
+async def mark_message_delivery(deps: Deps, message_id: uuid.UUID, outcome: MessageStatus) -> Message:
+    """Finding 27: the delivery service reports DELIVERED or FAILED for a stored message."""
+    async with deps.uow() as uow:
+        conversation, current = await _lock_message(uow, message_id)
+        if current.status is outcome and not current.streaming:
+            return current  # a repeated report
+        marked = await store.mark_delivery(uow.conn, message_id, outcome, conversation.revision, deps.clock())
+        if marked is None:
+            raise domain.refuse_delivery_outcome(current, outcome)
+        await announce(uow.conn, conversation)
+        await uow.commit()
+    return marked
+
+
+async def list_messages(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID, page: PageRequest) -> Page[Message]:
+    """spec messages.listByConversation: empty when not owned or missing."""
+    async with deps.uow() as uow:
+        if domain.owned(await conversation_store.get_conversation(uow.conn, conversation_id), user) is None:
+            return Page([], "")
+        found = await store.list_messages(uow.conn, conversation_id, page)
+    return Page(found, next_token([m.id for m in found], page.size))
+
+
+async def get_message(deps: Deps, user: ResolvedUser, message_id: uuid.UUID) -> Message | None:
+    async with deps.uow() as uow:
+        message = await store.get_message(uow.conn, message_id)
+        if message is None:
+            return None
+        if domain.owned(await conversation_store.get_conversation(uow.conn, message.conversation_id), user) is None:
+            return None
+    return message

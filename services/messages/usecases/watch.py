@@ -1,0 +1,115 @@
+"""Live watches (ARCHITECTURE.md §4): subscribe to the change feed FIRST, then read the current
+state, then re-read after every wake-up (and every `resync_s` as a safety net). A wake-up
+carries no data; the tables are the truth, so a lost or coalesced notification costs a re-read,
+never a change."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.messages import domain
+from services.messages.domain import Conversation, Message, RecentConversation, WatchPosition
+from services.messages.store import conversations as store
+from services.messages.store import messages as message_store
+from services.messages.usecases.deps import CONVERSATION_CHANNEL, CONVERSATION_LIST_CHANNEL, Deps
+from zenthor.auth.principal import ResolvedUser
+from zenthor.notify import Subscription
+
+# Messages per response while catching up; a large conversation's initial state spans several.
+CATCH_UP_CHUNK = 200
+
+
+@dataclass(frozen=True)
+class ConversationChanges:
+    """One WatchConversation response: changed messages in change order, the conversation
+    when new to the watcher (first response, title/status change), and the resume point."""
+
+    conversation: Conversation | None
+    messages: Sequence[Message]
+    position: WatchPosition
+    caught_up: bool
+
+
+async def _read_changes(deps: Deps, conversation_id: uuid.UUID, after: int) -> tuple[Conversation | None, list[Message]]:
+    """The conversation, then its messages changed after `after` up to the revision that
+    conversation row showed: every revision up to it has committed (store.py), so nothing at or
+    below it can still appear."""
+    async with deps.uow() as uow:
+        conversation = await store.get_conversation(uow.conn, conversation_id)
+        if conversation is None:
+            return None, []
+        changed = await message_store.changed_messages(uow.conn, conversation_id, after, conversation.revision, CATCH_UP_CHUNK)
+    return conversation, changed
+
+
+async def watch_conversation(
+    deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID, resume: WatchPosition | None
+) -> AsyncIterator[ConversationChanges]:
+    async with deps.feed.subscribe(CONVERSATION_CHANNEL, conversation_id.hex) as wakeups:
+        seen = resume.revision if resume else 0
+        first, caught_up = True, False
+        while True:
+            conversation, changed = await _read_changes(deps, conversation_id, seen)
+            if first and domain.owned(conversation, user) is None:
+                # Missing and not owned look the same: one empty, caught-up answer.
+                yield ConversationChanges(None, (), WatchPosition(conversation_id, seen), caught_up=True)
+                return
+            assert conversation is not None  # conversations are never deleted
+            # A full chunk may stop inside the backlog: resume right after its last row
+            # (one message per revision, so no row shares that revision).
+            full = len(changed) == CATCH_UP_CHUNK
+            upto = changed[-1].revision if full else conversation.revision
+            meta_changed = seen < conversation.meta_revision <= upto
+            if first or changed or meta_changed or (not full and not caught_up):
+                yield ConversationChanges(
+                    conversation if first or meta_changed else None,
+                    changed,
+                    WatchPosition(conversation_id, max(upto, seen)),
+                    caught_up=not full,
+                )
+            seen, first = max(upto, seen), False
+            if not full:
+                caught_up = True
+                await wakeups.wait(deps.feed.resync_s)
+
+
+async def _wait_any(subscriptions: Sequence[Subscription], timeout_s: float) -> None:
+    if len(subscriptions) == 1:
+        await subscriptions[0].wait(timeout_s)
+        return
+    waits = [asyncio.ensure_future(s.wait(timeout_s)) for s in subscriptions]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # A wake-up cleared here is not lost: the re-read that follows sees its commit.
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class ConversationListSnapshot:
+    conversations: list[RecentConversation]
+    taken_at: datetime
+
+
+async def watch_conversation_list(deps: Deps, user: ResolvedUser, size: int) -> AsyncIterator[ConversationListSnapshot]:
+    """The caller's recent list (first page), again whenever it changed."""
+    async with AsyncExitStack() as stack:
+        wakeups = [
+            await stack.enter_async_context(deps.feed.subscribe(CONVERSATION_LIST_CHANNEL, key))
+            for key in domain.owner_keys(user.user_id, user.contact_id)
+        ]
+        previous: list[RecentConversation] | None = None
+        while True:
+            async with deps.uow() as uow:
+                current = await store.recent_conversations(uow.conn, user.user_id, user.contact_id, None, size)
+            if current != previous:
+                yield ConversationListSnapshot(current, deps.clock())
+                previous = current
+            await _wait_any(wakeups, deps.feed.resync_s)
