@@ -11,6 +11,7 @@ from services.agent_queue.servicer import AgentQueueServicer
 from services.agent_queue.store.tables import outbox
 from services.agent_queue.usecases.deps import Deps
 from services.agent_queue.usecases.jobs import JOBS_CHANNEL
+from services.agent_queue.usecases.pending_watch import PendingJobsBroadcast
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
@@ -51,14 +52,15 @@ async def build_server(
         feed=feed,
         retry_base_s=retry_base_s,
     )
+    pending = PendingJobsBroadcast(deps)
     registration = ServiceRegistration(
         descriptor=agent_queue_pb2.DESCRIPTOR.services_by_name["AgentQueueService"],
         base=agent_queue_pb2_grpc.AgentQueueServiceServicer,
-        servicer=AgentQueueServicer(deps),  # type: ignore[abstract]  # unbuilt RPCs: UnbuiltMethodInterceptor
+        servicer=AgentQueueServicer(deps, pending),  # type: ignore[abstract]  # unbuilt RPCs: UnbuiltMethodInterceptor
         add_to_server=agent_queue_pb2_grpc.add_AgentQueueServiceServicer_to_server,
     )
     await feed.start()
     relay.start()
     return GrpcServer(
-        settings, [registration], resolver, on_stop=[relay.stop, feed.stop, peers.close, engine.dispose]
+        settings, [registration], resolver, on_stop=[pending.stop, relay.stop, feed.stop, peers.close, engine.dispose]
     )

@@ -12,6 +12,7 @@ import grpc
 from services.agent_queue.domain import jobs as job_rules
 from services.agent_queue.usecases import jobs
 from services.agent_queue.usecases.deps import Deps
+from services.agent_queue.usecases.pending_watch import PendingJobsBroadcast
 from services.agent_queue.wire import duration, job_pb, list_page, opt
 from zenthor import ids
 from zenthor.auth.principal import current_principal
@@ -32,8 +33,9 @@ def _job_ids(values: list[str], field: str) -> list[uuid.UUID]:
 
 
 class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, pending: PendingJobsBroadcast) -> None:
         self._deps = deps
+        self._pending = pending
 
     # --- jobs ---
 
@@ -65,7 +67,7 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
         max_jobs = request.max_jobs or DEFAULT_WATCH_JOBS
         if not 1 <= max_jobs <= MAX_PENDING_PAGE:
             raise InvalidArgument("max_jobs", f"must be between 1 and {MAX_PENDING_PAGE}")
-        async for snapshot in jobs.watch_pending_jobs(self._deps, max_jobs):
+        async for snapshot in self._pending.watch(max_jobs):
             yield pb.WatchPendingJobsResponse(
                 jobs=[job_pb(j) for j in snapshot.claimable], pending_count=snapshot.pending_count
             )

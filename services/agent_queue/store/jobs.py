@@ -131,7 +131,11 @@ CLAIM_JOBS = sa.text(
 # the index refuses the second PROCESSING row, or the two claims deadlock on it.
 UNIQUE_VIOLATION = "23505"
 DEADLOCK_DETECTED = "40P01"
-CLAIM_ATTEMPTS = 5
+
+
+class ClaimConflict(Exception):
+    """A concurrent claim won a conversation this claim also picked; the transaction is
+    aborted and the caller retries (a fresh snapshot sees the winner's row)."""
 
 
 async def claim_jobs(
@@ -151,18 +155,13 @@ async def claim_jobs(
         "any_job": not job_ids,
         "job_ids": list(job_ids),
     }
-    for _ in range(CLAIM_ATTEMPTS):
-        try:
-            # A savepoint: a refused claim leaves the rest of the unit of work intact, and the
-            # retried statement takes a fresh snapshot that sees the winner's row.
-            async with conn.begin_nested():
-                rows = (await conn.execute(CLAIM_JOBS, params)).all()
-        except DBAPIError as e:
-            if getattr(e.orig, "sqlstate", None) in (UNIQUE_VIOLATION, DEADLOCK_DETECTED):
-                continue
-            raise
-        return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
-    return []
+    try:
+        rows = (await conn.execute(CLAIM_JOBS, params)).all()
+    except DBAPIError as e:
+        if getattr(e.orig, "sqlstate", None) in (UNIQUE_VIOLATION, DEADLOCK_DETECTED):
+            raise ClaimConflict(str(e.orig)) from e
+        raise
+    return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
 
 
 # --- lease holder transitions (finding 12: only the holder, only from processing) ---
@@ -193,31 +192,48 @@ async def heartbeat(
     return job_from_row(row) if row else None
 
 
-def _held_by(job_id: uuid.UUID, processor_id: str) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        jobs.c.id == job_id,
-        jobs.c.status == JobStatus.PROCESSING.value,
-        jobs.c.processor_id == processor_id,
+# The hot path of every job: one statement moves the job and queues the wake-up for
+# watchers of its conversation (pg_notify is sent at commit, never for a rollback).
+COMPLETE_JOB = sa.text(
+    """
+    WITH done AS (
+        UPDATE agent_queue.jobs
+        SET status = 'completed', model_used = :model_used, processor_id = NULL,
+            locked_until = NULL, finished_at = :now
+        -- finding 12: only the lease holder, only from processing
+        WHERE id = :id AND status = 'processing' AND processor_id = :processor_id
+        RETURNING *
     )
+    SELECT done.*, pg_notify(:channel, replace(done.conversation_id::text, '-', '')) AS notified FROM done
+    """
+)
+
+FAIL_JOB = sa.text(
+    """
+    WITH done AS (
+        UPDATE agent_queue.jobs
+        SET status = 'failed', error_reason = :reason, error_message = :message, processor_id = NULL,
+            locked_until = NULL, finished_at = :now
+        -- finding 12: only the lease holder, only from processing
+        WHERE id = :id AND status = 'processing' AND processor_id = :processor_id
+        RETURNING *
+    )
+    SELECT done.*, pg_notify(:channel, replace(done.conversation_id::text, '-', '')) AS notified FROM done
+    """
+)
 
 
 async def complete(
-    conn: AsyncConnection, job_id: uuid.UUID, processor_id: str, model_used: str | None, now: datetime
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    processor_id: str,
+    model_used: str | None,
+    now: datetime,
+    *,
+    notify_channel: str,
 ) -> Job | None:
-    row = (
-        await conn.execute(
-            sa.update(jobs)
-            .where(_held_by(job_id, processor_id))
-            .values(
-                status=JobStatus.COMPLETED.value,
-                model_used=model_used,
-                processor_id=None,
-                locked_until=None,
-                finished_at=now,
-            )
-            .returning(jobs)
-        )
-    ).first()
+    params = {"id": job_id, "processor_id": processor_id, "model_used": model_used, "now": now, "channel": notify_channel}
+    row = (await conn.execute(COMPLETE_JOB, params)).first()
     return job_from_row(row) if row else None
 
 
@@ -228,22 +244,18 @@ async def fail(
     reason: str | None,
     message: str | None,
     now: datetime,
+    *,
+    notify_channel: str,
 ) -> Job | None:
-    row = (
-        await conn.execute(
-            sa.update(jobs)
-            .where(_held_by(job_id, processor_id))
-            .values(
-                status=JobStatus.FAILED.value,
-                error_reason=reason,
-                error_message=message,
-                processor_id=None,
-                locked_until=None,
-                finished_at=now,
-            )
-            .returning(jobs)
-        )
-    ).first()
+    params = {
+        "id": job_id,
+        "processor_id": processor_id,
+        "reason": reason,
+        "message": message,
+        "now": now,
+        "channel": notify_channel,
+    }
+    row = (await conn.execute(FAIL_JOB, params)).first()
     return job_from_row(row) if row else None
 
 

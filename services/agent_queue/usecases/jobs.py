@@ -28,6 +28,7 @@ RELEASE_TARGET = "agent_queue.ReleaseJob"
 # Stale leases swept inline by each claim (spec: claimJob cleans up before its guard); the
 # schedule's RequeueStaleJobs takes the rest.
 INLINE_STALE_BATCH = 50
+CLAIM_ATTEMPTS = 5
 DEFAULT_STALE_BATCH = 500
 MAX_SWEEP_BATCH = 5_000
 DEFAULT_CLEANUP_BATCH = 1_000
@@ -78,22 +79,28 @@ async def list_pending_jobs(deps: Deps, page: PageRequest) -> Page[Job]:
 async def claim_jobs(
     deps: Deps, *, processor_id: str, max_jobs: int, lease: timedelta, job_ids: Sequence[uuid.UUID]
 ) -> list[Job]:
-    """One transaction: sweep a few stale leases (freeing their conversations), then claim."""
-    now = deps.clock()
-    async with deps.uow() as uow:
-        swept = await _sweep_stale(deps, uow.conn, now, INLINE_STALE_BATCH)
-        claimed = await store.claim_jobs(
-            uow.conn,
-            processor_id=processor_id,
-            max_jobs=max_jobs,
-            now=now,
-            locked_until=now + lease,
-            job_ids=job_ids,
-        )
-        await uow.commit()
-    if swept.requeued:
-        deps.kick_outbox()
-    return claimed
+    """One transaction: sweep a few stale leases (freeing their conversations), then claim.
+    A claim that lost a conversation to a concurrent one is retried, never surfaced."""
+    for _ in range(CLAIM_ATTEMPTS):
+        now = deps.clock()
+        try:
+            async with deps.uow() as uow:
+                swept = await _sweep_stale(deps, uow.conn, now, INLINE_STALE_BATCH)
+                claimed = await store.claim_jobs(
+                    uow.conn,
+                    processor_id=processor_id,
+                    max_jobs=max_jobs,
+                    now=now,
+                    locked_until=now + lease,
+                    job_ids=job_ids,
+                )
+                await uow.commit()
+        except store.ClaimConflict:
+            continue
+        if swept.requeued:
+            deps.kick_outbox()
+        return claimed
+    return []  # still contended: nothing claimed this time, the worker's next claim proceeds
 
 
 async def heartbeat_job(deps: Deps, job_id: uuid.UUID, processor_id: str, lease: timedelta) -> Job:
@@ -109,10 +116,9 @@ async def heartbeat_job(deps: Deps, job_id: uuid.UUID, processor_id: str, lease:
 async def complete_job(deps: Deps, job_id: uuid.UUID, processor_id: str, model_used: str | None) -> Job:
     now = deps.clock()
     async with deps.uow() as uow:
-        job = await store.complete(uow.conn, job_id, processor_id, model_used, now)
+        job = await store.complete(uow.conn, job_id, processor_id, model_used, now, notify_channel=JOBS_CHANNEL)
         if job is None:
             raise await _refusal(uow.conn, job_id, processor_id, now, "complete")
-        await notify(uow.conn, JOBS_CHANNEL, job.conversation_id.hex)
         await uow.commit()
     return job
 
@@ -122,10 +128,9 @@ async def fail_job(
 ) -> Job:
     now = deps.clock()
     async with deps.uow() as uow:
-        job = await store.fail(uow.conn, job_id, processor_id, reason, message, now)
+        job = await store.fail(uow.conn, job_id, processor_id, reason, message, now, notify_channel=JOBS_CHANNEL)
         if job is None:
             raise await _refusal(uow.conn, job_id, processor_id, now, "fail")
-        await notify(uow.conn, JOBS_CHANNEL, job.conversation_id.hex)
         await uow.commit()
     return job
 
@@ -315,21 +320,11 @@ async def pending_snapshot(deps: Deps, max_jobs: int) -> PendingSnapshot:
     return PendingSnapshot(claimable, count)
 
 
-async def watch_pending_jobs(deps: Deps, max_jobs: int) -> AsyncIterator[PendingSnapshot]:
-    """A snapshot now, then after every wake-up (a job became claimable or a conversation was
-    released) and at least every `resync_s`."""
-    feed = _feed(deps)
-    async with feed.subscribe(JOBS_CHANNEL) as subscription:
-        while True:
-            yield await pending_snapshot(deps, max_jobs)
-            await subscription.wait(feed.resync_s)
-
-
 async def watch_conversation_processing(
     deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID
 ) -> AsyncIterator[bool]:
     """The current value, then each change (re-read on wake-ups and every `resync_s`)."""
-    feed = _feed(deps)
+    feed = feed_of(deps)
     last: bool | None = None
     async with feed.subscribe(JOBS_CHANNEL, conversation_id.hex) as subscription:
         while True:
@@ -340,7 +335,7 @@ async def watch_conversation_processing(
             await subscription.wait(feed.resync_s)
 
 
-def _feed(deps: Deps) -> ChangeFeed:
+def feed_of(deps: Deps) -> ChangeFeed:
     if deps.feed is None:
         raise RuntimeError("watch RPCs need the change feed (built by app.build_server)")
     return deps.feed
