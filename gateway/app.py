@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from gateway import clerk_webhook, health, routes_identity
+from gateway import clerk_webhook, health, routes_identity, routes_messages
 from gateway.errors import install_error_handlers
 from gateway.request_context import RequestContextMiddleware
 from zenthor.clients import Peers
@@ -17,7 +17,12 @@ from zenthor.logs import get_logger
 log = get_logger("gateway")
 
 # One router per module; a domain's REST arrives as one `routes_<domain>.py` listed here.
-ROUTERS: tuple[APIRouter, ...] = (health.router, clerk_webhook.router, routes_identity.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    clerk_webhook.router,
+    routes_identity.router,
+    routes_messages.router,
+)
 
 
 def create_app(settings: Settings, peers: Peers | None = None) -> FastAPI:

@@ -15,7 +15,6 @@ import pytest
 import uvicorn
 
 from gateway import app as gateway_app
-from gateway import routes_messages
 from services.messages.app import build_server as build_messages
 from tests.conftest import free_port
 from tests.e2e.conftest import gateway_settings
@@ -43,11 +42,8 @@ async def messages(identity: Running, settings_for: Any, db: TestDatabase, clerk
 
 @asynccontextmanager
 async def serve(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway app under uvicorn on a socket bound here, with the messages routes (added
-    here until gateway/app.py lists them in ROUTERS)."""
+    """The gateway app under uvicorn on a socket bound here."""
     app = gateway_app.create_app(settings)
-    if routes_messages.router not in gateway_app.ROUTERS:
-        app.include_router(routes_messages.router)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
