@@ -7,11 +7,13 @@ import random
 from collections.abc import Callable
 from datetime import datetime
 
+from services.agent_queue.peers import GrpcConversationDirectory, trigger_message_sender
 from services.agent_queue.servicer import AgentQueueServicer
 from services.agent_queue.store.tables import outbox
 from services.agent_queue.usecases.deps import Deps
 from services.agent_queue.usecases.jobs import JOBS_CHANNEL
 from services.agent_queue.usecases.pending_watch import PendingJobsBroadcast
+from services.agent_queue.usecases.tasks import TRIGGER_TOPIC
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
@@ -37,10 +39,14 @@ async def build_server(
     engine = create_engine(settings.database_url, settings.db_pool_size)
     resolver, peers = peer_resolver(settings)
     feed = ChangeFeed(settings.database_url, [JOBS_CHANNEL])
+    temporal = temporal or TemporalClientProvider.from_settings(settings)
     relay = OutboxRelay(
         engine,
         outbox,
-        {RETRY_TOPIC: retry_starter(temporal or TemporalClientProvider.from_settings(settings), settings.temporal_task_queue)},
+        {
+            RETRY_TOPIC: retry_starter(temporal, settings.temporal_task_queue),
+            TRIGGER_TOPIC: trigger_message_sender(peers),
+        },
         poll_s=outbox_poll_s,
         clock=clock,
     )
@@ -56,7 +62,7 @@ async def build_server(
     registration = ServiceRegistration(
         descriptor=agent_queue_pb2.DESCRIPTOR.services_by_name["AgentQueueService"],
         base=agent_queue_pb2_grpc.AgentQueueServiceServicer,
-        servicer=AgentQueueServicer(deps, pending),  # type: ignore[abstract]  # unbuilt RPCs: UnbuiltMethodInterceptor
+        servicer=AgentQueueServicer(deps, pending, GrpcConversationDirectory(peers, settings.rpc_deadline_s)),
         add_to_server=agent_queue_pb2_grpc.add_AgentQueueServiceServicer_to_server,
     )
     await feed.start()
