@@ -33,6 +33,8 @@ from zenthor.outbox import add_event
 from zenthor.pagination import Page, PageRequest, next_token
 from zenthor.retries import add_retry, backoff_delay_s
 
+FINAL = (OutboundStatus.SENT, OutboundStatus.FAILED)
+
 
 @dataclass(frozen=True)
 class Enqueued:
@@ -104,8 +106,7 @@ async def claim_outbound(
             now=now,
             locked_until=now + lease_for,
         )
-        if claimed:
-            await notify(uow.conn, OUTBOUND_CHANGES, account_id)
+        # No wake-up for the claim itself: taking rows makes nothing claimable for others.
         await uow.commit()
     if events:
         deps.kick_outbox()
@@ -195,9 +196,10 @@ class ClaimableCount:
 
 
 async def watch_outbound(deps: Deps, account_id: str, channel: Channel) -> AsyncIterator[ClaimableCount]:
-    """The account's claimable count at once, after every change of its rows (coalesced), and
-    at least every `watch_heartbeat_s`: the egress claims while it is above zero and otherwise
-    waits here instead of polling."""
+    """The account's claimable count at once, whenever rows may have become claimable
+    (enqueue, release, a recipient's message leaving for good; coalesced), and at least every
+    `watch_heartbeat_s`: the egress claims while it is above zero and otherwise waits here
+    instead of polling."""
     domain.check_free_id(account_id, "account_id")
     async with deps.feed.subscribe(OUTBOUND_CHANGES, account_id) as changes:
         last: ClaimableCount | None = None
@@ -206,11 +208,11 @@ async def watch_outbound(deps: Deps, account_id: str, channel: Channel) -> Async
             now = deps.clock()
             async with deps.uow() as uow:
                 count = await store.claimable_count(uow.conn, account_id, channel, now)
-            # Every wake-up is a committed change: re-sent even when the count is equal, so a
-            # claimer that just drained the queue learns that new rows arrived.
+            # A wake-up is news even when the count is equal (a claimer that just drained the
+            # queue learns that new rows arrived), unless there is nothing to claim either way.
             if (
                 last is None
-                or changed
+                or (changed and (count > 0 or last.count > 0))
                 or count != last.count
                 or (now - last.observed_at).total_seconds() >= deps.watch_heartbeat_s
             ):
@@ -224,7 +226,7 @@ async def watch_outbound(deps: Deps, account_id: str, channel: Channel) -> Async
 
 async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], now: datetime) -> dict[uuid.UUID, Outbound]:
     """In the caller's transaction: schedules the retries of WAITING_RETRY rows, marks the
-    messages of SENT/FAILED rows, wakes the accounts' watchers. Returns the rows as updated."""
+    messages of SENT/FAILED rows and wakes their accounts' watchers. Returns the rows as updated."""
     settled: dict[uuid.UUID, Outbound] = {}
     retry_times: dict[uuid.UUID, datetime] = {}
     for row in rows:
@@ -243,13 +245,14 @@ async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], n
             )
             retry_times[row.id] = now + timedelta(seconds=delay_s)
             settled[row.id] = replace(row, next_attempt_at=retry_times[row.id])
-        elif row.status in (OutboundStatus.SENT, OutboundStatus.FAILED):
+        elif row.status in FINAL:
             outcome = "delivered" if row.status is OutboundStatus.SENT else "failed"
             payload = {"message_id": ids.MESSAGE.format(row.message_id), "outcome": outcome}
             await add_event(conn, outbox, MARK_DELIVERY_TOPIC, ids.OUTBOUND.format(row.id), payload, now)
             settled[row.id] = row
     await store.set_retry_times(conn, retry_times)
-    for account_id in sorted({r.account_id for r in settled.values()}):
+    # A final row lets its recipient's next message go; a row waiting for its retry frees nothing.
+    for account_id in sorted({r.account_id for r in settled.values() if r.status in FINAL}):
         await notify(conn, OUTBOUND_CHANGES, account_id)
     return settled
 
