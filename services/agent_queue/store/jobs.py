@@ -4,7 +4,7 @@ SKIP LOCKED so concurrent workers never wait on each other's rows."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -335,70 +335,6 @@ async def release(conn: AsyncConnection, job_id: uuid.UUID, attempt_count: int) 
     return job_from_row(row) if row else None
 
 
-# --- stale leases (spec §1.3) ---
-
-# Candidates for the stale rule, written so the partial lease index serves it; the caller
-# re-checks each row with domain.is_job_stale. Rows another transaction holds (a worker
-# completing right now) are skipped, not waited for.
-LOCK_STALE_JOBS = sa.text(
-    """
-    SELECT * FROM agent_queue.jobs
-    WHERE status = 'processing'
-      AND ((locked_until IS NOT NULL AND locked_until < :now)
-           OR (locked_until IS NULL AND COALESCE(started_at, created_at) < :legacy_cutoff))
-    ORDER BY locked_until NULLS FIRST, id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-    """
-)
-
-
-async def lock_stale_jobs(conn: AsyncConnection, now: datetime, legacy_cutoff: datetime, limit: int) -> list[Job]:
-    rows = (await conn.execute(LOCK_STALE_JOBS, {"now": now, "legacy_cutoff": legacy_cutoff, "limit": limit})).all()
-    return [job_from_row(r) for r in rows]
-
-
-async def fail_stale(conn: AsyncConnection, job_ids: Sequence[uuid.UUID], reason: str, message: str, now: datetime) -> None:
-    """spec §1.3 `fail`: attempt count, start and heartbeat times stay as they were."""
-    if not job_ids:
-        return
-    await conn.execute(
-        sa.update(jobs)
-        .where(jobs.c.id.in_(list(job_ids)), jobs.c.status == JobStatus.PROCESSING.value)
-        .values(
-            status=JobStatus.FAILED.value,
-            error_reason=reason,
-            error_message=message,
-            processor_id=None,
-            locked_until=None,
-            finished_at=now,
-        )
-    )
-
-
-REQUEUE_STALE = sa.text(
-    """
-    UPDATE agent_queue.jobs
-    SET status = 'waiting_retry',
-        attempt_count = :attempt_count,
-        next_attempt_at = :next_attempt_at,
-        error_reason = :reason,
-        error_message = :message,
-        processor_id = NULL,
-        locked_until = NULL,
-        started_at = NULL,
-        last_heartbeat_at = NULL
-    WHERE id = :id AND status = 'processing'
-    """
-)
-
-
-async def requeue_stale(conn: AsyncConnection, requeues: Sequence[Mapping[str, object]]) -> None:
-    """spec §1.3 `requeue`, to WAITING_RETRY (finding 14); one executemany for the batch."""
-    if requeues:
-        await conn.execute(REQUEUE_STALE, list(requeues))
-
-
 # --- reads ---
 
 
@@ -455,24 +391,3 @@ async def conversation_owners(conn: AsyncConnection, conversation_id: uuid.UUID)
         .group_by(jobs.c.conversation_user_id, jobs.c.conversation_contact_id)
     )
     return [(r[0], r[1], bool(r[2])) for r in (await conn.execute(query)).all()]
-
-
-# --- retention (finding 20: by completion time) ---
-
-DELETE_FINISHED_JOBS = sa.text(
-    """
-    WITH old AS (
-        SELECT id FROM agent_queue.jobs
-        WHERE status IN ('completed', 'failed') AND finished_at < :cutoff
-        ORDER BY finished_at
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    )
-    DELETE FROM agent_queue.jobs AS jobs USING old WHERE jobs.id = old.id
-    """
-)
-
-
-async def delete_finished_before(conn: AsyncConnection, cutoff: datetime, limit: int) -> int:
-    result = await conn.execute(DELETE_FINISHED_JOBS, {"cutoff": cutoff, "limit": limit})
-    return int(result.rowcount)

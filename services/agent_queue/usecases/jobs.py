@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.agent_queue.domain import jobs as domain
 from services.agent_queue.domain.jobs import Job, JobStatus
+from services.agent_queue.store import job_sweeps as sweeps
 from services.agent_queue.store import jobs as store
 from services.agent_queue.store.tables import outbox
 from services.agent_queue.usecases.deps import Deps
@@ -237,7 +238,7 @@ async def requeue_stale_jobs(deps: Deps, batch_size: int) -> StaleSweep:
 async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: int) -> StaleSweep:
     """spec §1.3 over up to `limit` stale leases, with the fixes: attempts left → WAITING_RETRY
     and a RetryWorkflow (finding 14); none left → FAILED `stale_lease`."""
-    candidates = await store.lock_stale_jobs(conn, now, now - domain.LEGACY_STALE, limit)
+    candidates = await sweeps.lock_stale_jobs(conn, now, now - domain.LEGACY_STALE, limit)
     failed: list[uuid.UUID] = []
     requeues: list[dict[str, object]] = []
     for job in candidates:
@@ -268,8 +269,8 @@ async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: 
             delay_s=delay_s,
             now=now,
         )
-    await store.fail_stale(conn, failed, domain.STALE_LEASE_REASON, domain.STALE_LEASE_FAILED_MESSAGE, now)
-    await store.requeue_stale(conn, requeues)
+    await sweeps.fail_stale(conn, failed, domain.STALE_LEASE_REASON, domain.STALE_LEASE_FAILED_MESSAGE, now)
+    await sweeps.requeue_stale(conn, requeues)
     for conversation_id in {j.conversation_id for j in candidates}:
         await notify(conn, JOBS_CHANNEL, conversation_id.hex)
     return StaleSweep(requeued=len(requeues), failed=len(failed), more=len(candidates) == limit)
@@ -288,7 +289,7 @@ async def cleanup_old_jobs(deps: Deps, older_than: timedelta, batch_size: int) -
     """Finding 20: COMPLETED/FAILED jobs finished before now − `older_than`."""
     limit = batch_size or DEFAULT_CLEANUP_BATCH
     async with deps.uow() as uow:
-        deleted = await store.delete_finished_before(uow.conn, deps.clock() - older_than, limit)
+        deleted = await sweeps.delete_finished_before(uow.conn, deps.clock() - older_than, limit)
         await uow.commit()
     return Cleanup(deleted, more=deleted == limit)
 
