@@ -3,7 +3,10 @@ and the delivery order.
 
 Order guarantee (documented in delivery.proto too): per (account, channel, recipient) the
 queue is FIFO by creation (`created_at`, then id) and has at most one message in flight: a
-recipient's next message is claimable only once every older one is SENT or FAILED. A message
+recipient's next message is claimable only once every older one is SENT or FAILED. The store
+keeps this with a head per recipient (`is_head`): a message queued while its recipient has
+unfinished messages waits behind them; when the head leaves for good (SENT/FAILED) the oldest
+remaining one becomes the head. Claims read heads only. A message
 waiting for its retry therefore holds back only its own recipient, never the rest of the account
 (no head-of-line blocking), and a chat never sees its messages reordered by a retry. Across
 recipients there is no order: several claimers send to different recipients in parallel. The
@@ -78,6 +81,7 @@ class Outbound:
     conversation_id: uuid.UUID
     message_id: uuid.UUID
     to: str | None
+    recipient_key: str
     content: str
     metadata: OutboundMetadata | None
     status: OutboundStatus

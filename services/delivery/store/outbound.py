@@ -1,5 +1,5 @@
-"""SQL of the outbound queue: idempotent enqueue, batch claim with SKIP LOCKED and per-recipient
-FIFO, guarded complete/fail/release, expired-lease reclaim."""
+"""SQL of the outbound queue: idempotent enqueue, batch claim with SKIP LOCKED over recipient
+heads (per-recipient FIFO), guarded complete/fail/release, head hand-over, expired-lease reclaim."""
 
 from __future__ import annotations
 
@@ -29,21 +29,12 @@ from zenthor.pagination import PageRequest
 CLAIM = sa.text(
     """
     WITH heads AS (
-        -- pending rows of the account and channel, oldest first (spec: smallest createdAt) ...
+        -- pending recipient heads of the account and channel, oldest first (spec: smallest
+        -- createdAt); a recipient whose head is in flight or waiting for its retry has none, so
+        -- its messages go out one at a time in order and a failing one holds back only itself
         SELECT c.id
           FROM delivery.outbound_messages AS c
-         WHERE c.account_id = :account_id AND c.channel = :channel AND c.status = 'pending'
-           -- ... that head their recipient's queue: nothing older of the same recipient is still
-           -- unfinished (in flight or waiting for its retry), so a recipient's messages go out
-           -- one at a time in order, and a failing one holds back only its own recipient
-           AND NOT EXISTS (
-               SELECT 1
-                 FROM delivery.outbound_messages AS older
-                WHERE older.account_id = c.account_id
-                  AND older.channel = c.channel
-                  AND older.recipient_key = c.recipient_key
-                  AND older.status IN ('pending', 'processing', 'waiting_retry')
-                  AND (older.created_at, older.id) < (c.created_at, c.id))
+         WHERE c.account_id = :account_id AND c.channel = :channel AND c.status = 'pending' AND c.is_head
          ORDER BY c.created_at, c.id
          LIMIT :max_messages
          -- concurrent claimers skip each other's rows instead of waiting (never the same row twice)
@@ -64,18 +55,38 @@ CLAIMABLE_COUNT = sa.text(
     SELECT count(*)
       FROM delivery.outbound_messages AS c
      WHERE c.account_id = :account_id AND c.channel = :channel
-       AND (
-           -- recipient heads, as in CLAIM
-           (c.status = 'pending' AND NOT EXISTS (
+       AND ((c.status = 'pending' AND c.is_head)                     -- as CLAIM takes them
+            OR (c.status = 'processing' AND c.locked_until <= :now))  -- expired (inclusive, spec)
+    """
+)
+
+# Serializes the head bookkeeping of one recipient: an enqueue deciding whether its row is the
+# head, and a head leaving for good handing over to the next row, never interleave (else a row
+# queued while the head leaves could be left without a head forever). Held until commit.
+LOCK_RECIPIENT = sa.text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(:account_id || chr(31) || :channel || chr(31) || :recipient_key, 0))"
+)
+
+# After a head left for good: its recipient's oldest unfinished row becomes the head.
+PROMOTE_NEXT = sa.text(
+    """
+    UPDATE delivery.outbound_messages AS m
+       SET is_head = true
+     WHERE m.id = (
+               -- the oldest row of the recipient still to be delivered
+               SELECT n.id
+                 FROM delivery.outbound_messages AS n
+                WHERE n.account_id = :account_id AND n.channel = :channel AND n.recipient_key = :recipient_key
+                  AND n.status IN ('pending', 'processing', 'waiting_retry')
+                ORDER BY n.created_at, n.id
+                LIMIT 1)
+       -- unless the recipient already has a head (one per recipient, a unique index says so too)
+       AND NOT EXISTS (
                SELECT 1
-                 FROM delivery.outbound_messages AS older
-                WHERE older.account_id = c.account_id
-                  AND older.channel = c.channel
-                  AND older.recipient_key = c.recipient_key
-                  AND older.status IN ('pending', 'processing', 'waiting_retry')
-                  AND (older.created_at, older.id) < (c.created_at, c.id)))
-           -- expired leases (inclusive, spec)
-           OR (c.status = 'processing' AND c.locked_until <= :now))
+                 FROM delivery.outbound_messages AS h
+                WHERE h.account_id = :account_id AND h.channel = :channel AND h.recipient_key = :recipient_key
+                  AND h.is_head)
+    RETURNING m.id
     """
 )
 
@@ -104,6 +115,7 @@ def _outbound(row: Any) -> Outbound:
         conversation_id=row.conversation_id,
         message_id=row.message_id,
         to=row.recipient,
+        recipient_key=row.recipient_key,
         content=row.content,
         metadata=_metadata(row.metadata),
         status=OutboundStatus(row.status),
@@ -121,12 +133,28 @@ def _fifo(rows: Sequence[Any]) -> list[Outbound]:
     return sorted((_outbound(r) for r in rows), key=lambda x: (x.created_at, x.id))
 
 
+async def lock_recipient(conn: AsyncConnection, account_id: str, channel: Channel, recipient_key: str) -> None:
+    params = {"account_id": account_id, "channel": channel.value, "recipient_key": recipient_key}
+    await conn.execute(LOCK_RECIPIENT, params)
+
+
 async def insert_if_absent(conn: AsyncConnection, outbound_id: uuid.UUID, new: NewOutbound, now: datetime) -> Outbound | None:
-    """None when (message_id, channel) is already queued."""
+    """None when (message_id, channel) is already queued. The new row heads its recipient's queue
+    when the recipient has nothing else unfinished; call with the recipient locked."""
     metadata = (
         {"kind": new.metadata.kind, **({"tool_name": new.metadata.tool_name} if new.metadata.tool_name else {})}
         if new.metadata
         else None
+    )
+    has_head = (
+        sa.select(o.c.id)
+        .where(
+            o.c.account_id == new.account_id,
+            o.c.channel == new.channel.value,
+            o.c.recipient_key == new.recipient_key,
+            o.c.is_head,
+        )
+        .exists()
     )
     stmt = (
         pg.insert(o)
@@ -138,6 +166,7 @@ async def insert_if_absent(conn: AsyncConnection, outbound_id: uuid.UUID, new: N
             message_id=new.message_id,
             recipient=new.to,
             recipient_key=new.recipient_key,
+            is_head=sa.not_(has_head),
             content=new.content,
             metadata=metadata,
             status=OutboundStatus.PENDING.value,
@@ -150,6 +179,16 @@ async def insert_if_absent(conn: AsyncConnection, outbound_id: uuid.UUID, new: N
     )
     row = (await conn.execute(stmt)).first()
     return _outbound(row) if row else None
+
+
+async def promote_next_heads(conn: AsyncConnection, left: Sequence[Outbound]) -> None:
+    """Hands each recipient whose head left for good (SENT/FAILED) over to its next row. Locks
+    the recipients in a fixed order, so two transactions never wait on each other in a cycle."""
+    recipients = sorted({(r.account_id, r.channel.value, r.recipient_key) for r in left})
+    for account_id, channel, recipient_key in recipients:
+        params = {"account_id": account_id, "channel": channel, "recipient_key": recipient_key}
+        await conn.execute(LOCK_RECIPIENT, params)
+        await conn.execute(PROMOTE_NEXT, params)
 
 
 async def get_by_message(conn: AsyncConnection, message_id: uuid.UUID, channel: Channel) -> Outbound | None:
@@ -187,6 +226,7 @@ async def reclaim_expired(
             status=sa.case(
                 (attempts >= MAX_ATTEMPTS, OutboundStatus.FAILED.value), else_=OutboundStatus.WAITING_RETRY.value
             ),
+            is_head=attempts < MAX_ATTEMPTS,  # a FAILED row no longer heads its recipient
             last_error=sa.func.left(sa.literal(error_prefix) + o.c.processor_id, MAX_ERROR_CHARS),
             processor_id=None,
             locked_until=None,
@@ -228,7 +268,14 @@ async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: 
                 o.c.status == OutboundStatus.PROCESSING.value,
                 o.c.processor_id == processor_id,
             )
-            .values(status=OutboundStatus.SENT.value, processor_id=None, locked_until=None, last_error=None, updated_at=now)
+            .values(
+                status=OutboundStatus.SENT.value,
+                is_head=False,
+                processor_id=None,
+                locked_until=None,
+                last_error=None,
+                updated_at=now,
+            )
             .returning(o)
         )
     ).first()
@@ -253,6 +300,7 @@ async def fail(
             .values(
                 attempt_count=attempts,
                 status=sa.case((gives_up, OutboundStatus.FAILED.value), else_=OutboundStatus.WAITING_RETRY.value),
+                is_head=sa.not_(gives_up),
                 last_error=error,
                 processor_id=None,
                 locked_until=None,

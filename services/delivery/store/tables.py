@@ -24,6 +24,8 @@ outbound_messages = sa.Table(
     sa.Column("recipient", sa.Text),
     # What per-recipient FIFO order is kept by (domain.outbound docstring).
     sa.Column("recipient_key", sa.Text, nullable=False),
+    # The one message of its recipient that may be claimed, in flight or waiting for a retry.
+    sa.Column("is_head", sa.Boolean, nullable=False),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("metadata", pg.JSONB),
     sa.Column("status", sa.Text, nullable=False),

@@ -66,6 +66,7 @@ async def enqueue_outbound(
     )
     now = deps.clock()
     async with deps.uow() as uow:
+        await store.lock_recipient(uow.conn, new.account_id, new.channel, new.recipient_key)
         row = await store.insert_if_absent(uow.conn, ids.OUTBOUND.new(), new, now)
         if row is None:
             existing = await store.get_by_message(uow.conn, new.message_id, new.channel)
@@ -251,8 +252,11 @@ async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], n
             await add_event(conn, outbox, MARK_DELIVERY_TOPIC, ids.OUTBOUND.format(row.id), payload, now)
             settled[row.id] = row
     await store.set_retry_times(conn, retry_times)
-    # A final row lets its recipient's next message go; a row waiting for its retry frees nothing.
-    for account_id in sorted({r.account_id for r in settled.values() if r.status in FINAL}):
+    # A final row hands its recipient over to the next message; a row waiting for its retry
+    # stays the head and frees nothing.
+    left = [r for r in settled.values() if r.status in FINAL]
+    await store.promote_next_heads(conn, left)
+    for account_id in sorted({r.account_id for r in left}):
         await notify(conn, OUTBOUND_CHANGES, account_id)
     return settled
 
