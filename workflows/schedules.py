@@ -1,4 +1,5 @@
-"""The seven cron jobs of spec/scheduled.md as Temporal Schedules, upserted at every worker start."""
+"""The seven cron jobs of spec/scheduled.md, plus the outbound lease sweep, as Temporal Schedules
+upserted at every worker start."""
 
 from __future__ import annotations
 
@@ -85,6 +86,13 @@ SCHEDULES: tuple[ScheduledSweep, ...] = (
         "expire stale tool approvals",
         every(timedelta(minutes=10)),
         SweepTarget(ServiceName.APPROVALS, "ExpireStaleApprovals"),
+    ),
+    # Not one of the spec's seven: the redesign's sweep for outbound leases of accounts no
+    # runtime claims from any more (finding 16; claims reclaim their own account inline).
+    ScheduledSweep(
+        "requeue stale outbound messages",
+        every(timedelta(minutes=1)),
+        SweepTarget(ServiceName.DELIVERY, "RequeueStaleOutbound"),
     ),
     ScheduledSweep(
         "cleanup expired todoist oauth states",

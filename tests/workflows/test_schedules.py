@@ -1,4 +1,5 @@
-"""The seven cron jobs of spec/scheduled.md exist as Temporal Schedules after a worker start."""
+"""The seven cron jobs of spec/scheduled.md (and the outbound lease sweep) exist as Temporal
+Schedules after a worker start."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ SPEC: dict[str, tuple[str, int | timedelta, str]] = {
         timedelta(hours=1),
         "todoist.CleanupExpiredTodoistOAuthStates",
     ),
+    # The redesign's eighth: outbound leases nobody reclaims inline (finding 16).
+    "requeue stale outbound messages": ("every", timedelta(minutes=1), "delivery.RequeueStaleOutbound"),
 }
 
 
@@ -56,7 +59,7 @@ async def listed_schedule_ids(client: Client, expected: int) -> set[str]:
     return ids
 
 
-async def test_upsert_creates_the_seven_cron_jobs_with_their_spec_names_and_times(
+async def test_upsert_creates_the_cron_jobs_with_their_spec_names_and_times(
     schedules_client: Client, task_queue: str
 ) -> None:
     await upsert_schedules(schedules_client, task_queue)
