@@ -70,6 +70,12 @@ def outbox_table(metadata: sa.MetaData, schema: str) -> sa.Table:
     )
 
 
+def create_outbox_table(bind: sa.engine.Connection, schema: str) -> None:
+    """The outbox as every service's first migration creates it (table, unique key, due
+    index), from the one definition above. Shape v1: change it only through a new migration."""
+    outbox_table(sa.MetaData(), schema).create(bind)
+
+
 def backoff_s(attempts: int, rng: random.Random | None = None) -> float:
     """Exponential with full jitter, capped: attempt 1 ≈ ≤0.5 s … ≤300 s."""
     ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** max(attempts - 1, 0)))

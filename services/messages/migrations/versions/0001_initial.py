@@ -9,6 +9,8 @@ from alembic import op
 from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects import postgresql as pg
 
+from zenthor.outbox import create_outbox_table
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -109,23 +111,7 @@ def upgrade() -> None:
     op.create_index("memories_embedding_hnsw", "memories", ["embedding"], schema=SCHEMA,
                     postgresql_using="hnsw", postgresql_ops={"embedding": "vector_cosine_ops"})
 
-    op.create_table(
-        "outbox",
-        sa.Column("id", UUID, primary_key=True),
-        sa.Column("topic", sa.Text, nullable=False),
-        sa.Column("key", sa.Text, nullable=False),
-        sa.Column("payload", pg.JSONB, nullable=False),
-        sa.Column("created_at", TS, nullable=False),
-        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("next_attempt_at", TS, nullable=False),
-        sa.Column("delivered_at", TS),
-        sa.Column("dead_at", TS),
-        sa.Column("last_error", sa.Text),
-        sa.UniqueConstraint("topic", "key", name="outbox_topic_key_uq"),
-        schema=SCHEMA,
-    )
-    op.create_index("outbox_due_idx", "outbox", ["next_attempt_at"], schema=SCHEMA,
-                    postgresql_where=sa.text("delivered_at IS NULL AND dead_at IS NULL"))
+    create_outbox_table(op.get_bind(), SCHEMA)
 
 
 def downgrade() -> None:
