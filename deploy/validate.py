@@ -3,7 +3,7 @@
 
 For each overlay under deploy/k8s/overlays (or the ones given), runs `kubectl kustomize`,
 validates every document with `kubernetes_validate` in strict mode (unknown fields fail) and
-applies the deployment policy of ARCHITECTURE.md §9:
+applies the deployment policy of docs/architecture.md §10:
 
 * every container has CPU and memory requests and limits, an image pinned to a tag or digest,
   runs as non-root with a read-only root filesystem, no privilege escalation, all capabilities
@@ -35,7 +35,7 @@ DEFAULT_OVERLAYS_DIR = Path(__file__).resolve().parent / "k8s" / "overlays"
 DEFAULT_K8S_VERSION = "1.33.0"
 PART_OF = ("app.kubernetes.io/part-of", "zenthor")
 
-# The seven gRPC services and their ports (ARCHITECTURE.md §2): each must be deployed.
+# The seven gRPC services and their ports (docs/architecture.md §1): each must be deployed.
 GRPC_SERVICES = {
     "identity": 50051,
     "messages": 50052,

@@ -1,5 +1,5 @@
-"""POST /clerk/webhook (spec http.md): svix verification, then at most one identity RPC per
-event. Checks run in the spec's order; answers are plain text."""
+"""POST /clerk/webhook: svix verification, then at most one identity RPC per event. Checks run
+in the original's order (secret, headers, signature, event); answers are plain text."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def verified_event(secret: str, body: bytes, headers: Mapping[str, str]) -> Mapp
         Webhook(secret).verify(body, dict(headers))
         event = json.loads(body)
     # svix raises several types (WebhookVerificationError, binascii.Error, ValueError for a
-    # malformed header, EmptyWebhookSecretError); the spec answers every one the same way.
+    # malformed header, EmptyWebhookSecretError); the original answers every one the same way.
     except Exception as e:
         log.info("clerk.webhook.rejected", reason=type(e).__name__)
         return None
@@ -44,7 +44,7 @@ def verified_event(secret: str, body: bytes, headers: Mapping[str, str]) -> Mapp
 
 
 async def handle_event(event: Mapping[str, Any], identity: Any, metadata: Metadata) -> None:
-    """One identity RPC for a user event, nothing for others (spec identity.md §5.1)."""
+    """One identity RPC for a user event, nothing for others ."""
     event_type = event.get("type")
     data = event.get("data")
     data = data if isinstance(data, Mapping) else {}
@@ -60,7 +60,7 @@ async def handle_event(event: Mapping[str, Any], identity: Any, metadata: Metada
             await identity.UpsertClerkUser(upsert, metadata=metadata)
         case ClerkEventType.USER_DELETED:
             external_id = data.get("id")
-            if external_id:  # spec: a deletion without data.id does nothing
+            if external_id:  # a deletion without data.id does nothing
                 deactivate = pb.DeactivateClerkUserRequest(external_id=external_id)
                 await identity.DeactivateClerkUser(deactivate, metadata=metadata)
         case _:
@@ -86,7 +86,7 @@ async def clerk_webhook(
     log.info("clerk.webhook.received", event_type=event_type, svix_id=headers["svix-id"])
     try:
         await handle_event(event, identity, metadata)
-    # spec step 4: whatever fails while handling is logged and answered 500, so svix retries.
+    # Step 4: whatever fails while handling is logged and answered 500, so svix retries.
     except Exception:
         log.exception("clerk.webhook.failed", event_type=event_type)
         return PlainTextResponse("Internal error", status_code=500)

@@ -3,7 +3,7 @@ bearer token as the metadata of the gRPC call a route makes on the caller's beha
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -11,6 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from zenthor.clients import Peers
 from zenthor.config import Settings
 from zenthor.interceptors import REQUEST_ID_HEADER
+
+if TYPE_CHECKING:
+    from zenthor.gen.zenthor.identity.v1.identity_pb2_grpc import IdentityServiceAsyncStub
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -58,9 +61,11 @@ CallMetadata = Annotated[Metadata, Depends(_call_metadata)]
 ServiceMetadata = Annotated[Metadata, Depends(_service_metadata)]
 
 
-async def _identity(peers: AppPeers) -> Any:
+async def _identity(peers: AppPeers) -> IdentityServiceAsyncStub:
     return peers.identity()
 
 
-# zenthor.gen…identity_pb2_grpc.IdentityServiceAsyncStub (the name exists only in the .pyi).
-IdentityStub = Annotated[Any, Depends(_identity)]
+if TYPE_CHECKING:
+    IdentityStub = Annotated[IdentityServiceAsyncStub, Depends(_identity)]
+else:  # the async stub's name exists only in the generated .pyi; FastAPI reads this at run time
+    IdentityStub = Annotated[Any, Depends(_identity)]

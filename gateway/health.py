@@ -7,10 +7,10 @@ import asyncio
 import grpc
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from gateway.deps import AppPeers
-from zenthor.clients import Peers
+from zenthor.clients import Peers, health_check
 from zenthor.config import ServiceName
 
 router = APIRouter(tags=["health"])
@@ -27,11 +27,11 @@ async def liveness() -> dict[str, str]:
 
 
 async def _peer_health(peers: Peers, service: ServiceName) -> str:
-    stub = health_pb2_grpc.HealthStub(peers.channel(service))
+    check = health_check(peers.channel(service))
     try:
         # service "" is the server as a whole; it turns NOT_SERVING on graceful stop. A probe
         # reports the peer as it is now, so no waiting for a reconnect (Peers' default).
-        reply = await stub.Check(
+        reply = await check(
             health_pb2.HealthCheckRequest(service=""), timeout=PROBE_TIMEOUT_S, wait_for_ready=False
         )
     except grpc.aio.AioRpcError as e:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Depends, Header, Path
@@ -18,8 +18,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.deps import AppPeers, CallMetadata
 from gateway.protojson import JsonObject, message_json, optional_message_json
-from zenthor.config import ServiceName
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
+
+if TYPE_CHECKING:
+    from zenthor.gen.zenthor.messages.v1.messages_pb2_grpc import MessagesServiceAsyncStub
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 
@@ -27,12 +29,14 @@ router = APIRouter(prefix="/v1", tags=["messages"])
 SSE_PING_S = 15
 
 
-async def _messages(peers: AppPeers) -> Any:
-    return peers.stub(ServiceName.MESSAGES)
+async def _messages(peers: AppPeers) -> MessagesServiceAsyncStub:
+    return peers.messages()
 
 
-# zenthor.gen…messages_pb2_grpc.MessagesServiceAsyncStub (the name exists only in the .pyi).
-MessagesStub = Annotated[Any, Depends(_messages)]
+if TYPE_CHECKING:
+    MessagesStub = Annotated[MessagesServiceAsyncStub, Depends(_messages)]
+else:  # the async stub's name exists only in the generated .pyi; FastAPI reads this at run time
+    MessagesStub = Annotated[Any, Depends(_messages)]
 # Path ids keep the RPC's field name, so an INVALID_ARGUMENT naming `id` points at them.
 ConversationId = Annotated[str, Path(alias="id")]
 

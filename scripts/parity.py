@@ -108,7 +108,7 @@ def render() -> str:
         "otherwise it answers `UNIMPLEMENTED` naming itself). A contract test fails when this file is",
         "stale, so it is always true.",
         "",
-        "| # | original (spec §9) | RPC | auth mode | status |",
+        "| # | original function | RPC | auth mode | status |",
         "|---|---|---|---|---|",
     ]
     built = 0

@@ -15,7 +15,7 @@ from tests.support.jwks import FakeClerkIssuer
 from zenthor.config import ServiceName, Settings
 from zenthor.devstack.postgres import LocalPostgres
 
-ALLOWLIST = " Boss@Example.com , ops@example.com,"  # spec scenarios' shared fixture
+ALLOWLIST = " Boss@Example.com , ops@example.com,"  # the allowlist every scenario starts from
 
 
 def free_port() -> int:
@@ -49,7 +49,7 @@ def clerk_issuer() -> Iterator[FakeClerkIssuer]:
 
 @pytest.fixture
 def settings_for(db: TestDatabase, clerk_issuer: FakeClerkIssuer):  # type: ignore[no-untyped-def]
-    """Settings of one service against this test's database, as the spec fixtures set them."""
+    """Settings of one service against this test's database, as every scenario starts from them."""
 
     def make(service: ServiceName, **overrides: object) -> Settings:
         values: dict[str, object] = {

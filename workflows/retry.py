@@ -4,7 +4,6 @@ makes a second start a no-op)."""
 
 from __future__ import annotations
 
-import importlib
 from datetime import timedelta
 from typing import Any
 
@@ -16,42 +15,24 @@ with workflow.unsafe.imports_passed_through():
     import grpc
     from google.protobuf import json_format
 
-    from zenthor.clients import Peers
+    from zenthor.clients import Peers, UnaryMethod
     from zenthor.config import ServiceName
+    from zenthor.errors import is_permanent
     from zenthor.logs import get_logger
     from zenthor.retries import RETRY_WORKFLOW, RetryInput
 
 log = get_logger("workflows.retry")
 
 TARGET_RPC_DEADLINE_S = 30.0
-# What no retry can fix: a request the service refuses, an unbuilt RPC, a wrong key. The run
-# fails at once so the Temporal UI shows why. Everything else (UNAVAILABLE while the service
-# restarts, DEADLINE_EXCEEDED, INTERNAL…) is retried.
-PERMANENT_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-    }
-)
 
 
-def _resolve(target: str) -> tuple[ServiceName, str, type[Any]]:
-    """`agent_queue.ReleaseJob` → the service, the RPC and its request class."""
+def _resolve(peers: Peers, target: str) -> UnaryMethod:
+    """`agent_queue.ReleaseJob` → that unary RPC; anything else fails the run for good."""
     service_name, _, rpc = target.partition(".")
     try:
-        service = ServiceName(service_name)
-    except ValueError:
-        raise ApplicationError(f"unknown service in retry target {target!r}", type="InvalidRetryTarget", non_retryable=True) from None
-    pb2 = importlib.import_module(f"zenthor.gen.zenthor.{service.value}.v1.{service.value}_pb2")
-    (descriptor,) = pb2.DESCRIPTOR.services_by_name.values()
-    method = descriptor.methods_by_name.get(rpc)
-    if method is None or method.server_streaming:
-        raise ApplicationError(f"{target} is not a unary RPC", type="InvalidRetryTarget", non_retryable=True)
-    return service, rpc, getattr(pb2, method.input_type.name)
+        return peers.unary_method(ServiceName(service_name), rpc)
+    except (ValueError, KeyError):
+        raise ApplicationError(f"{target!r} is not a unary RPC of a service", type="InvalidRetryTarget", non_retryable=True) from None
 
 
 class RetryActivities:
@@ -63,17 +44,17 @@ class RetryActivities:
     @activity.defn(name="call_retry_target")
     async def call_target(self, input: RetryInput) -> dict[str, Any]:
         """One call of the target RPC; its response as proto JSON."""
-        service, rpc, request_class = _resolve(input.target)
+        method = _resolve(self._peers, input.target)
         try:
-            request = json_format.ParseDict(input.request, request_class())
+            request = json_format.ParseDict(input.request, method.request_type())
         except json_format.ParseError as e:
             raise ApplicationError(f"{input.target}: bad request: {e}", type="InvalidRetryRequest", non_retryable=True) from e
         try:
-            response = await getattr(self._peers.stub(service), rpc)(request, timeout=TARGET_RPC_DEADLINE_S)
+            response = await method.call(request, timeout=TARGET_RPC_DEADLINE_S)
         except grpc.aio.AioRpcError as e:
             code = e.code()
             raise ApplicationError(
-                f"{input.target}: {code.name}: {e.details()}", type=f"grpc.{code.name}", non_retryable=code in PERMANENT_CODES
+                f"{input.target}: {code.name}: {e.details()}", type=f"grpc.{code.name}", non_retryable=is_permanent(code)
             ) from e
         log.info("retry.target_called", target=input.target)
         result: dict[str, Any] = json_format.MessageToDict(response)

@@ -1,4 +1,4 @@
-"""The seven cron jobs of spec/scheduled.md, plus the outbound lease sweep, as Temporal Schedules
+"""The seven cron jobs of the original backend, plus the outbound lease sweep, as Temporal Schedules
 upserted at every worker start."""
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ SCHEDULES: tuple[ScheduledSweep, ...] = (
         every(timedelta(minutes=10)),
         SweepTarget(ServiceName.APPROVALS, "ExpireStaleApprovals"),
     ),
-    # Not one of the spec's seven: the redesign's sweep for outbound leases of accounts no
-    # runtime claims from any more (finding 16; claims reclaim their own account inline).
+    # Not one of the original's seven: the redesign's sweep for outbound leases of accounts no
+    # runtime claims from any more (docs/hardening.md #16; claims reclaim their own account inline).
     ScheduledSweep(
         "requeue stale outbound messages",
         every(timedelta(minutes=1)),

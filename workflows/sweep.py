@@ -3,10 +3,8 @@ there is nothing more to do."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
@@ -15,8 +13,9 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     import grpc
 
-    from zenthor.clients import Peers
+    from zenthor.clients import Peers, UnaryMethod
     from zenthor.config import ServiceName
+    from zenthor.errors import is_permanent
     from zenthor.logs import get_logger
 
 log = get_logger("workflows.sweep")
@@ -29,16 +28,6 @@ MAX_BATCHES_PER_RUN = 100
 # the heartbeat timeout below.
 SWEEP_RPC_DEADLINE_S = 30.0
 
-# Codes that no retry can fix: an unbuilt RPC, a request the server refuses, a wrong key.
-# They fail the run at once so the Temporal UI shows why; everything else is retried.
-PERMANENT_CODES = frozenset(
-    {
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -80,23 +69,26 @@ class SweepActivities:
     async def sweep(self, input: SweepInput) -> SweepCounts:
         """Calls the target until `more` is false (bounded); returns the summed counts and
         the number of calls. A retried attempt resumes the counts from its last heartbeat."""
-        target, request_class = _resolve(input.target)
-        call = getattr(self._peers.stub(target.service), target.rpc)
+        target, method = _resolve(self._peers, input.target)
         details = activity.info().heartbeat_details
         counts: SweepCounts = dict(details[0]) if details else {"calls": 0}
         for _ in range(MAX_BATCHES_PER_RUN):
             try:
-                response = await call(
-                    request_class(batch_size=input.batch_size), timeout=SWEEP_RPC_DEADLINE_S
+                response = await method.call(
+                    method.request_type(batch_size=input.batch_size), timeout=SWEEP_RPC_DEADLINE_S
                 )
             except grpc.aio.AioRpcError as e:
                 raise _application_error(target, e) from e
             counts["calls"] += 1
+            more = False
             for field in response.DESCRIPTOR.fields:
-                if field.name != "more":
-                    counts[field.name] = counts.get(field.name, 0) + getattr(response, field.name)
+                value = getattr(response, field.name)
+                if field.name == "more":
+                    more = bool(value)
+                else:
+                    counts[field.name] = counts.get(field.name, 0) + value
             activity.heartbeat(dict(counts))  # a copy: details are encoded later
-            if not response.more:
+            if not more:
                 break
         else:
             log.warning("sweep.bounded", target=target.name, counts=counts)
@@ -104,28 +96,21 @@ class SweepActivities:
         return counts
 
 
-def _resolve(name: str) -> tuple[SweepTarget, type[Any]]:
-    """The target and its request class; a name that is not a sweep RPC is permanent."""
+def _resolve(peers: Peers, name: str) -> tuple[SweepTarget, UnaryMethod]:
+    """The target and its RPC; a name that is not a sweep RPC is permanent."""
     try:
         target = SweepTarget.parse(name)
-    except ValueError as e:
-        raise ApplicationError(str(e), type="InvalidSweepTarget", non_retryable=True) from e
-    pb2 = importlib.import_module(
-        f"zenthor.gen.zenthor.{target.service.value}.v1.{target.service.value}_pb2"
-    )
-    (service,) = pb2.DESCRIPTOR.services_by_name.values()
-    method = service.methods_by_name.get(target.rpc)
-    if (
-        method is None
-        or "batch_size" not in method.input_type.fields_by_name
-        or "more" not in method.output_type.fields_by_name
-    ):
+        method = peers.unary_method(target.service, target.rpc)
+    except (ValueError, KeyError) as e:
+        raise ApplicationError(f"{name} is not a sweep RPC: {e}", type="InvalidSweepTarget", non_retryable=True) from e
+    fields = method.request_type.DESCRIPTOR.fields_by_name
+    if "batch_size" not in fields or "more" not in method.response_type.DESCRIPTOR.fields_by_name:
         raise ApplicationError(
             f"{name} is not a sweep RPC (needs batch_size in, more out)",
             type="InvalidSweepTarget",
             non_retryable=True,
         )
-    return target, getattr(pb2, method.input_type.name)
+    return target, method
 
 
 def _application_error(target: SweepTarget, error: grpc.aio.AioRpcError) -> ApplicationError:
@@ -133,7 +118,7 @@ def _application_error(target: SweepTarget, error: grpc.aio.AioRpcError) -> Appl
     return ApplicationError(
         f"{target.name}: {code.name}: {error.details()}",
         type=f"grpc.{code.name}",
-        non_retryable=code in PERMANENT_CODES,
+        non_retryable=is_permanent(code),
     )
 
 

@@ -1,4 +1,4 @@
-"""Clerk user objects → the profile fields we store (spec identity.md §5.2), shared by the
+"""Clerk user objects → the profile fields we store, shared by the
 gateway's webhook and identity's bulk sync so both derive fields by one rule."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from zenthor.errors import InvalidArgument
 
 @dataclass(frozen=True)
 class ClerkProfile:
-    """The fields a Clerk user event or sync page gives us (spec identity.md §5.2)."""
+    """The fields a Clerk user event or sync page gives us."""
 
     external_id: str
     name: str
@@ -21,13 +21,13 @@ class ClerkProfile:
 
 
 def display_name(first: str | None, last: str | None) -> str:
-    """spec §5.2: non-empty parts joined by one space, `User` when nothing is left."""
+    """The non-empty name parts joined by one space, `User` when nothing is left."""
     parts = [p for p in (first, last) if p]
     return " ".join(parts) or "User"
 
 
 def primary_email(data: Mapping[str, Any]) -> str:
-    """The address whose id is `primary_email_address_id`, or "" (spec §5.2). Webhook
+    """The address whose id is `primary_email_address_id`, or "" . Webhook
     payloads and Backend API users spell these keys alike."""
     primary_id = data.get("primary_email_address_id")
     for entry in data.get("email_addresses") or []:
@@ -39,7 +39,7 @@ def primary_email(data: Mapping[str, Any]) -> str:
 
 def clerk_profile(data: Mapping[str, Any]) -> ClerkProfile:
     """A Clerk user object (webhook `data` or Backend API user) → the fields we store.
-    A null `image_url` counts as no image (finding 33)."""
+    A null `image_url` counts as no image (docs/hardening.md #33)."""
     external_id = data.get("id")
     if not isinstance(external_id, str) or not external_id:
         raise InvalidArgument("data.id", "is required")

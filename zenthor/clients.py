@@ -5,21 +5,32 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2
 
 from zenthor import ids
 from zenthor.auth.principal import ResolvedUser, Role, UserStatus
+from zenthor.auth.service_key import SERVICE_KEY_HEADER
 from zenthor.config import ServiceName, Settings
 from zenthor.errors import Unavailable
+from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2_grpc as agent_queue_grpc
+from zenthor.gen.zenthor.approvals.v1 import approvals_pb2_grpc as approvals_grpc
+from zenthor.gen.zenthor.delivery.v1 import delivery_pb2_grpc as delivery_grpc
 from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
+from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc as identity_grpc
+from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc as messages_grpc
+from zenthor.gen.zenthor.plugins.v1 import plugins_pb2_grpc as plugins_grpc
+from zenthor.gen.zenthor.todoist.v1 import todoist_pb2_grpc as todoist_grpc
 from zenthor.interceptors import REQUEST_ID_HEADER, current_request_id
 
-SERVICE_KEY_HEADER = "x-service-key"
-
+# Where grpc-status puts the google.rpc.Status of a failed call.
+GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 
 
 class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
@@ -31,10 +42,10 @@ class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStre
 
     def _details(self, details: grpc.aio.ClientCallDetails, unary: bool) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if self._service_key and SERVICE_KEY_HEADER not in metadata:
+        if self._service_key and metadata.get(SERVICE_KEY_HEADER) is None:
             metadata[SERVICE_KEY_HEADER] = self._service_key
         request_id = current_request_id()
-        if request_id != "-" and REQUEST_ID_HEADER not in metadata:
+        if request_id != "-" and metadata.get(REQUEST_ID_HEADER) is None:
             metadata[REQUEST_ID_HEADER] = request_id
         timeout = details.timeout
         if timeout is None and unary:
@@ -55,13 +66,31 @@ class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStre
         return await continuation(self._details(client_call_details, unary=False), request)
 
 
+def rpc_status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status a failed call carries in its trailers; None when there is none
+    or when it disagrees with the call's code (then trust neither)."""
+    for key, value in error.trailing_metadata() or ():
+        if key == GRPC_DETAILS_METADATA_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            return status if status.code == error.code().value[0] else None
+    return None
+
+
+def health_check(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[
+    health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+]:
+    """grpc.health.v1 Check on `channel`, typed (the health package's stub is not)."""
+    return channel.unary_unary(
+        HEALTH_CHECK_METHOD,
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+
+
 def violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
     """The fields a failed call's google.rpc.BadRequest detail names (zenthor.errors puts
     one there for every InvalidArgument); empty when there is none."""
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:  # details disagree with the call's code: trust neither
-        return []
+    status = rpc_status_of(error)
     fields: list[str] = []
     for detail in status.details if status else []:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
@@ -87,7 +116,8 @@ def open_channel(address: str, service_key: str | None, deadline_s: float = 5.0)
 
 
 class Peers:
-    """Lazily opened channels to the other services, as configured by Settings."""
+    """Lazily opened channels to the other services, as configured by Settings, and a typed
+    stub per service on them (`peers.messages().SendMessage(…)`)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -102,18 +132,57 @@ class Peers:
             )
         return self._channels[service]
 
-    def stub(self, service: ServiceName) -> Any:
-        """The generated stub of `service` on its shared channel."""
-        module = importlib.import_module(f"zenthor.gen.zenthor.{service.value}.v1.{service.value}_pb2_grpc")
-        return getattr(module, f"{service.proto_service}Stub")(self.channel(service))
+    def identity(self) -> identity_grpc.IdentityServiceAsyncStub:
+        return identity_grpc.IdentityServiceStub(self.channel(ServiceName.IDENTITY))
 
-    def identity(self) -> Any:
-        return self.stub(ServiceName.IDENTITY)
+    def messages(self) -> messages_grpc.MessagesServiceAsyncStub:
+        return messages_grpc.MessagesServiceStub(self.channel(ServiceName.MESSAGES))
+
+    def agent_queue(self) -> agent_queue_grpc.AgentQueueServiceAsyncStub:
+        return agent_queue_grpc.AgentQueueServiceStub(self.channel(ServiceName.AGENT_QUEUE))
+
+    def delivery(self) -> delivery_grpc.DeliveryServiceAsyncStub:
+        return delivery_grpc.DeliveryServiceStub(self.channel(ServiceName.DELIVERY))
+
+    def approvals(self) -> approvals_grpc.ApprovalsServiceAsyncStub:
+        return approvals_grpc.ApprovalsServiceStub(self.channel(ServiceName.APPROVALS))
+
+    def plugins(self) -> plugins_grpc.PluginsServiceAsyncStub:
+        return plugins_grpc.PluginsServiceStub(self.channel(ServiceName.PLUGINS))
+
+    def todoist(self) -> todoist_grpc.TodoistServiceAsyncStub:
+        return todoist_grpc.TodoistServiceStub(self.channel(ServiceName.TODOIST))
+
+    def unary_method(self, service: ServiceName, rpc: str) -> UnaryMethod:
+        """A unary RPC chosen by name at run time (Temporal's retry and sweep targets), with
+        its request class; KeyError when `service` has no such unary RPC."""
+        pb2 = importlib.import_module(f"zenthor.gen.zenthor.{service.value}.v1.{service.value}_pb2")
+        descriptor = pb2.DESCRIPTOR.services_by_name[service.proto_service]
+        method = descriptor.methods_by_name[rpc]
+        if method.client_streaming or method.server_streaming:
+            raise KeyError(rpc)
+        request_type: type[Message] = getattr(pb2, method.input_type.name)
+        response_type: type[Message] = getattr(pb2, method.output_type.name)
+        call = self.channel(service).unary_unary(
+            f"/{descriptor.full_name}/{rpc}",
+            request_serializer=request_type.SerializeToString,
+            response_deserializer=response_type.FromString,
+        )
+        return UnaryMethod(request_type=request_type, response_type=response_type, call=call)
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+
+
+@dataclass(frozen=True)
+class UnaryMethod:
+    """A unary RPC looked up by name: build `request_type(...)`, then `await call(request)`."""
+
+    request_type: type[Message]
+    response_type: type[Message]
+    call: grpc.aio.UnaryUnaryMultiCallable[Message, Message]
 
 
 class IdentityPrincipalResolver:

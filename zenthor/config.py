@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     @field_validator("service_key", "clerk_webhook_secret", "clerk_secret_key", mode="after")
     @classmethod
     def _empty_secret_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
-        # spec §4.5: an empty AGENT_SECRET counts as unset.
+        # An empty AGENT_SECRET counts as unset, as in the original.
         if value is None or value.get_secret_value() == "":
             return None
         return value
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
 
     @property
     def allowlisted_emails(self) -> frozenset[str]:
-        """spec §4.4: split on commas, trim, lower-case, drop empties."""
+        """Split on commas, trim, lower-case, drop empties."""
         return frozenset(
             e.strip().lower() for e in self.admin_email_allowlist.split(",") if e.strip()
         )

@@ -1,10 +1,17 @@
-"""Proto ⇄ Python conversions every servicer needs (times)."""
+"""Proto ⇄ Python conversions every service's wire module needs: times, durations, optional
+fields."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from zenthor.errors import InvalidArgument
+from zenthor.ids import IdKind
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -15,3 +22,54 @@ def timestamp(value: datetime) -> Timestamp:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# --- optional fields and durations of requests ---
+
+# The longest duration any request may carry (retention windows, timeouts): ten years. Longer
+# ones would overflow datetime arithmetic further down instead of being refused here.
+MAX_DURATION = timedelta(days=3650)
+
+
+def optional_str(message: Message, field: str) -> str | None:
+    """A proto3 `optional string` field: its value when set, None when absent."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    assert isinstance(value, str)
+    return value
+
+
+def optional_bool(message: Message, field: str) -> bool | None:
+    """A proto3 `optional bool` field: its value when set, None when absent."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    assert isinstance(value, bool)
+    return value
+
+
+def optional_id(kind: IdKind, message: Message, field: str) -> uuid.UUID | None:
+    """A proto3 `optional string` id field, parsed; None when absent."""
+    return kind.parse_optional(optional_str(message, field), field)
+
+
+def optional_duration(message: Message, field: str, *, maximum: timedelta = MAX_DURATION) -> timedelta | None:
+    """A google.protobuf.Duration field as a timedelta (None when absent); negative or longer
+    than `maximum` is INVALID_ARGUMENT naming the field."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    assert isinstance(value, Duration)
+    # Compared in seconds first: ToTimedelta itself overflows on absurd values.
+    if value.seconds < 0 or value.nanos < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if value.seconds > maximum.total_seconds():
+        raise InvalidArgument(field, f"must be at most {maximum.days} days")
+    return value.ToTimedelta()
+
+
+def duration_pb(value: timedelta) -> Duration:
+    duration = Duration()
+    duration.FromTimedelta(value)
+    return duration

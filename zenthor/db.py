@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import TracebackType
 
+import psycopg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -12,6 +14,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 def sqlalchemy_url(url: str) -> str:
     """Any postgres URL spelled for SQLAlchemy's psycopg 3 driver (it serves sync and async)."""
     return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The same URL for psycopg (or libpq) itself: `postgresql+psycopg://` and
+    `postgresql+asyncpg://` spellings lose their driver part, whatever an operator wrote."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached or went away mid-call (a
+    restart, a failover, a full pool) rather than that our statement was wrong: the caller
+    should see UNAVAILABLE and retry, never INTERNAL."""
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig if error.orig is not None else error
+    if isinstance(error, sa_exc.TimeoutError):  # no pooled connection within pool_timeout
+        return True
+    # psycopg: connection refused or lost, server shutting down or starting up (57P01, 57P03).
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError | ConnectionError)
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:

@@ -13,6 +13,10 @@
 
 Domain and store code raise these; only `to_rpc_status` turns them into a status. Anything
 else escaping a handler becomes INTERNAL carrying the request id and no traceback.
+
+The other direction — a peer's answer — is judged by `is_permanent`, the one table of which
+gRPC codes a retry can change, used by the outbox relay, the peers modules and the Temporal
+workflows alike (docs/architecture.md §5).
 """
 
 from __future__ import annotations
@@ -22,6 +26,29 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "zenthor.dev"
+
+# Answers that waiting cannot change: the request is wrong, the target's state refuses it, or
+# the deployment is (an unbuilt RPC, a wrong key). The outbox parks such an event as a dead
+# letter for an operator, a workflow fails at once so the Temporal UI shows why. Every other
+# code (UNAVAILABLE while a peer restarts, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED,
+# INTERNAL, UNKNOWN…) is retried with capped backoff.
+PERMANENT_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+
+
+def is_permanent(code: grpc.StatusCode | None) -> bool:
+    """Whether a peer's answer with `code` would be the same on every retry."""
+    return code in PERMANENT_CODES
 
 
 class DomainError(Exception):

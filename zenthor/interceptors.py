@@ -1,7 +1,11 @@
 """Server interceptors of every service, one concern each, and the helper that wraps handlers.
 
 Order (outermost first): RequestContext (request id, logs, deadline, error mapping) → Auth
-(zenthor.auth.interceptor) → Unbuilt (UNIMPLEMENTED for RPCs whose issue has not landed).
+(zenthor.auth.interceptor) → Unbuilt (UNIMPLEMENTED for RPCs whose issue has not landed) →
+RequestDecoding (bytes → message, then zenthor.request_checks). Decoding comes last so that a
+request which cannot be decoded is answered INVALID_ARGUMENT with the request id, and only
+after its caller was authenticated. The standard health and reflection services pass through
+untouched (`INFRASTRUCTURE_SERVICES`).
 """
 
 from __future__ import annotations
@@ -11,30 +15,41 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
+from zenthor.auth.modes import INFRASTRUCTURE_SERVICES
+from zenthor.db import is_database_unavailable
 from zenthor.errors import (
     DomainError,
+    InvalidArgument,
+    Unavailable,
     Unimplemented,
     internal_status,
     to_rpc_status,
 )
 from zenthor.logs import get_logger
+from zenthor.request_checks import check_request
 
 log = get_logger("zenthor.rpc")
 
 REQUEST_ID_HEADER = "x-request-id"
 _request_id: ContextVar[str] = ContextVar("zenthor_request_id", default="-")
 
-UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+# What every servicer method receives beside its request.
+Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+# Generic only in the type stubs, hence the string.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
+UnaryBehavior = Callable[[Any, Ctx], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Ctx], AsyncIterator[Any]]
 # What an interceptor runs around a call: code before `yield` runs first, an exception raised
 # by the handler arrives at the `yield`.
-CallScope = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
+CallScope = Callable[[Ctx], AbstractAsyncContextManager[None]]
 
 
 def current_request_id() -> str:
@@ -45,13 +60,14 @@ def metadata_dict(details: grpc.HandlerCallDetails) -> dict[str, str]:
     return {k.lower(): v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMethodHandler:
+def wrap_handler(handler: Handler, scope: CallScope) -> Handler:
     """The handler run inside `scope`, keeping its (de)serializers. Only unary requests
     exist in our contracts."""
     if handler.unary_unary is not None:
-        inner_unary: UnaryBehavior = handler.unary_unary
+        # grpc.aio handlers are coroutine functions; the type stubs describe the sync API.
+        inner_unary = cast(UnaryBehavior, handler.unary_unary)
 
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Ctx) -> Any:
             async with scope(context):
                 return await inner_unary(request, context)
 
@@ -59,9 +75,9 @@ def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMe
             unary, handler.request_deserializer, handler.response_serializer
         )
     if handler.unary_stream is not None:
-        inner_stream: StreamBehavior = handler.unary_stream
+        inner_stream = cast(StreamBehavior, handler.unary_stream)
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
             async with scope(context):
                 async for item in inner_stream(request, context):
                     yield item
@@ -72,8 +88,16 @@ def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMe
     raise TypeError("client-streaming RPCs are not part of any Zenthor contract")
 
 
-async def _abort_for(error: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+def is_infrastructure(method: str) -> bool:
+    """Health and reflection: standard services every server carries, open to probes."""
+    return method.lstrip("/").split("/", 1)[0] in INFRASTRUCTURE_SERVICES
+
+
+async def _abort_for(error: BaseException, context: Ctx, method: str) -> None:
     request_id = current_request_id()
+    if not isinstance(error, DomainError) and is_database_unavailable(error):
+        log.warning("rpc.database_unavailable", method=method, error=type(error).__name__)
+        error = Unavailable("the database is unavailable; retry")
     if isinstance(error, DomainError):
         log.info("rpc.rejected", method=method, code=error.code.name, reason=error.message)
         status = to_rpc_status(error, request_id)
@@ -94,17 +118,17 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None or is_infrastructure(handler_call_details.method):
             return handler
         method = handler_call_details.method
         request_id = metadata_dict(handler_call_details).get(REQUEST_ID_HEADER) or uuid.uuid4().hex
 
         @asynccontextmanager
-        async def request_scope(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        async def request_scope(context: Ctx) -> AsyncIterator[None]:
             _request_id.set(request_id)
             structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
@@ -135,17 +159,63 @@ class UnbuiltMethodInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method not in self._unbuilt:
             return handler
 
         @asynccontextmanager
-        async def refuse(_context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        async def refuse(_context: Ctx) -> AsyncIterator[None]:
             raise Unimplemented(method.lstrip("/"))
             yield  # unreachable: makes this an async generator for asynccontextmanager
 
         return wrap_handler(handler, refuse)
+
+
+def _decoded(deserialize: Callable[[bytes], Any], raw: bytes) -> Any:
+    try:
+        request = deserialize(raw)
+    except (DecodeError, RecursionError) as e:
+        raise InvalidArgument(
+            "request", "could not be decoded (invalid UTF-8 in a string, or nested too deeply)"
+        ) from e
+    if isinstance(request, Message):
+        check_request(request)
+    return request
+
+
+class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
+    """Hands the handler raw bytes and decodes them inside the chain: a malformed request is
+    then a DomainError like any other (INVALID_ARGUMENT, request id, logged), never the
+    library's UNKNOWN "Unexpected <class DecodeError>" answered before authentication."""
+
+    async def intercept_service(
+        self,
+        continuation: Continuation,
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or is_infrastructure(handler_call_details.method):
+            return handler
+        deserialize = handler.request_deserializer
+        if deserialize is None:
+            return handler
+        if handler.unary_unary is not None:
+            inner_unary = cast(UnaryBehavior, handler.unary_unary)
+
+            async def unary(raw: bytes, context: Ctx) -> Any:
+                return await inner_unary(_decoded(deserialize, raw), context)
+
+            return grpc.unary_unary_rpc_method_handler(unary, None, handler.response_serializer)
+        if handler.unary_stream is not None:
+            inner_stream = cast(StreamBehavior, handler.unary_stream)
+
+            async def stream(raw: bytes, context: Ctx) -> AsyncIterator[Any]:
+                async for item in inner_stream(_decoded(deserialize, raw), context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(stream, None, handler.response_serializer)
+        raise TypeError("client-streaming RPCs are not part of any Zenthor contract")

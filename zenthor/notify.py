@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zenthor.db import libpq_url
 from zenthor.logs import get_logger
 
 log = get_logger("zenthor.notify")
@@ -58,7 +59,8 @@ class ChangeFeed:
     """One LISTEN connection per process for `channels`, reconnecting with backoff."""
 
     def __init__(self, dsn: str, channels: Iterable[str], *, resync_s: float = 5.0) -> None:
-        self._dsn = dsn
+        # LISTEN needs psycopg's own URL: an operator's `postgresql+psycopg://` must work too.
+        self._dsn = libpq_url(dsn)
         self._channels = tuple(channels)
         self.resync_s = resync_s
         self._subscribers: dict[tuple[str, str], set[Subscription]] = defaultdict(set)

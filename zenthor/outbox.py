@@ -1,9 +1,18 @@
 """Transactional outbox: a service stores an event in the same transaction as its own rows;
 after commit the relay delivers it to the owning peer's idempotent RPC, and re-drives whatever
-is still undelivered (peer down, crash) with capped, jittered backoff. ARCHITECTURE.md §6.
+is still undelivered (peer down, crash) with capped, jittered backoff (docs/architecture.md §7).
 
 Delivery is at-least-once; handlers call idempotent RPCs keyed by the event's natural key, so
-the effect is exactly-once.
+the effect is exactly-once. One relay round, per topic:
+
+    tx 1 (short): lease due rows — next_attempt_at = now + LEASE, attempts + 1 — and commit
+    no tx:        call the handlers, several at once (a peer down costs its deadline once)
+    tx 2 (short): delivered_at for successes; backoff or dead letter for failures
+
+No transaction stays open while a peer is called, each topic has its own loop (a peer that
+is down never delays another peer's events), and a relay that dies mid-round loses nothing:
+its leases run out and the events are delivered again. After MAX_ATTEMPTS an event becomes a
+dead letter an operator sees (`python -m zenthor.outbox list`) and re-drives (`… redrive`).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from zenthor.backoff import backoff_delay_s
+from zenthor.errors import is_permanent
 from zenthor.ids import OUTBOX_EVENT
 from zenthor.logs import get_logger
 
@@ -28,6 +40,13 @@ log = get_logger("zenthor.outbox")
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 300.0
 DEFAULT_BATCH = 100
+# How long a leased event stays invisible to other relays: longer than any handler may take
+# (peer deadlines are seconds), short enough that a crashed relay's events go out again soon.
+LEASE = timedelta(seconds=60)
+# With the 300 s cap this is a few hours of trying before an operator is asked to look.
+MAX_ATTEMPTS = 40
+# Handler calls of one topic in flight at once.
+CONCURRENCY = 16
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
 
@@ -37,12 +56,11 @@ class PermanentDeliveryError(Exception):
 
 
 def _is_permanent(error: Exception) -> bool:
-    """A handler's own verdict, or a peer answering INVALID_ARGUMENT (the event itself is
-    wrong). Every other failure (peer down, not built yet, misconfigured key) is retried with
-    capped backoff: nothing is dropped that a deploy or a config fix could still deliver."""
+    """A handler's own verdict, or a peer's answer that no retry can change (the kit's one
+    table, zenthor.errors.is_permanent). Everything else is retried with capped backoff."""
     if isinstance(error, PermanentDeliveryError):
         return True
-    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return isinstance(error, grpc.aio.AioRpcError) and is_permanent(error.code())
 
 
 def outbox_table(metadata: sa.MetaData, schema: str) -> sa.Table:
@@ -77,9 +95,9 @@ def create_outbox_table(bind: sa.engine.Connection, schema: str) -> None:
 
 
 def backoff_s(attempts: int, rng: random.Random | None = None) -> float:
-    """Exponential with full jitter, capped: attempt 1 ≈ ≤0.5 s … ≤300 s."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** max(attempts - 1, 0)))
-    return (rng or random).uniform(ceiling / 2, ceiling)
+    """The redelivery delay after `attempts` failures: the kit's one backoff rule
+    (zenthor.backoff) between BACKOFF_BASE_S and BACKOFF_CAP_S."""
+    return backoff_delay_s(attempts, rng, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S)
 
 
 async def add_event(
@@ -102,9 +120,24 @@ async def add_event(
     await conn.execute(stmt)
 
 
+@dataclass(frozen=True)
+class _Leased:
+    id: uuid.UUID
+    topic: str
+    payload: Mapping[str, Any]
+    attempts: int  # including this one
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    event: _Leased
+    error: Exception | None
+
+
 class OutboxRelay:
-    """Delivers due events. `kick()` after a commit delivers at once; a background loop
-    re-drives failures. Several relays (replicas) can run: rows are claimed with SKIP LOCKED."""
+    """Delivers due events. `kick()` after a commit delivers at once; a background loop per
+    topic re-drives failures. Several relays (replicas) can run: rows are leased with
+    SKIP LOCKED and a lease time."""
 
     def __init__(
         self,
@@ -114,88 +147,178 @@ class OutboxRelay:
         *,
         poll_s: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_attempts: int = MAX_ATTEMPTS,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         self._engine = engine
         self._table = table
         self._handlers = dict(handlers)
         self._poll_s = poll_s
         self._clock = clock
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._max_attempts = max_attempts
+        self._concurrency = concurrency
+        self._wakes = {topic: asyncio.Event() for topic in self._handlers}
+        self._tasks: list[asyncio.Task[None]] = []
 
     def kick(self) -> None:
-        self._wake.set()
+        for wake in self._wakes.values():
+            wake.set()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(topic), name=f"outbox-relay-{topic}") for topic in self._handlers
+            ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+        self._tasks = []
 
-    async def _run(self) -> None:
+    async def _run(self, topic: str) -> None:
+        wake = self._wakes[topic]
         while True:
             try:
-                while await self.drain_once() > 0:
+                while await self.drain_topic(topic) > 0:
                     pass
-            except Exception:  # a DB hiccup must not kill the relay; next tick retries
-                log.exception("outbox.relay_error")
+            except Exception:  # a DB hiccup must not kill the relay; the next tick retries
+                log.exception("outbox.relay_error", topic=topic)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+                await asyncio.wait_for(wake.wait(), timeout=self._poll_s)
             except TimeoutError:
                 pass
-            self._wake.clear()
+            wake.clear()
 
     async def drain_once(self, batch: int = DEFAULT_BATCH) -> int:
-        """Attempts every due event (up to `batch`) once; returns how many were attempted."""
+        """One round for every topic (events of topics without a handler included, so they
+        become dead letters); returns how many events were attempted."""
+        topics = [*self._handlers, None]
+        counts = await asyncio.gather(*(self.drain_topic(topic, batch) for topic in topics))
+        return sum(counts)
+
+    async def drain_topic(self, topic: str | None, batch: int = DEFAULT_BATCH) -> int:
+        """Leases up to `batch` due events of `topic` (None: of topics nobody handles),
+        delivers them, records the outcomes; returns how many were attempted."""
+        leased = await self._lease(topic, batch)
+        if not leased:
+            return 0
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def deliver(event: _Leased) -> _Outcome:
+            async with limit:
+                return _Outcome(event, await self._call(event))
+
+        outcomes = await asyncio.gather(*(deliver(event) for event in leased))
+        await self._record(outcomes)
+        return len(leased)
+
+    async def _lease(self, topic: str | None, batch: int) -> list[_Leased]:
         t = self._table
         now = self._clock()
-        async with self._engine.connect() as conn, conn.begin():
-            # Claim due events; a concurrent relay skips the rows this one holds.
+        due = (
+            sa.select(t.c.id)
+            .where(t.c.delivered_at.is_(None), t.c.dead_at.is_(None), t.c.next_attempt_at <= now)
+            .where(t.c.topic == topic if topic is not None else t.c.topic.not_in(list(self._handlers) or [""]))
+            .order_by(t.c.next_attempt_at)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        async with self._engine.begin() as conn:
             rows = (
                 await conn.execute(
-                    sa.select(t.c.id, t.c.topic, t.c.payload, t.c.attempts)
-                    .where(t.c.delivered_at.is_(None), t.c.dead_at.is_(None), t.c.next_attempt_at <= now)
-                    .order_by(t.c.next_attempt_at)
-                    .limit(batch)
-                    .with_for_update(skip_locked=True)
+                    sa.update(t)
+                    .where(t.c.id.in_(due))
+                    .values(next_attempt_at=now + LEASE, attempts=t.c.attempts + 1)
+                    .returning(t.c.id, t.c.topic, t.c.payload, t.c.attempts)
                 )
             ).all()
-            for row in rows:
-                await self._attempt(conn, row.id, row.topic, row.payload, row.attempts)
-        return len(rows)
+        return [_Leased(r.id, r.topic, r.payload, r.attempts) for r in rows]
 
-    async def _attempt(
-        self, conn: AsyncConnection, event_id: uuid.UUID, topic: str, payload: Mapping[str, Any], attempts: int
-    ) -> None:
-        t = self._table
-        handler = self._handlers.get(topic)
-        now = self._clock()
+    async def _call(self, event: _Leased) -> Exception | None:
+        handler = self._handlers.get(event.topic)
         try:
             if handler is None:
-                raise PermanentDeliveryError(f"no handler for topic {topic!r}")
-            await handler(payload)
+                raise PermanentDeliveryError(f"no handler for topic {event.topic!r}")
+            await handler(event.payload)
         except Exception as e:
-            if _is_permanent(e):
-                log.error("outbox.dead", topic=topic, event_id=str(event_id), error=str(e)[:500])
-                await conn.execute(
-                    sa.update(t).where(t.c.id == event_id).values(dead_at=now, attempts=attempts + 1, last_error=str(e)[:500])
-                )
-                return
-            delay = backoff_s(attempts + 1)
-            log.warning("outbox.retry", topic=topic, event_id=str(event_id), attempts=attempts + 1, in_s=round(delay, 2), error=str(e)[:200])
+            return e
+        return None
+
+    async def _record(self, outcomes: list[_Outcome]) -> None:
+        t = self._table
+        now = self._clock()
+        delivered = [o.event.id for o in outcomes if o.error is None]
+        async with self._engine.begin() as conn:
+            if delivered:
+                await conn.execute(sa.update(t).where(t.c.id.in_(delivered)).values(delivered_at=now))
+            for outcome in outcomes:
+                event, error = outcome.event, outcome.error
+                if error is None:
+                    continue
+                reason = str(error)[:500] or type(error).__name__
+                if _is_permanent(error) or event.attempts >= self._max_attempts:
+                    if not _is_permanent(error):
+                        reason = f"gave up after {event.attempts} attempts: {reason}"[:500]
+                    log.error("outbox.dead", topic=event.topic, event_id=str(event.id), error=reason)
+                    values: dict[str, Any] = {"dead_at": now, "last_error": reason}
+                else:
+                    delay = backoff_s(event.attempts)
+                    log.warning(
+                        "outbox.retry", topic=event.topic, event_id=str(event.id), attempts=event.attempts,
+                        in_s=round(delay, 2), error=reason[:200],
+                    )
+                    values = {"next_attempt_at": now + timedelta(seconds=delay), "last_error": reason}
+                await conn.execute(sa.update(t).where(t.c.id == event.id).values(**values))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: uuid.UUID
+    topic: str
+    key: str
+    attempts: int
+    dead_at: datetime
+    last_error: str | None
+
+
+async def dead_letters(engine: AsyncEngine, table: sa.Table, limit: int = 100) -> list[DeadLetter]:
+    """The newest dead letters, for an operator."""
+    t = table
+    async with engine.connect() as conn:
+        rows = (
             await conn.execute(
-                sa.update(t)
-                .where(t.c.id == event_id)
-                .values(attempts=attempts + 1, next_attempt_at=now + timedelta(seconds=delay), last_error=str(e)[:500])
+                sa.select(t.c.id, t.c.topic, t.c.key, t.c.attempts, t.c.dead_at, t.c.last_error)
+                .where(t.c.dead_at.is_not(None))
+                .order_by(t.c.dead_at.desc())
+                .limit(limit)
             )
-        else:
-            await conn.execute(
-                sa.update(t).where(t.c.id == event_id).values(delivered_at=now, attempts=attempts + 1)
-            )
+        ).all()
+    return [DeadLetter(r.id, r.topic, r.key, r.attempts, r.dead_at, r.last_error) for r in rows]
+
+
+async def redrive(
+    engine: AsyncEngine, table: sa.Table, *, topic: str | None = None, ids: list[uuid.UUID] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Makes dead letters (all, one topic's, or the given ids) due again with a fresh attempt
+    count; returns how many. Safe to run while relays run."""
+    t = table
+    where: list[sa.ColumnElement[bool]] = [t.c.dead_at.is_not(None), t.c.delivered_at.is_(None)]
+    if topic is not None:
+        where.append(t.c.topic == topic)
+    if ids is not None:
+        where.append(t.c.id.in_(ids))
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            sa.update(t)
+            .where(*where)
+            .values(dead_at=None, attempts=0, next_attempt_at=now or datetime.now(UTC))
+            .returning(t.c.id)
+        )
+        return len(result.all())

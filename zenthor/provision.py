@@ -1,5 +1,5 @@
 """Creates what each service needs in a database: a role and a schema it owns, reachable by
-no other service role (ARCHITECTURE.md §6)."""
+no other service role (docs/architecture.md §6)."""
 
 from __future__ import annotations
 

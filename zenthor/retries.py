@@ -1,4 +1,4 @@
-"""Retries carried by Temporal (ARCHITECTURE.md §7), for any service.
+"""Retries carried by Temporal (docs/architecture.md §8), for any service.
 
 A service that fails something retryably moves it to a waiting state and, in the same
 transaction, stores an outbox event (`add_retry`). After commit the outbox relay starts
@@ -28,6 +28,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from zenthor.backoff import backoff_delay_s
 from zenthor.config import Settings
 from zenthor.logs import get_logger
 from zenthor.outbox import Handler, add_event
@@ -50,13 +51,12 @@ class RetryInput:
     delay_s: float = 0.0
 
 
-def backoff_delay_s(
-    attempt: int, rng: random.Random, *, base_s: float = DEFAULT_BASE_S, cap_s: float = DEFAULT_CAP_S
+def retry_delay_s(
+    attempt: int, rng: random.Random | None = None, *, base_s: float = DEFAULT_BASE_S, cap_s: float = DEFAULT_CAP_S
 ) -> float:
-    """Exponential in `attempt` (1-based), capped, with equal jitter: attempt 1 waits
-    base/2..base, attempt 2 base..2·base, … never more than `cap_s`, never zero."""
-    ceiling = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
-    return rng.uniform(ceiling / 2, ceiling)
+    """How long RetryWorkflow sleeps before attempt `attempt + 1`: the kit's one backoff rule
+    (zenthor.backoff.backoff_delay_s) with the retry defaults (10 s doubling up to 5 min)."""
+    return backoff_delay_s(attempt, rng, base_s=base_s, cap_s=cap_s)
 
 
 def retry_workflow_id(entity_id: str, attempt: int) -> str:

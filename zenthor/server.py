@@ -12,7 +12,8 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_async
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from zenthor.auth.interceptor import AuthInterceptor
 from zenthor.auth.jwt import JwtVerifier
@@ -20,7 +21,14 @@ from zenthor.auth.modes import full_method_name, method_auth_modes
 from zenthor.auth.resolver import PrincipalResolver
 from zenthor.auth.service_key import ServiceKeyCheck
 from zenthor.config import Settings
-from zenthor.interceptors import RequestContextInterceptor, UnbuiltMethodInterceptor
+from zenthor.interceptors import (
+    Ctx,
+    RequestContextInterceptor,
+    RequestDecodingInterceptor,
+    UnbuiltMethodInterceptor,
+)
+
+__all__ = ["Ctx", "GrpcServer", "ServiceRegistration"]
 from zenthor.logs import get_logger
 
 log = get_logger("zenthor.server")
@@ -43,6 +51,23 @@ class ServiceRegistration:
             for m in self.descriptor.methods
             if getattr(type(self.servicer), m.name) is getattr(self.base, m.name)
         ]
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _enable_reflection(service_names: list[str], server: grpc.aio.Server) -> None:
+    """Server reflection as grpcurl and Postman ask for it: v1 first, v1alpha as the fallback.
+    grpcio-reflection ships only v1alpha; v1 is the same messages under a new package name, so
+    one servicer answers both."""
+    servicer = reflection_async.ReflectionServicer((*service_names, reflection.SERVICE_NAME, REFLECTION_V1))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # untyped generated module
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1}),))
 
 
 @dataclass
@@ -74,6 +99,7 @@ class GrpcServer:
                 RequestContextInterceptor(),
                 AuthInterceptor(modes, key_check, verifier, self.resolver),
                 UnbuiltMethodInterceptor(unbuilt),
+                RequestDecodingInterceptor(),
             ],
             options=[("grpc.so_reuseport", 0)],
         )
@@ -82,7 +108,7 @@ class GrpcServer:
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [r.descriptor.full_name for r in self.registrations]
-        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server)
+        _enable_reflection([*names, "grpc.health.v1.Health"], self.server)
         self.port = 0
 
     async def start(self, port: int | None = None) -> int:

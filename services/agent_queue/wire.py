@@ -1,39 +1,157 @@
-"""Proto ⇄ domain conversions for the agent_queue servicer (transport only, no rules)."""
+"""Proto ⇄ domain conversions of the agent_queue service: request fields to domain values
+(ids, optionals, durations, page tokens), domain values to response messages, and the
+peers' records (messages, identity) to domain values and back into the context response."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
 
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.agent_queue.domain.agents import Agent
+from services.agent_queue.domain.agents import Agent, AgentFields
+from services.agent_queue.domain.context import (
+    Channel,
+    Contact,
+    Conversation,
+    ConversationContext,
+    ConversationMessage,
+    ConversationStatus,
+    JsonValue,
+    MessageRole,
+    MessageStatus,
+    ToolCall,
+    User,
+)
 from services.agent_queue.domain.jobs import Job, JobStatus
 from services.agent_queue.domain.policy import ToolPolicy
-from services.agent_queue.domain.skills import Skill, SkillConfig
-from services.agent_queue.domain.tasks import ScheduledTask
+from services.agent_queue.domain.skills import Skill, SkillConfig, SkillFields
+from services.agent_queue.domain.tasks import ScheduledTask, TaskFields
 from zenthor import ids
+from zenthor.auth.principal import Role, UserStatus
 from zenthor.convert import timestamp
-from zenthor.errors import InvalidArgument
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
-from zenthor.pagination import DEFAULT_PAGE_SIZE, PageRequest, decode_token
+from zenthor.gen.zenthor.common.v1 import types_pb2
+from zenthor.gen.zenthor.identity.v1 import identity_pb2
+from zenthor.gen.zenthor.messages.v1 import messages_pb2
+from zenthor.pagination import PageLimits, PageRequest, page_request
 
-JOB_STATUS = {
-    JobStatus.PENDING: pb.JOB_STATUS_PENDING,
-    JobStatus.PROCESSING: pb.JOB_STATUS_PROCESSING,
-    JobStatus.COMPLETED: pb.JOB_STATUS_COMPLETED,
-    JobStatus.FAILED: pb.JOB_STATUS_FAILED,
-    JobStatus.WAITING_RETRY: pb.JOB_STATUS_WAITING_RETRY,
-}
+# What each list RPC accepts as `page_size` (0 asks for the default).
+PENDING_JOBS_PAGE = PageLimits(default=100, maximum=1_000)
+AGENTS_PAGE = PageLimits(default=100, maximum=500)
+SKILLS_PAGE = PageLimits(default=100, maximum=500)
+TASKS_PAGE = PageLimits(default=100, maximum=500)
+
+E = TypeVar("E", bound=StrEnum)
+P = TypeVar("P", bound=int)
 
 
-def opt(message: Any, field: str) -> Any:
-    """The field's value when set, None when absent (proto3 `optional`/message fields)."""
-    return getattr(message, field) if message.HasField(field) else None
+class _EnumMap(Generic[E, P]):
+    """A domain enum and a proto enum, both ways; the proto's UNSPECIFIED (or a value this
+    build does not know) is None on the domain side."""
+
+    def __init__(self, pairs: Mapping[E, P], unspecified: P) -> None:
+        self._to_pb = dict(pairs)
+        self._of_pb: dict[int, E] = {int(v): k for k, v in pairs.items()}
+        self._unspecified = unspecified
+
+    def of(self, value: int) -> E | None:
+        return self._of_pb.get(value)
+
+    def pb(self, value: E | None) -> P:
+        return self._unspecified if value is None else self._to_pb[value]
 
 
-def duration(message: Any, field: str) -> timedelta | None:
-    return opt(message, field).ToTimedelta() if message.HasField(field) else None
+JOB_STATUS = _EnumMap(
+    {
+        JobStatus.PENDING: pb.JOB_STATUS_PENDING,
+        JobStatus.PROCESSING: pb.JOB_STATUS_PROCESSING,
+        JobStatus.COMPLETED: pb.JOB_STATUS_COMPLETED,
+        JobStatus.FAILED: pb.JOB_STATUS_FAILED,
+        JobStatus.WAITING_RETRY: pb.JOB_STATUS_WAITING_RETRY,
+    },
+    pb.JOB_STATUS_UNSPECIFIED,
+)
+CHANNEL = _EnumMap(
+    {Channel.WEB: types_pb2.CHANNEL_WEB, Channel.WHATSAPP: types_pb2.CHANNEL_WHATSAPP},
+    types_pb2.CHANNEL_UNSPECIFIED,
+)
+CONVERSATION_STATUS = _EnumMap(
+    {
+        ConversationStatus.ACTIVE: messages_pb2.CONVERSATION_STATUS_ACTIVE,
+        ConversationStatus.ARCHIVED: messages_pb2.CONVERSATION_STATUS_ARCHIVED,
+    },
+    messages_pb2.CONVERSATION_STATUS_UNSPECIFIED,
+)
+MESSAGE_ROLE = _EnumMap(
+    {
+        MessageRole.USER: messages_pb2.MESSAGE_ROLE_USER,
+        MessageRole.ASSISTANT: messages_pb2.MESSAGE_ROLE_ASSISTANT,
+        MessageRole.SYSTEM: messages_pb2.MESSAGE_ROLE_SYSTEM,
+    },
+    messages_pb2.MESSAGE_ROLE_UNSPECIFIED,
+)
+MESSAGE_STATUS = _EnumMap(
+    {
+        MessageStatus.PENDING: messages_pb2.MESSAGE_STATUS_PENDING,
+        MessageStatus.SENT: messages_pb2.MESSAGE_STATUS_SENT,
+        MessageStatus.DELIVERED: messages_pb2.MESSAGE_STATUS_DELIVERED,
+        MessageStatus.FAILED: messages_pb2.MESSAGE_STATUS_FAILED,
+    },
+    messages_pb2.MESSAGE_STATUS_UNSPECIFIED,
+)
+USER_ROLE = _EnumMap({Role.ADMIN: identity_pb2.ROLE_ADMIN, Role.MEMBER: identity_pb2.ROLE_MEMBER}, identity_pb2.ROLE_UNSPECIFIED)
+USER_STATUS = _EnumMap(
+    {UserStatus.ACTIVE: identity_pb2.USER_STATUS_ACTIVE, UserStatus.INACTIVE: identity_pb2.USER_STATUS_INACTIVE},
+    identity_pb2.USER_STATUS_UNSPECIFIED,
+)
+
+
+# --- request fields ---
+
+
+class _Paged(Protocol):
+    @property
+    def page_size(self) -> int: ...
+
+    @property
+    def page_token(self) -> str: ...
+
+
+def page_of(request: _Paged, limits: PageLimits) -> PageRequest:
+    return page_request(request.page_size, request.page_token, limits)
+
+
+def opt_str(message: Message, field: str) -> str | None:
+    """A proto3 `optional string`: its value when set, None when absent."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    assert isinstance(value, str)
+    return value
+
+
+def opt_bool(message: Message, field: str) -> bool | None:
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    assert isinstance(value, bool)
+    return value
+
+
+def duration(message: Message, field: str) -> timedelta | None:
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    assert isinstance(value, Duration)
+    return value.ToTimedelta()
 
 
 def duration_pb(value: timedelta) -> Duration:
@@ -42,33 +160,71 @@ def duration_pb(value: timedelta) -> Duration:
     return d
 
 
+def job_id(value: str, field: str = "job_id") -> uuid.UUID:
+    return ids.JOB.parse(value, field)
+
+
+def job_ids(values: Sequence[str], field: str = "job_ids") -> list[uuid.UUID]:
+    return [ids.JOB.parse(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def message_id(value: str, field: str = "message_id") -> uuid.UUID:
+    return ids.MESSAGE.parse(value, field)
+
+
+def conversation_id(value: str, field: str = "conversation_id") -> uuid.UUID:
+    return ids.CONVERSATION.parse(value, field)
+
+
+def agent_id(value: str, field: str = "id") -> uuid.UUID:
+    return ids.AGENT.parse(value, field)
+
+
+def skill_id(value: str, field: str = "id") -> uuid.UUID:
+    return ids.SKILL.parse(value, field)
+
+
+def task_id(value: str, field: str = "id") -> uuid.UUID:
+    return ids.SCHEDULED_TASK.parse(value, field)
+
+
+def user_id(value: str, field: str) -> uuid.UUID:
+    return ids.USER.parse(value, field)
+
+
+def optional_user_id(message: Message, field: str) -> uuid.UUID | None:
+    return ids.USER.parse_optional(opt_str(message, field), field)
+
+
+def optional_contact_id(message: Message, field: str) -> uuid.UUID | None:
+    return ids.CONTACT.parse_optional(opt_str(message, field), field)
+
+
+def optional_conversation_id(message: Message, field: str = "conversation_id") -> uuid.UUID | None:
+    return ids.CONVERSATION.parse_optional(opt_str(message, field), field)
+
+
+# --- jobs ---
+
+
 def job_pb(job: Job) -> pb.Job:
     return pb.Job(
         id=ids.JOB.format(job.id),
         create_time=timestamp(job.created_at),
         message_id=ids.MESSAGE.format(job.message_id),
         conversation_id=ids.CONVERSATION.format(job.conversation_id),
-        status=JOB_STATUS[job.status],
+        status=JOB_STATUS.pb(job.status),
         error_reason=job.error_reason,
         error_message=job.error_message,
         attempt_count=job.attempt_count,
         model_used=job.model_used,
         processor_id=job.processor_id,
-        lease_expire_time=timestamp(job.locked_until) if job.locked_until else None,
-        start_time=timestamp(job.started_at) if job.started_at else None,
-        last_heartbeat_time=timestamp(job.last_heartbeat_at) if job.last_heartbeat_at else None,
-        finish_time=timestamp(job.finished_at) if job.finished_at else None,
-        next_attempt_time=timestamp(job.next_attempt_at) if job.next_attempt_at else None,
+        lease_expire_time=_ts(job.locked_until),
+        start_time=_ts(job.started_at),
+        last_heartbeat_time=_ts(job.last_heartbeat_at),
+        finish_time=_ts(job.finished_at),
+        next_attempt_time=_ts(job.next_attempt_at),
     )
-
-
-def list_page(page_size: int, page_token: str, *, max_size: int, default: int = DEFAULT_PAGE_SIZE) -> PageRequest:
-    """Like zenthor.pagination.page_request, with this list's own maximum."""
-    if page_size < 0:
-        raise InvalidArgument("page_size", "must not be negative")
-    if page_size > max_size:
-        raise InvalidArgument("page_size", f"must be at most {max_size}")
-    return PageRequest(size=page_size or default, after=decode_token(page_token))
 
 
 # --- agents, skills, tasks ---
@@ -92,6 +248,30 @@ def policy_of(message: pb.ToolPolicy | None) -> ToolPolicy | None:
     )
 
 
+def new_agent_fields(request: pb.CreateAgentRequest) -> AgentFields:
+    return AgentFields(
+        name=request.name,
+        description=request.description,
+        system_prompt=request.system_prompt,
+        model=opt_str(request, "model"),
+        fallback_model=opt_str(request, "fallback_model"),
+        enabled=request.enabled,
+        tool_policy=policy_of(request.tool_policy if request.HasField("tool_policy") else None),
+    )
+
+
+def agent_changes(request: pb.UpdateAgentRequest) -> AgentFields:
+    return AgentFields(
+        name=opt_str(request, "name"),
+        description=opt_str(request, "description"),
+        system_prompt=opt_str(request, "system_prompt"),
+        model=opt_str(request, "model"),
+        fallback_model=opt_str(request, "fallback_model"),
+        enabled=opt_bool(request, "enabled"),
+        tool_policy=policy_of(request.tool_policy if request.HasField("tool_policy") else None),
+    )
+
+
 def agent_pb(agent: Agent) -> pb.Agent:
     return pb.Agent(
         id=ids.AGENT.format(agent.id),
@@ -109,7 +289,28 @@ def agent_pb(agent: Agent) -> pb.Agent:
 def config_of(message: pb.SkillConfig | None) -> SkillConfig | None:
     if message is None:
         return None
-    return SkillConfig(system_prompt=opt(message, "system_prompt"), tool_policy=policy_of(opt(message, "tool_policy")))
+    return SkillConfig(
+        system_prompt=opt_str(message, "system_prompt"),
+        tool_policy=policy_of(message.tool_policy if message.HasField("tool_policy") else None),
+    )
+
+
+def new_skill_fields(request: pb.CreateSkillRequest) -> SkillFields:
+    return SkillFields(
+        name=request.name,
+        description=request.description,
+        enabled=request.enabled,
+        config=config_of(request.config if request.HasField("config") else None),
+    )
+
+
+def skill_changes(request: pb.UpdateSkillRequest) -> SkillFields:
+    return SkillFields(
+        name=opt_str(request, "name"),
+        description=opt_str(request, "description"),
+        enabled=opt_bool(request, "enabled"),
+        config=config_of(request.config if request.HasField("config") else None),
+    )
 
 
 def skill_pb(skill: Skill) -> pb.Skill:
@@ -127,6 +328,28 @@ def skill_pb(skill: Skill) -> pb.Skill:
     )
 
 
+def new_task_fields(request: pb.CreateScheduledTaskRequest) -> TaskFields:
+    return TaskFields(
+        name=request.name,
+        description=opt_str(request, "description"),
+        interval=duration(request, "interval"),
+        payload=request.payload,
+        enabled=request.enabled,
+        conversation_id=optional_conversation_id(request),
+    )
+
+
+def task_changes(request: pb.UpdateScheduledTaskRequest) -> TaskFields:
+    return TaskFields(
+        name=opt_str(request, "name"),
+        description=opt_str(request, "description"),
+        interval=duration(request, "interval"),
+        payload=opt_str(request, "payload"),
+        enabled=opt_bool(request, "enabled"),
+        conversation_id=optional_conversation_id(request),
+    )
+
+
 def task_pb(task: ScheduledTask) -> pb.ScheduledTask:
     return pb.ScheduledTask(
         id=ids.SCHEDULED_TASK.format(task.id),
@@ -136,7 +359,174 @@ def task_pb(task: ScheduledTask) -> pb.ScheduledTask:
         interval=duration_pb(task.interval),
         payload=task.payload,
         enabled=task.enabled,
-        last_run_time=timestamp(task.last_run_at) if task.last_run_at else None,
-        next_run_time=timestamp(task.next_run_at) if task.next_run_at else None,
+        last_run_time=_ts(task.last_run_at),
+        next_run_time=_ts(task.next_run_at),
         conversation_id=ids.CONVERSATION.format(task.conversation_id) if task.conversation_id else None,
     )
+
+
+# --- the peers' records (read by peers.py) and the context response built from them ---
+
+
+def conversation_of(message: messages_pb2.Conversation) -> Conversation:
+    return Conversation(
+        id=ids.CONVERSATION.parse(message.id, "conversation.id"),
+        created_at=_datetime(message.create_time),
+        channel=CHANNEL.of(message.channel),
+        user_id=ids.USER.parse_optional(opt_str(message, "user_id"), "conversation.user_id"),
+        contact_id=ids.CONTACT.parse_optional(opt_str(message, "contact_id"), "conversation.contact_id"),
+        agent_id=ids.AGENT.parse_optional(opt_str(message, "agent_id"), "conversation.agent_id"),
+        title=opt_str(message, "title"),
+        status=CONVERSATION_STATUS.of(message.status),
+    )
+
+
+def conversation_pb(conversation: Conversation) -> messages_pb2.Conversation:
+    return messages_pb2.Conversation(
+        id=ids.CONVERSATION.format(conversation.id),
+        create_time=timestamp(conversation.created_at),
+        channel=CHANNEL.pb(conversation.channel),
+        user_id=_format_optional(ids.USER, conversation.user_id),
+        contact_id=_format_optional(ids.CONTACT, conversation.contact_id),
+        agent_id=_format_optional(ids.AGENT, conversation.agent_id),
+        title=conversation.title,
+        status=CONVERSATION_STATUS.pb(conversation.status),
+    )
+
+
+def message_of(message: messages_pb2.Message) -> ConversationMessage:
+    return ConversationMessage(
+        id=ids.MESSAGE.parse(message.id, "message.id"),
+        created_at=_datetime(message.create_time),
+        updated_at=_datetime(message.update_time),
+        conversation_id=ids.CONVERSATION.parse(message.conversation_id, "message.conversation_id"),
+        role=MESSAGE_ROLE.of(message.role),
+        content=message.content,
+        channel=CHANNEL.of(message.channel),
+        tool_calls=tuple(
+            ToolCall(
+                name=call.name,
+                input=_json(call.input) if call.HasField("input") else None,
+                output=_json(call.output) if call.HasField("output") else None,
+                has_output=call.HasField("output"),
+            )
+            for call in message.tool_calls
+        ),
+        streaming=message.streaming,
+        status=MESSAGE_STATUS.of(message.status),
+    )
+
+
+def message_pb(message: ConversationMessage) -> messages_pb2.Message:
+    return messages_pb2.Message(
+        id=ids.MESSAGE.format(message.id),
+        create_time=timestamp(message.created_at),
+        update_time=timestamp(message.updated_at),
+        conversation_id=ids.CONVERSATION.format(message.conversation_id),
+        role=MESSAGE_ROLE.pb(message.role),
+        content=message.content,
+        channel=CHANNEL.pb(message.channel),
+        tool_calls=[
+            messages_pb2.ToolCall(
+                name=call.name,
+                input=_value(call.input),
+                output=_value(call.output) if call.has_output else None,
+            )
+            for call in message.tool_calls
+        ],
+        streaming=message.streaming,
+        status=MESSAGE_STATUS.pb(message.status),
+    )
+
+
+def user_of(message: identity_pb2.User) -> User:
+    return User(
+        id=ids.USER.parse(message.id, "user.id"),
+        created_at=_datetime(message.create_time),
+        updated_at=_datetime(message.update_time),
+        external_id=message.external_id,
+        name=message.name,
+        email=message.email,
+        role=USER_ROLE.of(message.role),
+        email_verified=opt_bool(message, "email_verified"),
+        image=opt_str(message, "image"),
+        phone=opt_str(message, "phone"),
+        status=USER_STATUS.of(message.status),
+    )
+
+
+def user_pb(user: User) -> identity_pb2.User:
+    return identity_pb2.User(
+        id=ids.USER.format(user.id),
+        create_time=timestamp(user.created_at),
+        update_time=timestamp(user.updated_at),
+        external_id=user.external_id,
+        name=user.name,
+        email=user.email,
+        role=USER_ROLE.pb(user.role),
+        email_verified=user.email_verified,
+        image=user.image,
+        phone=user.phone,
+        status=USER_STATUS.pb(user.status),
+    )
+
+
+def contact_of(message: identity_pb2.Contact) -> Contact:
+    return Contact(
+        id=ids.CONTACT.parse(message.id, "contact.id"),
+        created_at=_datetime(message.create_time),
+        phone=message.phone,
+        name=message.name,
+        is_allowed=message.is_allowed,
+        user_id=ids.USER.parse_optional(opt_str(message, "user_id"), "contact.user_id"),
+    )
+
+
+def contact_pb(contact: Contact) -> identity_pb2.Contact:
+    return identity_pb2.Contact(
+        id=ids.CONTACT.format(contact.id),
+        create_time=timestamp(contact.created_at),
+        phone=contact.phone,
+        name=contact.name,
+        is_allowed=contact.is_allowed,
+        user_id=_format_optional(ids.USER, contact.user_id),
+    )
+
+
+def context_response(found: ConversationContext | None) -> pb.GetConversationContextResponse:
+    if found is None:
+        return pb.GetConversationContextResponse()
+    return pb.GetConversationContextResponse(
+        context=pb.ConversationContext(
+            conversation=conversation_pb(found.conversation),
+            user=user_pb(found.user) if found.user else None,
+            contact=contact_pb(found.contact) if found.contact else None,
+            messages=[message_pb(m) for m in found.messages],
+            skills=[skill_pb(s) for s in found.skills],
+            agent=agent_pb(found.agent) if found.agent else None,
+        )
+    )
+
+
+# --- scalars ---
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    return timestamp(value) if value is not None else None
+
+
+def _datetime(value: Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def _format_optional(kind: ids.IdKind, value: uuid.UUID | None) -> str | None:
+    return kind.format(value) if value is not None else None
+
+
+def _json(value: struct_pb2.Value) -> JsonValue:
+    data: JsonValue = json_format.MessageToDict(value)
+    return data
+
+
+def _value(data: JsonValue) -> struct_pb2.Value:
+    return json_format.Parse(json.dumps(data), struct_pb2.Value())

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.engine import make_url
-
-from services.approvals import store, usecases
 from services.approvals.servicer import ApprovalsServicer
+from services.approvals.store.tables import CHANGES
+from services.approvals.usecases.deps import Deps
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
@@ -16,11 +15,6 @@ from zenthor.gen.zenthor.approvals.v1 import approvals_pb2, approvals_pb2_grpc
 from zenthor.notify import ChangeFeed
 from zenthor.process import peer_resolver
 from zenthor.server import GrpcServer, ServiceRegistration
-
-
-def libpq_dsn(url: str) -> str:
-    """The database URL as psycopg's LISTEN connection takes it (no SQLAlchemy driver suffix)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def build_server(
@@ -32,9 +26,10 @@ async def build_server(
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the approvals service")
     engine = create_engine(settings.database_url, settings.db_pool_size)
-    feed = ChangeFeed(libpq_dsn(settings.database_url), [store.CHANGES], resync_s=watch_resync_s)
+    feed = ChangeFeed(settings.database_url, [CHANGES], resync_s=watch_resync_s)
     await feed.start()
-    deps = usecases.Deps(uow=lambda: UnitOfWork(engine), clock=clock, feed=feed)
+    deps = Deps(uow=lambda: UnitOfWork(engine), clock=clock, feed=feed)
+    # Principals resolve through identity; approvals calls no other peer.
     resolver, peers = peer_resolver(settings)
     registration = ServiceRegistration(
         descriptor=approvals_pb2.DESCRIPTOR.services_by_name["ApprovalsService"],

@@ -1,4 +1,5 @@
-"""Composition root of the identity service: engine, deps, servicer, server."""
+"""Composition root of the identity service: engine, outbox relay, peers, Clerk client, deps,
+servicer, server."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from datetime import datetime
 
 import httpx
 
-from services.identity import store, usecases
-from services.identity.clerk import ClerkDirectory
-from services.identity.outbound import outbox_handlers
+from services.identity.peers import ClerkBackendApi, outbox_handlers
 from services.identity.servicer import IdentityServicer
+from services.identity.store.tables import outbox
+from services.identity.usecases import users
+from services.identity.usecases.deps import Deps
 from zenthor.auth.principal import ResolvedUser
 from zenthor.auth.resolver import CachingResolver
 from zenthor.clients import Peers
@@ -25,11 +27,11 @@ from zenthor.server import GrpcServer, ServiceRegistration
 class LocalResolver:
     """Identity resolves principals from its own tables, without a network hop."""
 
-    def __init__(self, deps: usecases.Deps) -> None:
+    def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
     async def resolve(self, external_id: str) -> ResolvedUser | None:
-        return await usecases.resolve_principal(self._deps, external_id)
+        return await users.find_principal(self._deps, external_id)
 
 
 async def build_server(
@@ -42,13 +44,13 @@ async def build_server(
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the identity service")
     engine = create_engine(settings.database_url, settings.db_pool_size)
     peers = Peers(settings)
-    relay = OutboxRelay(engine, store.outbox, outbox_handlers(peers))
+    relay = OutboxRelay(engine, outbox, outbox_handlers(peers))
     secret = settings.clerk_secret_key.get_secret_value() if settings.clerk_secret_key else None
-    deps = usecases.Deps(
+    deps = Deps(
         uow=lambda: UnitOfWork(engine),
         clock=clock,
         allowlist=settings.allowlisted_emails,
-        clerk=ClerkDirectory(settings.clerk_api_url, secret, transport=clerk_transport),
+        clerk=ClerkBackendApi(settings.clerk_api_url, secret, transport=clerk_transport),
         verification_account_id=settings.whatsapp_account_id,
         kick_outbox=relay.kick,
     )

@@ -1,11 +1,12 @@
-"""Composition root of the messages service: engine, change feed, outbox relay, servicer."""
+"""Composition root of the messages service: engine, change feed, peers and their outbox relay,
+Deps, servicer, server. The only place things are wired."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 
-from services.messages.relay import outbox_handlers
+from services.messages.peers import outbox_handlers
 from services.messages.servicer import MessagesServicer
 from services.messages.store.tables import outbox
 from services.messages.usecases.deps import CHANNELS, Deps

@@ -1,42 +1,18 @@
-"""MessagesService over gRPC: requests → use cases → responses. No rules, no SQL here."""
+"""MessagesService over gRPC: request → wire → one use case → wire → response. No rules, no
+SQL, no error handling here (docs/architecture.md §2)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
-
-import grpc
 
 from services.messages import wire
-from services.messages.domain import (
-    MAX_BATCH_IDS,
-    RecentCursor,
-    WatchPosition,
-    check_max_messages,
-    check_page_size,
-)
 from services.messages.usecases import conversations, dedupe, memories, messages, watch
 from services.messages.usecases.deps import Deps
-from zenthor import ids
 from zenthor.auth.principal import ResolvedUser, current_principal
 from zenthor.convert import timestamp
-from zenthor.errors import InvalidArgument
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc
-from zenthor.pagination import PageRequest, decode_token
-
-Ctx: TypeAlias = grpc.aio.ServicerContext
-
-# Page sizes as the contract documents them: (default, maximum).
-CONVERSATIONS_PAGE = (100, 500)
-RECENT_PAGE = (50, 200)
-MESSAGES_PAGE = (200, 1000)
-MEMORIES_PAGE = (100, 500)
-
-
-def _page(request: Any, sizes: tuple[int, int]) -> PageRequest:
-    size = check_page_size(request.page_size, "page_size", default=sizes[0], maximum=sizes[1])
-    return PageRequest(size=size, after=decode_token(request.page_token))
+from zenthor.server import Ctx
 
 
 def _user() -> ResolvedUser:
@@ -55,53 +31,52 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         result = await conversations.get_or_create_conversation(
             self._deps,
             wire.channel(request.channel),
-            ids.USER.parse_optional(wire.optional(request, "user_id"), "user_id"),
-            ids.CONTACT.parse_optional(wire.optional(request, "contact_id"), "contact_id"),
-            ids.AGENT.parse_optional(wire.optional(request, "agent_id"), "agent_id"),
+            wire.optional_user_id(request),
+            wire.optional_contact_id(request),
+            wire.optional_agent_id(request),
         )
         return pb.GetOrCreateConversationResponse(conversation=wire.conversation_pb(result.conversation), created=result.created)
 
     async def ListConversations(self, request: pb.ListConversationsRequest, context: Ctx) -> pb.ListConversationsResponse:
-        page = await conversations.list_conversations(self._deps, _user(), _page(request, CONVERSATIONS_PAGE))
+        page = await conversations.list_conversations(self._deps, _user(), wire.conversations_page(request))
         return pb.ListConversationsResponse(
             conversations=[wire.conversation_pb(c) for c in page.items], next_page_token=page.next_page_token
         )
 
     async def GetConversation(self, request: pb.GetConversationRequest, context: Ctx) -> pb.GetConversationResponse:
-        conversation = await conversations.get_conversation(self._deps, _user(), ids.CONVERSATION.parse(request.id, "id"))
-        return pb.GetConversationResponse(conversation=wire.conversation_pb(conversation) if conversation else None)
+        conversation = await conversations.get_conversation(self._deps, _user(), wire.conversation_id(request.id, "id"))
+        return pb.GetConversationResponse(conversation=wire.optional_conversation_pb(conversation))
 
     async def CreateConversation(self, request: pb.CreateConversationRequest, context: Ctx) -> pb.CreateConversationResponse:
-        conversation = await conversations.create_conversation(self._deps, _user(), wire.optional(request, "title"))
+        conversation = await conversations.create_conversation(self._deps, _user(), wire.optional_title(request))
         return pb.CreateConversationResponse(conversation=wire.conversation_pb(conversation))
 
     async def ArchiveConversation(self, request: pb.ArchiveConversationRequest, context: Ctx) -> pb.ArchiveConversationResponse:
-        conversation = await conversations.archive_conversation(self._deps, _user(), ids.CONVERSATION.parse(request.id, "id"))
-        return pb.ArchiveConversationResponse(conversation=wire.conversation_pb(conversation) if conversation else None)
+        conversation = await conversations.archive_conversation(self._deps, _user(), wire.conversation_id(request.id, "id"))
+        return pb.ArchiveConversationResponse(conversation=wire.optional_conversation_pb(conversation))
 
     async def UpdateConversationTitle(
         self, request: pb.UpdateConversationTitleRequest, context: Ctx
     ) -> pb.UpdateConversationTitleResponse:
         conversation = await conversations.update_conversation_title(
-            self._deps, _user(), ids.CONVERSATION.parse(request.id, "id"), request.title
+            self._deps, _user(), wire.conversation_id(request.id, "id"), request.title
         )
-        return pb.UpdateConversationTitleResponse(conversation=wire.conversation_pb(conversation) if conversation else None)
+        return pb.UpdateConversationTitleResponse(conversation=wire.optional_conversation_pb(conversation))
 
     async def ListRecentConversations(
         self, request: pb.ListRecentConversationsRequest, context: Ctx
     ) -> pb.ListRecentConversationsResponse:
-        size = check_page_size(request.page_size, "page_size", default=RECENT_PAGE[0], maximum=RECENT_PAGE[1])
-        page = await conversations.list_recent_conversations(self._deps, _user(), size, RecentCursor.decode(request.page_token))
+        page = await conversations.list_recent_conversations(
+            self._deps, _user(), wire.recent_page(request)
+        )
         return pb.ListRecentConversationsResponse(
-            conversations=[wire.recent_pb(r) for r in page.items],
-            next_page_token=page.next_cursor.encode() if page.next_cursor else "",
+            conversations=[wire.recent_pb(r) for r in page.items], next_page_token=page.next_page_token
         )
 
     async def WatchConversationList(
         self, request: pb.WatchConversationListRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchConversationListResponse]:
-        size = check_page_size(request.page_size, "page_size", default=RECENT_PAGE[0], maximum=RECENT_PAGE[1])
-        async for snapshot in watch.watch_conversation_list(self._deps, _user(), size):
+        async for snapshot in watch.watch_conversation_list(self._deps, _user(), wire.watched_list_size(request)):
             yield pb.WatchConversationListResponse(
                 conversations=[wire.recent_pb(r) for r in snapshot.conversations],
                 snapshot_time=timestamp(snapshot.taken_at),
@@ -110,22 +85,17 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def BatchGetConversations(
         self, request: pb.BatchGetConversationsRequest, context: Ctx
     ) -> pb.BatchGetConversationsResponse:
-        if len(request.ids) > MAX_BATCH_IDS:
-            raise InvalidArgument("ids", f"must hold at most {MAX_BATCH_IDS} ids")
-        wanted = [ids.CONVERSATION.parse(v, f"ids[{i}]") for i, v in enumerate(request.ids)]
-        found = await conversations.batch_get_conversations(self._deps, wanted)
+        found = await conversations.batch_get_conversations(self._deps, wire.conversation_ids(request.ids))
         return pb.BatchGetConversationsResponse(conversations=[wire.conversation_pb(c) for c in found])
 
     async def GetConversationHistory(
         self, request: pb.GetConversationHistoryRequest, context: Ctx
     ) -> pb.GetConversationHistoryResponse:
         history = await conversations.get_conversation_history(
-            self._deps,
-            ids.CONVERSATION.parse(request.conversation_id, "conversation_id"),
-            check_max_messages(request.max_messages),
+            self._deps, wire.conversation_id(request.conversation_id), request.max_messages
         )
         return pb.GetConversationHistoryResponse(
-            conversation=wire.conversation_pb(history.conversation) if history.conversation else None,
+            conversation=wire.optional_conversation_pb(history.conversation),
             messages=[wire.message_pb(m) for m in history.messages],
         )
 
@@ -133,15 +103,15 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
 
     async def SendMessage(self, request: pb.SendMessageRequest, context: Ctx) -> pb.SendMessageResponse:
         message = await messages.send_message(
-            self._deps, _user(), ids.CONVERSATION.parse(request.conversation_id, "conversation_id"), request.content
+            self._deps, _user(), wire.conversation_id(request.conversation_id), request.content
         )
-        return pb.SendMessageResponse(message=wire.message_pb(message) if message else None)
+        return pb.SendMessageResponse(message=wire.optional_message_pb(message))
 
     async def SendMessageAsService(
         self, request: pb.SendMessageAsServiceRequest, context: Ctx
     ) -> pb.SendMessageAsServiceResponse:
         message = await messages.send_message_as_service(
-            self._deps, ids.CONVERSATION.parse(request.conversation_id, "conversation_id"), request.content
+            self._deps, wire.conversation_id(request.conversation_id), request.content
         )
         return pb.SendMessageAsServiceResponse(message=wire.message_pb(message))
 
@@ -150,7 +120,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     ) -> pb.CreateAssistantMessageResponse:
         message = await messages.create_assistant_message(
             self._deps,
-            ids.CONVERSATION.parse(request.conversation_id, "conversation_id"),
+            wire.conversation_id(request.conversation_id),
             request.content,
             wire.tool_calls(request.tool_calls),
         )
@@ -159,7 +129,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def CreateSystemMessage(self, request: pb.CreateSystemMessageRequest, context: Ctx) -> pb.CreateSystemMessageResponse:
         result = await messages.create_system_message(
             self._deps,
-            ids.CONVERSATION.parse(request.conversation_id, "conversation_id"),
+            wire.conversation_id(request.conversation_id),
             request.content,
             request.idempotency_key,
             request.enqueue_job,
@@ -167,56 +137,52 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         return pb.CreateSystemMessageResponse(message=wire.message_pb(result.message), created=result.created)
 
     async def CreatePlaceholder(self, request: pb.CreatePlaceholderRequest, context: Ctx) -> pb.CreatePlaceholderResponse:
-        message = await messages.create_placeholder(
-            self._deps, ids.CONVERSATION.parse(request.conversation_id, "conversation_id")
-        )
+        message = await messages.create_placeholder(self._deps, wire.conversation_id(request.conversation_id))
         return pb.CreatePlaceholderResponse(message=wire.message_pb(message))
 
     async def UpdateStreamingContent(
         self, request: pb.UpdateStreamingContentRequest, context: Ctx
     ) -> pb.UpdateStreamingContentResponse:
         applied = await messages.update_streaming_content(
-            self._deps, ids.MESSAGE.parse(request.message_id, "message_id"), request.content, request.sequence
+            self._deps, wire.message_id(request.message_id), request.content, request.sequence
         )
         return pb.UpdateStreamingContentResponse(applied=applied)
 
     async def FinalizeMessage(self, request: pb.FinalizeMessageRequest, context: Ctx) -> pb.FinalizeMessageResponse:
         message = await messages.finalize_message(
-            self._deps,
-            ids.MESSAGE.parse(request.message_id, "message_id"),
-            request.content,
-            wire.tool_calls(request.tool_calls),
+            self._deps, wire.message_id(request.message_id), request.content, wire.tool_calls(request.tool_calls)
         )
         return pb.FinalizeMessageResponse(message=wire.message_pb(message))
 
     async def FailPlaceholder(self, request: pb.FailPlaceholderRequest, context: Ctx) -> pb.FailPlaceholderResponse:
-        message = await messages.fail_placeholder(self._deps, ids.MESSAGE.parse(request.message_id, "message_id"))
+        message = await messages.fail_placeholder(self._deps, wire.message_id(request.message_id))
         return pb.FailPlaceholderResponse(message=wire.message_pb(message))
 
     async def MarkMessageDelivery(self, request: pb.MarkMessageDeliveryRequest, context: Ctx) -> pb.MarkMessageDeliveryResponse:
         message = await messages.mark_message_delivery(
-            self._deps, ids.MESSAGE.parse(request.message_id, "message_id"), wire.delivery_outcome(request.status)
+            self._deps, wire.message_id(request.message_id), wire.delivery_outcome(request.status)
         )
         return pb.MarkMessageDeliveryResponse(message=wire.message_pb(message))
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: Ctx) -> pb.ListMessagesResponse:
-        conversation_id = ids.CONVERSATION.parse(request.conversation_id, "conversation_id")
-        page = await messages.list_messages(self._deps, _user(), conversation_id, _page(request, MESSAGES_PAGE))
+        page = await messages.list_messages(
+            self._deps, _user(), wire.conversation_id(request.conversation_id), wire.messages_page(request)
+        )
         return pb.ListMessagesResponse(messages=[wire.message_pb(m) for m in page.items], next_page_token=page.next_page_token)
 
     async def GetMessage(self, request: pb.GetMessageRequest, context: Ctx) -> pb.GetMessageResponse:
-        message = await messages.get_message(self._deps, _user(), ids.MESSAGE.parse(request.id, "id"))
-        return pb.GetMessageResponse(message=wire.message_pb(message) if message else None)
+        message = await messages.get_message(self._deps, _user(), wire.message_id(request.id, "id"))
+        return pb.GetMessageResponse(message=wire.optional_message_pb(message))
 
     async def WatchConversation(
         self, request: pb.WatchConversationRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchConversationResponse]:
-        conversation_id = ids.CONVERSATION.parse(request.conversation_id, "conversation_id")
-        resume = WatchPosition.decode(request.resume_position, conversation_id)
+        conversation_id = wire.conversation_id(request.conversation_id)
+        resume = wire.resume_position(request, conversation_id)
         async for changes in watch.watch_conversation(self._deps, _user(), conversation_id, resume):
             yield pb.WatchConversationResponse(
                 messages=[wire.message_pb(m) for m in changes.messages],
-                conversation=wire.conversation_pb(changes.conversation) if changes.conversation else None,
+                conversation=wire.optional_conversation_pb(changes.conversation),
                 position=changes.position.encode(),
                 caught_up=changes.caught_up,
             )
@@ -234,8 +200,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def CleanupInboundDedupe(
         self, request: pb.CleanupInboundDedupeRequest, context: Ctx
     ) -> pb.CleanupInboundDedupeResponse:
-        older_than = request.older_than.ToTimedelta() if request.HasField("older_than") else None
-        deleted, more = await dedupe.cleanup_inbound_dedupe(self._deps, older_than, request.batch_size)
+        deleted, more = await dedupe.cleanup_inbound_dedupe(self._deps, wire.older_than(request), request.batch_size)
         return pb.CleanupInboundDedupeResponse(deleted=deleted, more=more)
 
     # --- memories ---
@@ -243,7 +208,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def StoreMemory(self, request: pb.StoreMemoryRequest, context: Ctx) -> pb.StoreMemoryResponse:
         memory = await memories.store_memory(
             self._deps,
-            ids.CONVERSATION.parse_optional(wire.optional(request, "conversation_id"), "conversation_id"),
+            wire.optional_conversation_id(request),
             request.content,
             request.embedding,
             wire.memory_source(request.source),
@@ -255,18 +220,20 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
             self._deps,
             request.embedding,
             request.limit,
-            ids.CONVERSATION.parse_optional(wire.optional(request, "conversation_id"), "conversation_id"),
-            wire.memory_source(request.source) if request.HasField("source") else None,
+            wire.optional_conversation_id(request),
+            wire.optional_memory_source(request),
         )
         return pb.SearchMemoriesResponse(hits=[wire.hit_pb(h) for h in hits])
 
     async def ListMemories(self, request: pb.ListMemoriesRequest, context: Ctx) -> pb.ListMemoriesResponse:
-        conversation_id = ids.CONVERSATION.parse(request.conversation_id, "conversation_id")
         page = await memories.list_memories(
-            self._deps, conversation_id, _page(request, MEMORIES_PAGE), request.include_embeddings
+            self._deps,
+            wire.conversation_id(request.conversation_id),
+            wire.memories_page(request),
+            request.include_embeddings,
         )
         return pb.ListMemoriesResponse(memories=[wire.memory_pb(m) for m in page.items], next_page_token=page.next_page_token)
 
     async def DeleteMemory(self, request: pb.DeleteMemoryRequest, context: Ctx) -> pb.DeleteMemoryResponse:
-        deleted = await memories.delete_memory(self._deps, ids.MEMORY.parse(request.id, "id"))
+        deleted = await memories.delete_memory(self._deps, wire.memory_id(request.id))
         return pb.DeleteMemoryResponse(deleted=deleted)

@@ -1,32 +1,37 @@
-"""Proto ⇄ domain conversions of the messages contract (transport only, no rules)."""
+"""Proto ⇄ domain conversions of the messages contract: ids, enums, page tokens, JSON values and
+durations in; domain values out as response messages. The rules themselves live in domain/."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import Message as ProtoMessage
 
-from services.messages.domain import (
-    Channel,
-    Conversation,
-    ConversationStatus,
-    Memory,
-    MemoryHit,
-    MemorySource,
-    Message,
-    MessageRole,
-    MessageStatus,
+from services.messages.domain import conversations as conversation_rules
+from services.messages.domain import memories as memory_rules
+from services.messages.domain import messages as message_rules
+from services.messages.domain.conversations import Channel, Conversation, ConversationStatus
+from services.messages.domain.memories import Memory, MemoryHit, MemorySource
+from services.messages.domain.messages import Message, MessageRole, MessageStatus, ToolCall
+from services.messages.domain.recent import (
+    RECENT_PAGE,
     RecentConversation,
-    ToolCall,
+    RecentPageRequest,
+    recent_page_request,
 )
+from services.messages.domain.watch import WatchPosition
 from zenthor import ids
 from zenthor.convert import timestamp
-from zenthor.errors import InvalidArgument
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
+from zenthor.pagination import PageRequest, check_size, page_request
 
 CHANNEL_PB = {Channel.WEB: common.CHANNEL_WEB, Channel.WHATSAPP: common.CHANNEL_WHATSAPP}
-CHANNEL_OF = {v: k for k, v in CHANNEL_PB.items()}
+CHANNEL_OF: dict[int, Channel] = {int(v): k for k, v in CHANNEL_PB.items()}
 STATUS_PB = {ConversationStatus.ACTIVE: pb.CONVERSATION_STATUS_ACTIVE, ConversationStatus.ARCHIVED: pb.CONVERSATION_STATUS_ARCHIVED}
 ROLE_PB = {MessageRole.USER: pb.MESSAGE_ROLE_USER, MessageRole.ASSISTANT: pb.MESSAGE_ROLE_ASSISTANT, MessageRole.SYSTEM: pb.MESSAGE_ROLE_SYSTEM}
 MESSAGE_STATUS_PB = {
@@ -35,31 +40,103 @@ MESSAGE_STATUS_PB = {
     MessageStatus.DELIVERED: pb.MESSAGE_STATUS_DELIVERED,
     MessageStatus.FAILED: pb.MESSAGE_STATUS_FAILED,
 }
-MESSAGE_STATUS_OF = {v: k for k, v in MESSAGE_STATUS_PB.items()}
+MESSAGE_STATUS_OF: dict[int, MessageStatus] = {int(v): k for k, v in MESSAGE_STATUS_PB.items()}
 SOURCE_PB = {MemorySource.CONVERSATION: pb.MEMORY_SOURCE_CONVERSATION, MemorySource.MANUAL: pb.MEMORY_SOURCE_MANUAL}
-SOURCE_OF = {v: k for k, v in SOURCE_PB.items()}
+SOURCE_OF: dict[int, MemorySource] = {int(v): k for k, v in SOURCE_PB.items()}
+
+
+# --- requests: ids, enums, optional fields, pages ---
+
+
+def _optional_str(message: ProtoMessage, field: str) -> str | None:
+    """A proto3 `optional string` field: its value when set, None when absent."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    assert isinstance(value, str)
+    return value
+
+
+def conversation_id(value: str, field: str = "conversation_id") -> uuid.UUID:
+    return ids.CONVERSATION.parse(value, field)
+
+
+def optional_conversation_id(message: ProtoMessage, field: str = "conversation_id") -> uuid.UUID | None:
+    return ids.CONVERSATION.parse_optional(_optional_str(message, field), field)
+
+
+def conversation_ids(values: Sequence[str], field: str = "ids") -> list[uuid.UUID]:
+    conversation_rules.check_batch_ids(len(values), field)
+    return [ids.CONVERSATION.parse(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def message_id(value: str, field: str = "message_id") -> uuid.UUID:
+    return ids.MESSAGE.parse(value, field)
+
+
+def memory_id(value: str, field: str = "id") -> uuid.UUID:
+    return ids.MEMORY.parse(value, field)
+
+
+def optional_user_id(message: ProtoMessage, field: str = "user_id") -> uuid.UUID | None:
+    return ids.USER.parse_optional(_optional_str(message, field), field)
+
+
+def optional_contact_id(message: ProtoMessage, field: str = "contact_id") -> uuid.UUID | None:
+    return ids.CONTACT.parse_optional(_optional_str(message, field), field)
+
+
+def optional_agent_id(message: ProtoMessage, field: str = "agent_id") -> uuid.UUID | None:
+    return ids.AGENT.parse_optional(_optional_str(message, field), field)
+
+
+def optional_title(message: ProtoMessage, field: str = "title") -> str | None:
+    return _optional_str(message, field)
 
 
 def channel(value: int, field: str = "channel") -> Channel:
-    if value not in CHANNEL_OF:
-        raise InvalidArgument(field, "must be CHANNEL_WEB or CHANNEL_WHATSAPP")
-    return CHANNEL_OF[value]  # type: ignore[index]
+    return conversation_rules.check_channel(CHANNEL_OF.get(value), field)
 
 
 def memory_source(value: int, field: str = "source") -> MemorySource:
-    if value not in SOURCE_OF:
-        raise InvalidArgument(field, "must be MEMORY_SOURCE_CONVERSATION or MEMORY_SOURCE_MANUAL")
-    return SOURCE_OF[value]  # type: ignore[index]
+    return memory_rules.check_source(SOURCE_OF.get(value), field)
+
+
+def optional_memory_source(request: pb.SearchMemoriesRequest, field: str = "source") -> MemorySource | None:
+    return memory_source(request.source, field) if request.HasField("source") else None
 
 
 def delivery_outcome(value: int, field: str = "status") -> MessageStatus:
-    if value not in (pb.MESSAGE_STATUS_DELIVERED, pb.MESSAGE_STATUS_FAILED):
-        raise InvalidArgument(field, "must be MESSAGE_STATUS_DELIVERED or MESSAGE_STATUS_FAILED")
-    return MESSAGE_STATUS_OF[value]  # type: ignore[index]
+    return message_rules.check_delivery_outcome(MESSAGE_STATUS_OF.get(value), field)
 
 
-def optional(message: Any, field: str) -> Any:
-    return getattr(message, field) if message.HasField(field) else None
+def older_than(request: pb.CleanupInboundDedupeRequest) -> timedelta | None:
+    return request.older_than.ToTimedelta() if request.HasField("older_than") else None
+
+
+def conversations_page(request: pb.ListConversationsRequest) -> PageRequest:
+    return page_request(request.page_size, request.page_token, conversation_rules.CONVERSATIONS_PAGE)
+
+
+def messages_page(request: pb.ListMessagesRequest) -> PageRequest:
+    return page_request(request.page_size, request.page_token, message_rules.MESSAGES_PAGE)
+
+
+def memories_page(request: pb.ListMemoriesRequest) -> PageRequest:
+    return page_request(request.page_size, request.page_token, memory_rules.MEMORIES_PAGE)
+
+
+def recent_page(request: pb.ListRecentConversationsRequest) -> RecentPageRequest:
+    return recent_page_request(request.page_size, request.page_token)
+
+
+def watched_list_size(request: pb.WatchConversationListRequest) -> int:
+    """How many recent conversations each snapshot holds (the first page of the list)."""
+    return check_size(request.page_size, RECENT_PAGE)
+
+
+def resume_position(request: pb.WatchConversationRequest, conversation: uuid.UUID) -> WatchPosition | None:
+    return WatchPosition.decode(request.resume_position, conversation, "resume_position")
 
 
 def _json(value: struct_pb2.Value) -> Any:
@@ -70,7 +147,7 @@ def _value(data: Any) -> struct_pb2.Value:
     return json_format.ParseDict(data, struct_pb2.Value())
 
 
-def tool_calls(calls: Any) -> list[ToolCall]:
+def tool_calls(calls: Iterable[pb.ToolCall]) -> list[ToolCall]:
     return [
         ToolCall(
             name=c.name,
@@ -80,6 +157,9 @@ def tool_calls(calls: Any) -> list[ToolCall]:
         )
         for c in calls
     ]
+
+
+# --- responses ---
 
 
 def conversation_pb(c: Conversation) -> pb.Conversation:
@@ -93,6 +173,10 @@ def conversation_pb(c: Conversation) -> pb.Conversation:
         title=c.title,
         status=STATUS_PB[c.status],
     )
+
+
+def optional_conversation_pb(c: Conversation | None) -> pb.Conversation | None:
+    return conversation_pb(c) if c is not None else None
 
 
 def tool_call_pb(call: ToolCall) -> pb.ToolCall:
@@ -112,6 +196,10 @@ def message_pb(m: Message) -> pb.Message:
         streaming=m.streaming,
         status=MESSAGE_STATUS_PB[m.status],
     )
+
+
+def optional_message_pb(m: Message | None) -> pb.Message | None:
+    return message_pb(m) if m is not None else None
 
 
 def recent_pb(r: RecentConversation) -> pb.RecentConversation:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from services.plugins import usecases
 from services.plugins.servicer import PluginsServicer
+from services.plugins.usecases.deps import Deps
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
@@ -21,7 +21,7 @@ async def build_server(
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the plugins service")
     engine = create_engine(settings.database_url, settings.db_pool_size)
-    deps = usecases.Deps(uow=lambda: UnitOfWork(engine), clock=clock)
+    deps = Deps(uow=lambda: UnitOfWork(engine), clock=clock)
     resolver, peers = peer_resolver(settings)
     registration = ServiceRegistration(
         descriptor=plugins_pb2.DESCRIPTOR.services_by_name["PluginsService"],

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FILES = [identity_pb2, messages_pb2, agent_queue_pb2, delivery_pb2, approvals_pb2, plugins_pb2, todoist_pb2]
 SERVICES = [s for f in FILES for s in f.DESCRIPTOR.services_by_name.values()]
 
-# spec §9.1.5: the unauthenticated set is exactly an explicit allowlist.
+# The unauthenticated set is exactly an explicit allowlist.
 PUBLIC_ALLOWLIST = {"/zenthor.identity.v1.IdentityService/GetHealthCheck"}
 SIGNED_IN_ALLOWLIST = {"/zenthor.identity.v1.IdentityService/GetOrCreateUserFromClerk"}
 

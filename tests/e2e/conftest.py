@@ -23,7 +23,7 @@ from tests.support.jwks import FakeClerkIssuer
 from zenthor.config import ServiceName, Settings
 from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
 
-# spec scenarios' shared fixture
+# the allowlist every scenario starts from
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3").decode()
 
 

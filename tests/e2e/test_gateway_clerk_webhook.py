@@ -1,4 +1,4 @@
-"""Spec scenarios B.16 to B.25 and http.md: POST /clerk/webhook over HTTP, svix-signed, against
+"""POST /clerk/webhook over HTTP, svix-signed, against
 the real identity service; rows asserted in Postgres."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def user_event(
     }
 
 
-# spec scenario B.20's event
+# a user.created event as Clerk sends it
 GINA_CREATED = {
     "type": "user.created",
     "data": {
@@ -191,7 +191,7 @@ async def test_user_created_replayed_within_the_window_is_idempotent(
 
 
 async def test_user_created_with_null_image_url_stores_no_image(gateway: httpx.AsyncClient, identity: Running) -> None:
-    # Finding 33: the original answered 500 here; a null image is simply no image.
+    # docs/hardening.md #33: the original answered 500 here; a null image is simply no image.
     event = user_event("user.created", "user_n", first="Nia", image_url=None)
     assert_text(await deliver(gateway, event), 200, "OK")
     assert user_row(identity.db, "user_n") == ("user_n", "Nia", "", "member", None, "active")

@@ -1,7 +1,7 @@
 """Phone verification end to end across three real services: the code requested on identity
 travels through the outbox to messages (conversation + system message) and delivery
 (outbound row for the configured WhatsApp account), where the egress runtime claims it; the
-code it sends then confirms the phone (spec identity.md §4, findings 10 and 27)."""
+code it sends then confirms the phone (docs/hardening.md #10 and #27)."""
 
 from __future__ import annotations
 

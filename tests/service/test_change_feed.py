@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.identity.store import users
+from services.identity.store.tables import users
 from tests.support.database import TestDatabase
 from zenthor.config import ServiceName
 from zenthor.db import UnitOfWork, create_engine

@@ -1,4 +1,4 @@
-"""Each service's database role reaches only its own schema (ARCHITECTURE.md §6)."""
+"""Each service's database role reaches only its own schema (docs/architecture.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spec scenarios A.* over gRPC against the real identity server: who may call what."""
+"""Who may call what, over gRPC against the real identity server (docs/architecture.md §4)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ async def test_role_derived_from_allowlist_when_stored_role_absent(identity: Run
 
 
 async def test_client_sent_email_never_grants_admin(identity: Running) -> None:
-    # Finding 2: an unverified email on the row does not consult the allowlist.
+    # An unverified email on the row does not consult the allowlist (docs/hardening.md #2).
     add_user(identity.db, "user_sneaky", email="boss@example.com", role=None, email_verified=False)
     token = identity.issuer.token("user_sneaky")
     error = await rpc_error(identity.stub.ListUsers(pb.ListUsersRequest(), metadata=bearer(token)))
@@ -78,7 +78,7 @@ async def test_public_health_check_needs_no_credentials(identity: Running) -> No
 
 
 async def test_inactive_users_are_refused(identity: Running) -> None:
-    # Scenario A.12 (fix, finding 22): a user deleted in Clerk loses access at once.
+    # A user deleted in Clerk loses access at once (docs/hardening.md #22).
     add_user(identity.db, "user_alice", email="alice@example.com", status="inactive")
     token = identity.issuer.token("user_alice")
     error = await rpc_error(identity.stub.GetPrivateData(pb.GetPrivateDataRequest(), metadata=bearer(token)))

@@ -27,7 +27,7 @@ async def test_whatsapp_ingress_creates_then_finds_a_contact(identity: Running) 
 
 
 async def test_simultaneous_first_messages_from_one_number_make_one_contact(identity: Running) -> None:
-    # Finding 24: the unique phone makes creation idempotent under a real race.
+    # The unique phone makes creation idempotent under a real race (docs/hardening.md #24).
     request = pb.CreateContactRequest(phone="5511988887777", name="x", is_allowed=False)
     replies = await asyncio.gather(*(identity.stub.CreateContact(request, metadata=service()) for _ in range(20)))
     assert sum(r.created for r in replies) == 1

@@ -1,4 +1,5 @@
-"""Spec scenarios C.28–C.38 (phone verification) over gRPC, with findings 4, 5, 10, 21 fixed."""
+"""Phone verification over gRPC: request, confirm, status, unlink and cleanup, with the fixes
+of docs/hardening.md #4, #5, #10 and #21."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def verifications(db: TestDatabase) -> list[tuple[Any, ...]]:
 
 @pytest.mark.parametrize("phone", ["+55 11 99999", "123456789", "1234567890123456", "55119999900x0"])
 async def test_invalid_phone_format_is_rejected_and_nothing_written(identity: Running, phone: str) -> None:
-    # Scenario C.28, answered as INVALID_ARGUMENT naming the field.
+    # The original answered success=false; here it is INVALID_ARGUMENT naming the field.
     alice(identity.db)
     error = await rpc_error(request(identity, "user_alice", phone))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -78,7 +79,6 @@ async def test_invalid_phone_format_is_rejected_and_nothing_written(identity: Ru
 
 
 async def test_phone_owned_by_another_user_is_refused(identity: Running) -> None:
-    # Scenario C.29.
     alice(identity.db)
     add_user(identity.db, "user_bob", email="bob@example.com", phone="5511988887777")
     reply = await request(identity, "user_alice", "5511988887777")
@@ -86,7 +86,7 @@ async def test_phone_owned_by_another_user_is_refused(identity: Running) -> None
 
 
 async def test_successful_request_stores_a_hashed_code_and_queues_its_delivery(identity: Running) -> None:
-    # Scenario C.30 (fix 10: the delivery names the configured WhatsApp account).
+    # The delivery names the configured WhatsApp account (docs/hardening.md #10).
     user_id = alice(identity.db)
     reply = await request(identity, "user_alice")
     assert reply.success and not reply.HasField("error")
@@ -103,7 +103,6 @@ async def test_successful_request_stores_a_hashed_code_and_queues_its_delivery(i
 
 
 async def test_a_new_request_expires_the_previous_one(identity: Running, clock: Clock) -> None:
-    # Scenario C.31.
     alice(identity.db)
     await request(identity, "user_alice")
     clock.at(timedelta(minutes=1))
@@ -114,7 +113,6 @@ async def test_a_new_request_expires_the_previous_one(identity: Running, clock: 
 
 
 async def test_wrong_code_keeps_the_request_pending(identity: Running, clock: Clock) -> None:
-    # Scenario C.32.
     alice(identity.db)
     await request(identity, "user_alice")
     clock.at(timedelta(minutes=1))
@@ -126,7 +124,7 @@ async def test_wrong_code_keeps_the_request_pending(identity: Running, clock: Cl
 
 
 async def test_ten_wrong_codes_lock_the_request_and_the_right_code_then_fails(identity: Running) -> None:
-    # Finding 4: an attempt cap per code.
+    # An attempt cap per code (docs/hardening.md #4).
     alice(identity.db)
     await request(identity, "user_alice")
     (code,) = sent_codes(identity.db)
@@ -140,7 +138,7 @@ async def test_ten_wrong_codes_lock_the_request_and_the_right_code_then_fails(id
 
 
 async def test_code_expires_strictly_after_five_minutes(identity: Running, clock: Clock) -> None:
-    # Scenario C.33: at exactly T0+5m the code is still good; 1 ms later it is expired.
+    # At exactly T0+5m the code is still good; 1 ms later it is expired.
     alice(identity.db)
     bob(identity.db)
     await request(identity, "user_alice")
@@ -156,7 +154,6 @@ async def test_code_expires_strictly_after_five_minutes(identity: Running, clock
 
 
 async def test_successful_confirmation_links_the_contact(identity: Running, clock: Clock) -> None:
-    # Scenario C.34.
     user_id = alice(identity.db)
     await request(identity, "user_alice")
     (code,) = sent_codes(identity.db)
@@ -171,14 +168,12 @@ async def test_successful_confirmation_links_the_contact(identity: Running, cloc
 
 
 async def test_confirm_without_pending_request(identity: Running) -> None:
-    # Scenario C.35.
     alice(identity.db)
     reply = await confirm(identity, "user_alice", "123456")
     assert (reply.success, reply.error) == (False, "No pending verification found")
 
 
 async def test_status_hides_requests_past_the_ttl(identity: Running, clock: Clock) -> None:
-    # Scenario C.36.
     alice(identity.db)
     await request(identity, "user_alice")
     clock.at(timedelta(minutes=4))
@@ -191,7 +186,6 @@ async def test_status_hides_requests_past_the_ttl(identity: Running, clock: Cloc
 
 
 async def test_unlink_removes_the_phone_and_the_contact_link(identity: Running) -> None:
-    # Scenario C.37.
     user_id = add_user(identity.db, "user_alice", email="alice@example.com", phone="5511999990000")
     identity.db.sql("INSERT INTO identity.contacts (id, phone, name, is_allowed, user_id, created_at) VALUES (gen_random_uuid(), '5511999990000', 'K1', true, %s, now())", (user_id,))
     for _ in range(2):  # the second call is a no-op
@@ -201,7 +195,7 @@ async def test_unlink_removes_the_phone_and_the_contact_link(identity: Running) 
 
 
 async def test_cleanup_keeps_verified_rows_for_audit(identity: Running, clock: Clock) -> None:
-    # Scenario C.38 (fix 21): only old unverified rows go.
+    # Only old unverified rows go (docs/hardening.md #21).
     user_id = alice(identity.db)
     for age, status in [(timedelta(hours=25), "verified"), (timedelta(hours=25), "pending"), (timedelta(hours=1), "pending")]:
         identity.db.sql(
@@ -216,7 +210,7 @@ async def test_cleanup_keeps_verified_rows_for_audit(identity: Running, clock: C
 
 
 async def test_two_users_confirming_one_phone_one_wins(identity: Running) -> None:
-    # Finding 5: uniqueness is re-checked at confirmation, under a real race.
+    # Uniqueness is re-checked at confirmation, under a real race (docs/hardening.md #5).
     alice(identity.db)
     bob(identity.db)
     await request(identity, "user_alice")
@@ -234,7 +228,7 @@ async def test_two_users_confirming_one_phone_one_wins(identity: Running) -> Non
 
 
 async def test_requests_are_rate_limited_per_user_and_per_phone(identity: Running, clock: Clock) -> None:
-    # Finding 4: each request sends a WhatsApp message.
+    # Each request sends a WhatsApp message (docs/hardening.md #4).
     alice(identity.db)
     for minute in range(5):
         clock.at(timedelta(minutes=minute))

@@ -1,4 +1,4 @@
-"""Spec scenarios B.* (users, Clerk upserts, sync, role backfill) over gRPC."""
+"""Users over gRPC: bootstrap, Clerk upserts and deletions, bulk sync, role backfill, lists."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def user_row(identity: Running, external_id: str) -> dict[str, Any]:
 
 
 async def test_bootstrap_creates_the_user_without_trusting_the_client_email(identity: Running) -> None:
-    # Scenario B.14 (fix, finding 2): no verified email claim → no admin role from the body.
+    # No verified email claim → no admin role from the body (docs/hardening.md #2).
     token = identity.issuer.token("user_d")
     reply = await identity.stub.GetOrCreateUserFromClerk(
         pb.GetOrCreateUserFromClerkRequest(name="Dee", email="Ops@Example.com"), metadata=bearer(token)
@@ -39,7 +39,7 @@ async def test_bootstrap_creates_the_user_without_trusting_the_client_email(iden
     assert reply.created and reply.user_id.startswith("usr_")
     row = user_row(identity, "user_d")
     assert row["name"] == "Dee"
-    assert row["email"] == "ops@example.com"  # finding 32: lower-cased
+    assert row["email"] == "ops@example.com"  # lower-cased (docs/hardening.md #32)
     assert row["role"] is None and row["email_verified"] is False
     assert row["status"] == "active"
     assert row["created_at"] == row["updated_at"]
@@ -58,7 +58,7 @@ async def test_bootstrap_uses_the_jwt_email_claim_for_the_role(identity: Running
 
 
 async def test_bootstrap_for_an_existing_user_patches_only_a_missing_role(identity: Running) -> None:
-    # Scenario B.15: name stays, the same id comes back, a second call changes nothing.
+    # The name stays, the same id comes back, a second call changes nothing.
     user_id = add_user(identity.db, "user_e", name="Old", email="x@example.com", role=None, email_verified=True)
     token = identity.issuer.token("user_e", email="x@example.com")
     request = pb.GetOrCreateUserFromClerkRequest(name="New", email="x@example.com")
@@ -76,7 +76,7 @@ async def test_bootstrap_needs_a_token(identity: Running) -> None:
 
 
 async def test_clerk_user_created_inserts_an_active_member(identity: Running) -> None:
-    # Scenario B.20 (the fields as the gateway derives them).
+    # The fields as the gateway derives them from a Clerk `user.created`.
     reply = await identity.stub.UpsertClerkUser(
         pb.UpsertClerkUserRequest(external_id="user_g", name="Gina", email="Gina@Example.COM", image="https://img/g.png"),
         metadata=service(),
@@ -89,7 +89,6 @@ async def test_clerk_user_created_inserts_an_active_member(identity: Running) ->
 
 
 async def test_clerk_user_updated_keeps_the_stored_role_and_removes_a_missing_image(identity: Running) -> None:
-    # Scenario B.22.
     boss(identity.db)
     identity.db.sql("UPDATE identity.users SET image = 'https://img/old.png' WHERE external_id = 'user_boss'")
     before = user_row(identity, "user_boss")
@@ -109,7 +108,7 @@ async def test_clerk_user_updated_keeps_the_stored_role_and_removes_a_missing_im
 
 
 async def test_clerk_user_deleted_marks_inactive_and_replayed_creation_keeps_it_inactive(identity: Running) -> None:
-    # Scenarios B.23 and B.25.
+    # A user deleted in Clerk stays inactive even when its creation is replayed (docs/hardening.md #22).
     add_user(identity.db, "user_bob", email="bob@example.com")
     gone = await identity.stub.DeactivateClerkUser(pb.DeactivateClerkUserRequest(external_id="user_bob"), metadata=service())
     assert gone.found and user_row(identity, "user_bob")["status"] == "inactive"
@@ -124,7 +123,6 @@ async def test_clerk_user_deleted_marks_inactive_and_replayed_creation_keeps_it_
 
 
 async def test_role_backfill_derives_missing_roles_once(identity: Running) -> None:
-    # Scenario B.27.
     add_user(identity.db, "u1", email="boss@example.com", role="admin")
     add_user(identity.db, "u2", email="ops@example.com", role=None)
     add_user(identity.db, "u3", email="z@example.com", role=None)
@@ -204,7 +202,7 @@ def clerk_api() -> Iterator[FakeClerkApi]:
 
 
 async def test_bulk_sync_pages_through_clerk(settings_for: Any, db: Any, clerk_issuer: Any, clerk_api: FakeClerkApi) -> None:
-    # Scenario B.26: 230 users, 30 already local.
+    # 230 users in pages of 100, 30 already local.
     for i in range(30):
         add_user(db, f"user_{i:03d}", email="old@example.com")
     settings = settings_for(ServiceName.IDENTITY, clerk_secret_key="sk_test_123", clerk_api_url=clerk_api.url)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.identity.app import build_server
-from services.identity.store import outbox
+from services.identity.store.tables import outbox
 from tests.conftest import free_port
 from tests.support.database import TestDatabase
 from zenthor.clients import open_channel

@@ -1,4 +1,4 @@
-"""Service-key auth (spec §4.5, scenarios A.6–A.8) with finding 3 fixed: fail closed."""
+"""Service-key auth, failing closed (docs/hardening.md #3)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ async def _server_with(settings_for: Any, db: Any, issuer: Any, **overrides: Any
 
 
 async def test_no_configured_key_refuses_every_service_call(settings_for: Any, db: Any, clerk_issuer: Any) -> None:
-    # Scenario A.7, and finding 3: production and "forgot to set it" behave the same.
+    # docs/hardening.md #3: production and "forgot to set it" behave the same.
     running = await _server_with(settings_for, db, clerk_issuer, service_key=None, dev_insecure=False)
     try:
         for metadata in [service("anything"), ()]:

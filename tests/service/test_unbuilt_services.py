@@ -8,11 +8,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.todoist.app import build_server as build_todoist_server
 from tests.service.conftest import start, stop
 from tests.support.grpc_client import rpc_error, service
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc
+from zenthor.gen.zenthor.todoist.v1 import todoist_pb2, todoist_pb2_grpc
 from zenthor.process import peer_resolver
 from zenthor.server import GrpcServer, ServiceRegistration
 
@@ -42,5 +44,20 @@ async def test_unbuilt_rpc_answers_unimplemented_naming_itself(settings_for: Any
         # Auth still comes first: no key, no information.
         anonymous = await rpc_error(running.stub.CleanupInboundDedupe(pb.CleanupInboundDedupeRequest()))
         assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await stop(running)
+
+
+async def test_contract_only_todoist_serves_health_and_answers_unimplemented(settings_for: Any, db: Any, clerk_issuer: Any) -> None:
+    settings = settings_for(ServiceName.TODOIST)
+    running = await start(await build_todoist_server(settings), todoist_pb2_grpc.TodoistServiceStub, settings, db, clerk_issuer)
+    try:
+        health = health_pb2_grpc.HealthStub(running.channel)
+        status = await health.Check(health_pb2.HealthCheckRequest(service="zenthor.todoist.v1.TodoistService"))
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        request = todoist_pb2.CleanupExpiredTodoistOAuthStatesRequest()
+        error = await rpc_error(running.stub.CleanupExpiredTodoistOAuthStates(request, metadata=service()))
+        assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "zenthor.todoist.v1.TodoistService/CleanupExpiredTodoistOAuthStates" in error.details()
     finally:
         await stop(running)

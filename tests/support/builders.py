@@ -1,4 +1,4 @@
-"""Small builders that arrange rows the spec's scenarios start from (written as the superuser)."""
+"""Small builders that arrange rows the scenarios start from (written as the superuser)."""
 
 from __future__ import annotations
 

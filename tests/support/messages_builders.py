@@ -14,7 +14,7 @@ from zenthor import ids
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 
-T0 = datetime.fromtimestamp(1_700_000_000, UTC)  # spec scenarios' T0
+T0 = datetime.fromtimestamp(1_700_000_000, UTC)  # the scenarios' start time
 
 
 class TestClock:

@@ -1,5 +1,5 @@
-"""spec agent_queue.md §1.2: the pure job rules, exactly (values in ms from the epoch as in
-the spec, converted at the edge of each case)."""
+"""The pure job rules the original backend applied, exactly (values in ms from the epoch as
+the original kept them, converted at the edge of each case)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from services.agent_queue.domain.jobs import (
     has_active_job_for_conversation,
     is_heartbeat_valid,
     is_job_stale,
-    owns_conversation,
     resolve_stale_action,
 )
-from zenthor.retries import backoff_delay_s, retry_workflow_id
+from zenthor.auth.principal import ResolvedUser, Role, UserStatus
+from zenthor.retries import retry_delay_s, retry_workflow_id
 
 T0_MS = 1_700_000_000_000
 
@@ -102,17 +102,22 @@ def test_is_heartbeat_valid() -> None:
 
 def test_owner_is_the_conversations_user_or_the_callers_linked_contact() -> None:
     user, contact = uuid.uuid4(), uuid.uuid4()
-    assert owns_conversation(user, None, user, None)
-    assert owns_conversation(user, contact, None, contact)
-    assert not owns_conversation(user, None, None, contact)
-    assert not owns_conversation(user, contact, uuid.uuid4(), None)
-    assert not owns_conversation(user, None, None, None)
+
+    def caller(contact_id: uuid.UUID | None) -> ResolvedUser:
+        return ResolvedUser(user_id=user, role=Role.MEMBER, status=UserStatus.ACTIVE, contact_id=contact_id)
+
+    # The job stores the conversation's owner ids; the kit's one ownership rule decides.
+    assert caller(None).owns(user_id=user, contact_id=None)
+    assert caller(contact).owns(user_id=None, contact_id=contact)
+    assert not caller(None).owns(user_id=None, contact_id=contact)
+    assert not caller(contact).owns(user_id=uuid.uuid4(), contact_id=None)
+    assert not caller(None).owns(user_id=None, contact_id=None)
 
 
 def test_backoff_is_exponential_jittered_and_capped() -> None:
     rng = random.Random(1)
     for attempt, (low, high) in {1: (5, 10), 2: (10, 20), 3: (20, 40), 10: (150, 300), 50: (150, 300)}.items():
-        delays = [backoff_delay_s(attempt, rng) for _ in range(200)]
+        delays = [retry_delay_s(attempt, rng) for _ in range(200)]
         assert low <= min(delays) and max(delays) <= high, attempt
         assert len(set(delays)) > 1  # jittered
     assert retry_workflow_id("job_abc", 2) == "retry-job_abc-2"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.approvals.domain import (
+from services.approvals.domain.approvals import (
     Approval,
     ApprovalStatus,
     Channel,
@@ -18,6 +18,7 @@ from services.approvals.domain import (
 )
 from services.delivery.domain import outbound, whatsapp
 from zenthor.errors import InvalidArgument
+from zenthor.pagination import key_page_request, next_key_token
 
 T0 = datetime.fromtimestamp(1_700_000_000, UTC)
 
@@ -25,9 +26,9 @@ T0 = datetime.fromtimestamp(1_700_000_000, UTC)
 @pytest.mark.parametrize(
     ("asked", "granted"),
     [
-        (None, timedelta(seconds=30)),  # spec default
+        (None, timedelta(seconds=30)),  # the senders' default
         (timedelta(0), timedelta(seconds=30)),  # the original's `lockMs || 30000`
-        (timedelta(milliseconds=10), timedelta(seconds=1)),  # spec minimum
+        (timedelta(milliseconds=10), timedelta(seconds=1)),  # the minimum senders expect
         (timedelta(minutes=10), timedelta(minutes=10)),
     ],
 )
@@ -92,11 +93,19 @@ def test_session_values_are_measured_in_utf8_bytes() -> None:
 
 
 def test_key_page_tokens_round_trip_and_refuse_garbage() -> None:
-    token = whatsapp.next_key_token(["a", "b"], 2)
-    assert whatsapp.key_page(2, token).after == "b"
-    assert whatsapp.next_key_token(["a"], 2) == ""
-    with pytest.raises(InvalidArgument):
-        whatsapp.key_page(2, "not-a-token")
+    token = next_key_token(["a", "b"], 2)
+    assert key_page_request(2, token, whatsapp.SESSION_PAGE).after == "b"
+    assert next_key_token(["a"], 2) == ""
+    with pytest.raises(InvalidArgument) as error:
+        key_page_request(2, "not-a-token", whatsapp.SESSION_PAGE)
+    assert error.value.field == "page_token"
+
+
+def test_session_pages_default_to_500_and_stop_at_1000() -> None:
+    assert key_page_request(0, "", whatsapp.SESSION_PAGE).size == 500
+    with pytest.raises(InvalidArgument) as error:
+        key_page_request(1_001, "", whatsapp.SESSION_PAGE)
+    assert error.value.field == "page_size"
 
 
 def approval(created: datetime) -> Approval:

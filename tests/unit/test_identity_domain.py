@@ -1,4 +1,4 @@
-"""Identity rules as plain functions (spec identity.md §4.4, §5.2)."""
+"""Identity rules as plain functions: the role rule, the bootstrap email, Clerk profile fields, phones."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.identity import domain
-from services.identity.domain import User
+from services.identity.domain.contacts import check_phone
+from services.identity.domain.users import User, bootstrap_email, effective_role
 from zenthor.auth.principal import Identity, Role, UserStatus
 from zenthor.clerk import clerk_profile, display_name
 from zenthor.errors import InvalidArgument
@@ -22,21 +22,21 @@ def user(role: Role | None, email: str, verified: bool | None) -> User:
 
 
 def test_stored_role_wins_over_the_allowlist() -> None:
-    assert domain.effective_role(user(Role.MEMBER, "ops@example.com", True), ALLOW) is Role.MEMBER
+    assert effective_role(user(Role.MEMBER, "ops@example.com", True), ALLOW) is Role.MEMBER
 
 
 def test_absent_role_is_derived_case_insensitively() -> None:
-    assert domain.effective_role(user(None, "BOSS@example.com", None), ALLOW) is Role.ADMIN
-    assert domain.effective_role(user(None, "z@example.com", True), ALLOW) is Role.MEMBER
+    assert effective_role(user(None, "BOSS@example.com", None), ALLOW) is Role.ADMIN
+    assert effective_role(user(None, "z@example.com", True), ALLOW) is Role.MEMBER
 
 
 def test_unverified_email_never_derives_admin() -> None:
-    assert domain.effective_role(user(None, "boss@example.com", False), ALLOW) is Role.MEMBER
+    assert effective_role(user(None, "boss@example.com", False), ALLOW) is Role.MEMBER
 
 
 def test_bootstrap_prefers_the_jwt_email_claim() -> None:
-    assert domain.bootstrap_email(Identity("s", email="Ops@Example.com"), "evil@x.com") == ("ops@example.com", True)
-    assert domain.bootstrap_email(Identity("s"), "Me@X.com") == ("me@x.com", False)
+    assert bootstrap_email(Identity("s", email="Ops@Example.com"), "evil@x.com") == ("ops@example.com", True)
+    assert bootstrap_email(Identity("s"), "Me@X.com") == ("me@x.com", False)
 
 
 @pytest.mark.parametrize(
@@ -58,10 +58,10 @@ def test_clerk_profile_takes_the_primary_email_and_treats_null_image_as_none() -
 
 @pytest.mark.parametrize("phone", ["5511999990000", "1234567890", "123456789012345"])
 def test_valid_phones(phone: str) -> None:
-    assert domain.check_phone(phone) == phone
+    assert check_phone(phone) == phone
 
 
 @pytest.mark.parametrize("phone", ["", "123456789", "1234567890123456", "+5511999990000", "55 11 99999 0000", "５５１１９９９９９０００"])
 def test_malformed_phones_are_refused(phone: str) -> None:
     with pytest.raises(InvalidArgument, match="phone"):
-        domain.check_phone(phone)
+        check_phone(phone)

@@ -1,17 +1,32 @@
-"""Pure rules of the kit: ids, page tokens, the principal cache, settings."""
+"""Pure rules of the kit: ids, page tokens and sizes, backoff, ownership, the permanent-error
+table, the principal cache, settings."""
 
 from __future__ import annotations
 
+import base64
+import json
+import random
 import uuid
 
+import grpc
 import pytest
 
 from zenthor import ids
 from zenthor.auth.principal import ResolvedUser, Role, UserStatus
 from zenthor.auth.resolver import CachingResolver
+from zenthor.backoff import backoff_delay_s
 from zenthor.config import Settings
-from zenthor.errors import InvalidArgument
-from zenthor.pagination import decode_token, encode_token, next_token, page_request
+from zenthor.errors import InvalidArgument, is_permanent
+from zenthor.pagination import (
+    PageLimits,
+    check_size,
+    decode_token,
+    encode_token,
+    key_page_request,
+    next_key_token,
+    next_token,
+    page_request,
+)
 
 
 def test_ids_are_prefixed_time_ordered_and_round_trip() -> None:
@@ -33,12 +48,88 @@ def test_malformed_or_wrong_table_ids_name_the_field(text: str, why: str) -> Non
 
 def test_page_tokens_round_trip_and_reject_garbage() -> None:
     last = uuid.uuid4()
-    assert decode_token(encode_token(last)) == last
-    assert decode_token("") is None
+    assert page_request(10, next_token([last], 1)).after == last
+    assert page_request(0, "").after is None
     with pytest.raises(InvalidArgument, match="page_token"):
-        decode_token("!!!")
+        page_request(0, "!!!")
     assert page_request(0, "").size == 100
     assert next_token([last], 1) and next_token([last], 2) == ""
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _b64(b'{"after":5}'),  # a field of the wrong JSON type
+        _b64(b"[" * 100_000),  # nested far past any recursion limit
+        _b64(b'{"after":"%s","x":1}' % uuid.uuid4().hex.encode()),  # an unknown field
+        _b64(b'{"after":"not-a-uuid"}'),
+        _b64(b"\xff\xfe"),  # not UTF-8
+        _b64(b'{"after":"\\u0000"}'),
+        "A" * 5000,
+    ],
+    ids=["wrong-type", "deep-nesting", "extra-field", "bad-uuid", "not-utf8", "nul", "too-long"],
+)
+def test_forged_page_tokens_are_invalid_argument_naming_the_field(token: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        page_request(0, token)
+    assert error.value.field == "page_token"
+
+
+def test_token_integers_are_bounded_bigints() -> None:
+    schema = {"r": int}
+    assert decode_token(encode_token({"r": 2**63 - 1}), schema, field="resume_position") == {"r": 2**63 - 1}
+    for bad in (2**70, -1, True, 1.5):
+        with pytest.raises(InvalidArgument, match="resume_position"):
+            decode_token(_b64(json.dumps({"r": bad}).encode()), schema, field="resume_position")
+
+
+def test_page_sizes_follow_each_rpcs_limits() -> None:
+    limits = PageLimits(default=50, maximum=200)
+    assert page_request(0, "", limits).size == 50
+    assert page_request(200, "", limits).size == 200
+    for size in (-1, 201, 99999999999999):
+        with pytest.raises(InvalidArgument, match="page_size"):
+            page_request(size, "", limits)
+    with pytest.raises(InvalidArgument, match="batch_size"):
+        check_size(1001, PageLimits(100, 1000), "batch_size")
+
+
+def test_key_pages_carry_free_text_keys() -> None:
+    token = next_key_token(["a", "b/c?d"], 2)
+    assert key_page_request(2, token).after == "b/c?d"
+    assert next_key_token(["a"], 2) == ""
+    with pytest.raises(InvalidArgument, match="page_token"):
+        key_page_request(2, token, max_key_chars=3)
+
+
+def test_backoff_is_equal_jitter_doubling_up_to_the_cap() -> None:
+    rng = random.Random(7)
+    for attempt, (low, high) in {1: (5, 10), 2: (10, 20), 3: (20, 40), 9: (50, 100)}.items():
+        delays = [backoff_delay_s(attempt, rng, base_s=10, cap_s=100) for _ in range(200)]
+        assert low <= min(delays) and max(delays) <= high
+
+
+def test_ownership_is_the_users_id_or_their_linked_contact() -> None:
+    contact = uuid.uuid4()
+    user = ResolvedUser(uuid.uuid4(), Role.MEMBER, UserStatus.ACTIVE, contact)
+    assert user.owns(user_id=user.user_id, contact_id=None)
+    assert user.owns(user_id=uuid.uuid4(), contact_id=contact)
+    assert not user.owns(user_id=uuid.uuid4(), contact_id=uuid.uuid4())
+    assert not user.owns(user_id=None, contact_id=None)
+    no_contact = ResolvedUser(uuid.uuid4(), Role.MEMBER, UserStatus.ACTIVE, None)
+    assert not no_contact.owns(user_id=None, contact_id=None)
+
+
+def test_one_table_says_which_peer_answers_are_permanent() -> None:
+    assert is_permanent(grpc.StatusCode.INVALID_ARGUMENT) and is_permanent(grpc.StatusCode.NOT_FOUND)
+    assert is_permanent(grpc.StatusCode.FAILED_PRECONDITION) and is_permanent(grpc.StatusCode.UNIMPLEMENTED)
+    for code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
+                 grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED, grpc.StatusCode.UNKNOWN):
+        assert not is_permanent(code)
 
 
 class CountingResolver:

@@ -1,4 +1,5 @@
-"""Messages rules without I/O: the auto-title (finding 29), ownership (README §4.8), tokens."""
+"""Messages rules without I/O: the auto-title (docs/hardening.md #29), ownership
+(docs/architecture.md §4), tokens."""
 
 from __future__ import annotations
 
@@ -7,16 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.messages.domain import (
-    Channel,
-    Conversation,
-    ConversationStatus,
-    RecentCursor,
-    WatchPosition,
-    auto_title,
-    owns,
-    title_from,
-)
+from services.messages.domain.conversations import Channel, Conversation, ConversationStatus
+from services.messages.domain.recent import RecentCursor
+from services.messages.domain.titles import auto_title, title_from
+from services.messages.domain.watch import WatchPosition
 from zenthor.auth.principal import ResolvedUser, Role, UserStatus
 from zenthor.errors import InvalidArgument
 
@@ -75,11 +70,11 @@ def test_ownership_by_user_id_or_linked_contact_and_never_by_missing_ids() -> No
     alice, bob, k1 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     alice_user = ResolvedUser(alice, Role.MEMBER, UserStatus.ACTIVE, k1)
     bob_user = ResolvedUser(bob, Role.MEMBER, UserStatus.ACTIVE, None)
-    assert owns(conversation(alice, None), alice_user)
-    assert owns(conversation(None, k1), alice_user)
-    assert not owns(conversation(alice, None), bob_user)
-    assert not owns(conversation(None, k1), bob_user)
-    assert not owns(conversation(None, uuid.uuid4()), bob_user)  # None contact never matches
+    assert conversation(alice, None).owned_by(alice_user)
+    assert conversation(None, k1).owned_by(alice_user)
+    assert not conversation(alice, None).owned_by(bob_user)
+    assert not conversation(None, k1).owned_by(bob_user)
+    assert not conversation(None, uuid.uuid4()).owned_by(bob_user)  # None contact never matches
 
 
 def test_positions_and_cursors_round_trip_and_reject_foreign_tokens() -> None:

@@ -1,4 +1,4 @@
-"""The seven cron jobs of spec/scheduled.md (and the outbound lease sweep) exist as Temporal
+"""The seven cron jobs of the original backend (and the outbound lease sweep) exist as Temporal
 Schedules after a worker start."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from workflows.schedules import upsert_schedules
 from workflows.sweep import SweepInput
 
 DAILY = "daily"
-# spec/scheduled.md §1, written out here rather than read from workflows.schedules.
+# The original's cron table, written out here rather than read from workflows.schedules.
 SPEC: dict[str, tuple[str, int | timedelta, str]] = {
     "cleanup old jobs": (DAILY, 3, "agent_queue.CleanupOldJobs"),
     "process scheduled tasks": ("every", timedelta(minutes=5), "agent_queue.ProcessDueScheduledTasks"),
@@ -35,7 +35,7 @@ SPEC: dict[str, tuple[str, int | timedelta, str]] = {
         timedelta(hours=1),
         "todoist.CleanupExpiredTodoistOAuthStates",
     ),
-    # The redesign's eighth: outbound leases nobody reclaims inline (finding 16).
+    # The redesign's eighth: outbound leases nobody reclaims inline (docs/hardening.md #16).
     "requeue stale outbound messages": ("every", timedelta(minutes=1), "delivery.RequeueStaleOutbound"),
 }
 

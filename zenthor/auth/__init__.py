@@ -1,1 +1,1 @@
-"""Authentication and authorization shared by every service (ARCHITECTURE.md §5)."""
+"""Authentication and authorization shared by every service (docs/architecture.md §4)."""

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import grpc
 
 from zenthor.auth.jwt import JwtVerifier
-from zenthor.auth.modes import INFRASTRUCTURE_SERVICES, AuthMode
+from zenthor.auth.modes import AuthMode
 from zenthor.auth.principal import Identity, Principal, Role, UserStatus, set_principal
 from zenthor.auth.resolver import PrincipalResolver
-from zenthor.auth.service_key import ServiceKeyCheck
+from zenthor.auth.service_key import SERVICE_KEY_HEADER, ServiceKeyCheck
 from zenthor.errors import PermissionDenied, Unauthenticated
-from zenthor.interceptors import metadata_dict, wrap_handler
-
-SERVICE_KEY_HEADER = "x-service-key"
+from zenthor.interceptors import (
+    Continuation,
+    Ctx,
+    Handler,
+    is_infrastructure,
+    metadata_dict,
+    wrap_handler,
+)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -33,15 +38,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
-        service = method.lstrip("/").split("/", 1)[0]
-        if service in INFRASTRUCTURE_SERVICES:
+        if is_infrastructure(method):
             return handler
         # Fail closed: a method we know nothing about is refused, never served open.
         mode = self._modes.get(method, AuthMode.UNSPECIFIED)
@@ -49,7 +53,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         metadata = metadata_dict(handler_call_details)
 
         @asynccontextmanager
-        async def authorized(_context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        async def authorized(_context: Ctx) -> AsyncIterator[None]:
             set_principal(await self._principal_for(mode, metadata))
             yield
 
@@ -69,7 +73,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 user = await self._resolver.resolve(identity.subject)
                 if user is None:
                     raise Unauthenticated("User not found")
-                # Finding 22: users deleted in Clerk lose access at once.
+                # Users deleted in Clerk lose access at once (docs/hardening.md #22).
                 if user.status is not UserStatus.ACTIVE:
                     raise PermissionDenied("User is inactive")
                 if mode is AuthMode.ADMIN and user.role is not Role.ADMIN:

@@ -1,4 +1,4 @@
-"""Verifies Clerk-issued RS256 JWTs against the issuer's JWKS (spec §4.1)."""
+"""Verifies Clerk-issued RS256 JWTs against the issuer's JWKS (docs/architecture.md §4)."""
 
 from __future__ import annotations
 

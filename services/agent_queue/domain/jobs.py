@@ -1,5 +1,6 @@
-"""Job rules: the lifecycle, the lease constants and the pure rules of spec agent_queue.md §1.2
-(reproduced exactly, over datetimes instead of epoch milliseconds)."""
+"""Job rules: the lifecycle, the lease constants, the pure rules the original backend applied to
+claims, heartbeats, retries and stale leases (reproduced exactly, over datetimes instead of
+epoch milliseconds), and the checks of every job request value."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from enum import StrEnum
 from typing import Literal
 
 from zenthor.errors import InvalidArgument
+from zenthor.pagination import PageLimits
 from zenthor.validate import optional_text, required_text
 
 
@@ -20,27 +22,32 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     # Failed retryably or lost its lease; RetryWorkflow releases it to PENDING after a
-    # backoff (finding 14).
+    # backoff (docs/hardening.md #14).
     WAITING_RETRY = "waiting_retry"
 
 
-# spec §1.1: DEFAULT_JOB_LOCK_MS; the runtime heartbeats every 15 s on a 60 s lease.
+# 60 s lease, heartbeat every 15 s: the runtime's cadence.
 DEFAULT_LEASE = timedelta(seconds=60)
 # Contract bounds for a lease (the original did not clamp `lockMs`).
 MIN_LEASE = timedelta(seconds=1)
 MAX_LEASE = timedelta(minutes=10)
-# spec §1.1: MAX_ATTEMPTS, shared by stale requeue and explicit retry.
+# Attempts a job gets in all, shared by the stale-lease requeue and explicit retries.
 MAX_ATTEMPTS = 3
-# spec §1.1: LEGACY_STALE_MS, for processing rows without a lease.
+# A processing row without a lease (written before leases existed) is stale 5 min after its claim.
 LEGACY_STALE = timedelta(milliseconds=300_000)
 # One claim takes at most this many jobs (one round trip, one transaction).
 MAX_CLAIM = 100
+# WatchPendingJobs: claimable jobs per snapshot (0 asks for the default).
+WATCH_PENDING = PageLimits(default=100, maximum=1_000)
+# One batch of a scheduled sweep (0 asks for the default).
+STALE_SWEEP = PageLimits(default=500, maximum=5_000)
+CLEANUP_SWEEP = PageLimits(default=1_000, maximum=5_000)
 MAX_PROCESSOR_ID = 128
 MAX_ERROR_REASON = 64
 # Longer worker messages are truncated, not refused (the runtime sends at most 500).
 MAX_ERROR_MESSAGE = 2_000
 MAX_MODEL_NAME = 200
-# scheduled.md: agent job retention, measured from completion here (finding 20).
+# Finished jobs are kept a week, measured from completion (docs/hardening.md #20).
 JOB_RETENTION = timedelta(days=7)
 STALE_LEASE_REASON = "stale_lease"
 STALE_LEASE_FAILED_MESSAGE = "Job exceeded max attempts after lease expiry"
@@ -76,7 +83,7 @@ def _truthy(value: datetime | None) -> bool:
     return value is not None and value != EPOCH
 
 
-# --- spec §1.2, exactly ---
+# --- the original's job rules, exactly ---
 
 
 def is_job_stale(job: Job, now: datetime) -> bool:
@@ -141,6 +148,13 @@ def check_lease(lease: timedelta | None, field: str = "lease") -> timedelta:
     return lease
 
 
+def check_claim_count(count: int, field: str = "job_ids") -> int:
+    """A claim may name at most MAX_CLAIM jobs."""
+    if count > MAX_CLAIM:
+        raise InvalidArgument(field, f"must hold at most {MAX_CLAIM} ids")
+    return count
+
+
 def check_max_jobs(value: int, field: str = "max_jobs") -> int:
     if value < 1 or value > MAX_CLAIM:
         raise InvalidArgument(field, f"must be between 1 and {MAX_CLAIM}")
@@ -165,19 +179,22 @@ def check_model_used(value: str | None, field: str = "model_used") -> str | None
     return optional_text(value, field, max_chars=MAX_MODEL_NAME)
 
 
+def check_release_attempt(attempt_count: int, field: str = "attempt_count") -> int:
+    """The attempt RetryWorkflow releases: the first retry is attempt 1."""
+    if attempt_count < 1:
+        raise InvalidArgument(field, "must be at least 1")
+    return attempt_count
+
+
+def retention(older_than: timedelta | None, field: str = "older_than") -> timedelta:
+    """How long finished jobs are kept: JOB_RETENTION unless the sweep asks for a positive other."""
+    if older_than is None:
+        return JOB_RETENTION
+    if older_than <= timedelta(0):
+        raise InvalidArgument(field, "must be positive")
+    return older_than
+
+
 def _secs(value: timedelta) -> str:
     seconds = value.total_seconds()
     return f"{seconds:g} s" if seconds < 60 else f"{seconds / 60:g} min"
-
-
-def owns_conversation(
-    user_id: uuid.UUID,
-    user_contact_id: uuid.UUID | None,
-    conversation_user_id: uuid.UUID | None,
-    conversation_contact_id: uuid.UUID | None,
-) -> bool:
-    """spec README §4.8 with the owner ids stored on the job: the conversation's user is the
-    caller, or its contact is the caller's linked contact."""
-    if conversation_user_id is not None and conversation_user_id == user_id:
-        return True
-    return conversation_contact_id is not None and conversation_contact_id == user_contact_id

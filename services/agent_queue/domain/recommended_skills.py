@@ -1,7 +1,6 @@
-"""The 11 recommended skills of spec agent_queue.md §4 (seed data). Names and tool lists are
-the spec's; descriptions and prompts are the original `skills.ts` strings where the spec's
-commit matches the published source, and written from the spec's gist for "Todoist
-Execution Assistant" (not in the published source)."""
+"""The 11 recommended skills SeedRecommendedSkills adds (seed data). Names, tool lists,
+descriptions and prompts are the original backend's, except "Todoist Execution Assistant",
+written here from the original's description of it (its strings were never published)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Skills: per-user prompt/tool-policy add-ons (owner-scoped, finding 31), with unowned
-"legacy" skills as a shared fallback."""
+"""Skills: per-user prompt/tool-policy add-ons (owner-scoped, docs/hardening.md #31), with
+unowned "legacy" skills as a shared fallback."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from zenthor.validate import optional_text, required_text
 MAX_SKILL_NAME = 100
 MAX_DESCRIPTION = 2_000
 MAX_SYSTEM_PROMPT = 100_000
+
+
+def check_skill_name(name: str, field: str = "name") -> str:
+    return required_text(name, field, max_chars=MAX_SKILL_NAME)
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class SkillFields:
 
     def checked(self) -> SkillFields:
         if self.name is not None:
-            required_text(self.name, "name", max_chars=MAX_SKILL_NAME)
+            check_skill_name(self.name)
         optional_text(self.description, "description", max_chars=MAX_DESCRIPTION)
         if self.config is not None:
             optional_text(self.config.system_prompt, "config.system_prompt", max_chars=MAX_SYSTEM_PROMPT)
@@ -68,17 +72,17 @@ class SkillFields:
 
 def may_change(skill: Skill, user_id: uuid.UUID, is_admin: bool) -> bool:
     """Toggle/update: the caller's own skill, or (admins only) an unowned one, which the
-    change adopts. Other users' skills behave as missing (spec: silently a no-op)."""
+    change adopts. Other users' skills behave as missing: changing one is silently a no-op."""
     if skill.owner_user_id is None:
         return is_admin
     return skill.owner_user_id == user_id
 
 
 def may_delete(skill: Skill, user_id: uuid.UUID, is_admin: bool) -> bool:
-    """The caller's own skill; an unowned one only by an admin (spec: any admin)."""
+    """The caller's own skill; an unowned one only by an admin (any admin)."""
     return may_change(skill, user_id, is_admin)
 
 
 def adopted_owner(skill: Skill, user_id: uuid.UUID) -> uuid.UUID:
-    """spec: changing an unowned skill adopts it."""
+    """Changing an unowned skill adopts it: it becomes the changer's."""
     return skill.owner_user_id or user_id

@@ -1,4 +1,4 @@
-"""Scheduled tasks: interval-based (cron expressions are not supported, spec §5). A task is
+"""Scheduled tasks: interval-based (cron expressions are not supported). A task is
 due when enabled with a next run at or before now; firing sets the last run to now and the
 next to now + interval (none for a zero interval: one-shot)."""
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from zenthor.errors import InvalidArgument
+from zenthor.pagination import PageLimits
 from zenthor.validate import optional_text, required_text
 
 MAX_TASK_NAME = 200
@@ -16,6 +17,8 @@ MAX_DESCRIPTION = 2_000
 MAX_PAYLOAD = 10_000
 MIN_INTERVAL = timedelta(minutes=1)
 MAX_INTERVAL = timedelta(days=366)
+# One batch of the due-task sweep (0 asks for the default).
+DUE_SWEEP = PageLimits(default=500, maximum=5_000)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ class TaskFields:
     enabled: bool | None = None
     conversation_id: uuid.UUID | None = None
 
+    def checked_new(self) -> TaskFields:
+        """A create: name, payload and interval are required, then the checks of any change."""
+        required_text(self.name or "", "name", max_chars=MAX_TASK_NAME)
+        required_text(self.payload or "", "payload", max_chars=MAX_PAYLOAD)
+        if self.interval is None:
+            raise InvalidArgument("interval", "is required")
+        return self.checked()
+
     def checked(self) -> TaskFields:
         if self.name is not None:
             required_text(self.name, "name", max_chars=MAX_TASK_NAME)
@@ -68,12 +79,13 @@ def first_run(now: datetime, interval: timedelta) -> datetime:
 
 
 def next_run_after_firing(now: datetime, interval: timedelta) -> datetime | None:
-    """spec: now + interval (drift accumulates, missed runs collapse); none when zero."""
+    """now + interval, as the original did (drift accumulates, missed runs collapse); none
+    when zero (one-shot)."""
     return now + interval if interval else None
 
 
 def trigger_content(task: ScheduledTask) -> str:
-    """spec §5 step 3: the system message that wakes the agent."""
+    """The system message that wakes the agent, worded as the original did."""
     return f"[Scheduled Task: {task.name}] {task.payload}"
 
 

@@ -1,4 +1,4 @@
-"""SQL of agents (names unique: finding 24)."""
+"""SQL of agents (names unique: docs/hardening.md #24)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from zenthor.errors import AlreadyExists
 from zenthor.pagination import PageRequest
 
 
-def _agent(row: sa.Row) -> Agent:
+def _agent(row: sa.Row[Any]) -> Agent:
     return Agent(
         id=row.id,
         name=row.name,
@@ -44,7 +44,7 @@ def _values(fields: AgentFields) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-async def _write(conn: AsyncConnection, stmt: Any, name: str | None) -> sa.Row | None:
+async def _write(conn: AsyncConnection, stmt: Any, name: str | None) -> sa.Row[Any] | None:
     try:
         return (await conn.execute(stmt)).first()
     except IntegrityError as e:

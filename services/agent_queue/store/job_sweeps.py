@@ -1,5 +1,5 @@
-"""SQL of the job sweeps: stale leases (spec §1.3, for the schedule and inline in claims) and
-retention by completion time (finding 20)."""
+"""SQL of the job sweeps: stale leases (for the schedule and inline in claims) and retention
+by completion time (docs/hardening.md #20)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from services.agent_queue.domain.jobs import Job, JobStatus
 from services.agent_queue.store.jobs import job_from_row
 from services.agent_queue.store.tables import jobs
 
-# --- stale leases (spec §1.3) ---
+# --- stale leases ---
 
 # Candidates for the stale rule, written so the partial lease index serves it; the caller
 # re-checks each row with domain.is_job_stale. Rows another transaction holds (a worker
@@ -38,7 +38,8 @@ async def lock_stale_jobs(conn: AsyncConnection, now: datetime, legacy_cutoff: d
 
 
 async def fail_stale(conn: AsyncConnection, job_ids: Sequence[uuid.UUID], reason: str, message: str, now: datetime) -> None:
-    """spec §1.3 `fail`: attempt count, start and heartbeat times stay as they were."""
+    """Stale leases out of attempts fail: attempt count, start and heartbeat times stay as
+    they were, as in the original."""
     if not job_ids:
         return
     await conn.execute(
@@ -73,12 +74,13 @@ REQUEUE_STALE = sa.text(
 
 
 async def requeue_stale(conn: AsyncConnection, requeues: Sequence[Mapping[str, object]]) -> None:
-    """spec §1.3 `requeue`, to WAITING_RETRY (finding 14); one executemany for the batch."""
+    """Stale leases with attempts left wait for their retry in WAITING_RETRY
+    (docs/hardening.md #14); one executemany for the batch."""
     if requeues:
         await conn.execute(REQUEUE_STALE, list(requeues))
 
 
-# --- retention (finding 20: by completion time) ---
+# --- retention (by completion time: docs/hardening.md #20) ---
 
 DELETE_FINISHED_JOBS = sa.text(
     """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -17,7 +18,7 @@ from services.agent_queue.store.tables import jobs
 from zenthor.pagination import PageRequest
 
 
-def job_from_row(row: sa.Row) -> Job:
+def job_from_row(row: sa.Row[Any]) -> Job:
     return Job(
         id=row.id,
         message_id=row.message_id,
@@ -82,7 +83,7 @@ async def get_job_by_message(conn: AsyncConnection, message_id: uuid.UUID) -> Jo
 # --- claims ---
 
 # Claims up to :max_jobs pending jobs for one worker in one statement, returning them as
-# claimed (finding 13). Per-conversation exclusivity: the partial unique index
+# claimed (docs/hardening.md #13). Per-conversation exclusivity: the partial unique index
 # jobs_one_processing_per_conversation is the guarantee; these steps keep claims from
 # tripping over it.
 CLAIM_JOBS = sa.text(
@@ -164,7 +165,7 @@ async def claim_jobs(
     return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
 
 
-# --- lease holder transitions (finding 12: only the holder, only from processing) ---
+# --- lease holder transitions (docs/hardening.md #12: only the holder, only from processing) ---
 
 HEARTBEAT = sa.text(
     """
@@ -173,7 +174,7 @@ HEARTBEAT = sa.text(
     WHERE id = :id
       AND status = 'processing'
       AND processor_id = :processor_id
-      -- spec isHeartbeatValid: a lease that expired (but was not swept yet) is lost; an
+      -- domain.is_heartbeat_valid: a lease that expired (but was not swept yet) is lost; an
       -- absent or zero lease is not checked
       AND (locked_until IS NULL OR locked_until = 'epoch' OR :now <= locked_until)
     RETURNING *
@@ -200,7 +201,7 @@ COMPLETE_JOB = sa.text(
         UPDATE agent_queue.jobs
         SET status = 'completed', model_used = :model_used, processor_id = NULL,
             locked_until = NULL, finished_at = :now
-        -- finding 12: only the lease holder, only from processing
+        -- only the lease holder, only from processing (docs/hardening.md #12)
         WHERE id = :id AND status = 'processing' AND processor_id = :processor_id
         RETURNING *
     )
@@ -214,7 +215,7 @@ FAIL_JOB = sa.text(
         UPDATE agent_queue.jobs
         SET status = 'failed', error_reason = :reason, error_message = :message, processor_id = NULL,
             locked_until = NULL, finished_at = :now
-        -- finding 12: only the lease holder, only from processing
+        -- only the lease holder, only from processing (docs/hardening.md #12)
         WHERE id = :id AND status = 'processing' AND processor_id = :processor_id
         RETURNING *
     )

@@ -1,4 +1,5 @@
-"""SQL of skills: owned (unique name per owner, case-insensitively: finding 24) or unowned."""
+"""SQL of skills: owned (unique name per owner, case-insensitively: docs/hardening.md #24) or
+unowned."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from zenthor.errors import AlreadyExists
 from zenthor.pagination import PageRequest
 
 
-def _skill(row: sa.Row) -> Skill:
+def _skill(row: sa.Row[Any]) -> Skill:
     return Skill(
         id=row.id,
         owner_user_id=row.owner_user_id,
@@ -40,7 +41,7 @@ def _values(fields: SkillFields) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-async def _write(conn: AsyncConnection, stmt: Any, name: str | None) -> sa.Row | None:
+async def _write(conn: AsyncConnection, stmt: Any, name: str | None) -> sa.Row[Any] | None:
     try:
         return (await conn.execute(stmt)).first()
     except IntegrityError as e:
@@ -143,7 +144,7 @@ async def enabled_skills(conn: AsyncConnection, owner: uuid.UUID | None) -> list
 
 
 # Gives unowned skills to :owner, except where the owner already has (or would get twice)
-# that name: those stay unowned (finding 24 keeps names unique per owner).
+# that name: those stay unowned (names stay unique per owner: docs/hardening.md #24).
 ADOPT_UNOWNED = sa.text(
     """
     UPDATE agent_queue.skills AS s

@@ -1,4 +1,5 @@
-"""The tables of schema `agent_queue` (the migrations create them; this mirrors them)."""
+"""The tables of schema `agent_queue`: the migrations create them, this mirrors them (columns,
+constraints and indexes, by name; tests/service/test_schema_drift.py compares the two)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ jobs = sa.Table(
     "jobs",
     metadata,
     sa.Column("id", UUID, primary_key=True),
-    sa.Column("message_id", UUID, nullable=False, unique=True),
+    sa.Column("message_id", UUID, nullable=False),
     sa.Column("conversation_id", UUID, nullable=False),
     sa.Column("conversation_user_id", UUID),
     sa.Column("conversation_contact_id", UUID),
@@ -24,7 +25,7 @@ jobs = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("error_reason", sa.Text),
     sa.Column("error_message", sa.Text),
-    sa.Column("attempt_count", sa.Integer, nullable=False),
+    sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("model_used", sa.Text),
     sa.Column("processor_id", sa.Text),
     sa.Column("locked_until", TS),
@@ -33,13 +34,31 @@ jobs = sa.Table(
     sa.Column("finished_at", TS),
     sa.Column("next_attempt_at", TS),
     sa.Column("created_at", TS, nullable=False),
+    # EnqueueJob's idempotency key: the outbox may deliver twice.
+    sa.UniqueConstraint("message_id", name="jobs_message_id_key"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'processing', 'completed', 'failed', 'waiting_retry')", name="jobs_status_check"
+    ),
+    # At most one PROCESSING job per conversation, whatever the claim code does.
+    sa.Index(
+        "jobs_one_processing_per_conversation",
+        "conversation_id",
+        unique=True,
+        postgresql_where=sa.text("status = 'processing'"),
+    ),
+    # Claim order: oldest pending first (ids are UUIDv7, so id order is creation order).
+    sa.Index("jobs_pending_idx", "id", postgresql_where=sa.text("status = 'pending'")),
+    sa.Index("jobs_processing_lease_idx", "locked_until", postgresql_where=sa.text("status = 'processing'")),
+    sa.Index("jobs_conversation_status_idx", "conversation_id", "status"),
+    sa.Index("jobs_finished_idx", "finished_at", postgresql_where=sa.text("status IN ('completed', 'failed')")),
+    sa.Index("jobs_waiting_retry_idx", "next_attempt_at", postgresql_where=sa.text("status = 'waiting_retry'")),
 )
 
 agents = sa.Table(
     "agents",
     metadata,
     sa.Column("id", UUID, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("system_prompt", sa.Text, nullable=False),
     sa.Column("model", sa.Text),
@@ -47,6 +66,7 @@ agents = sa.Table(
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("tool_policy", pg.JSONB(none_as_null=True)),
     sa.Column("created_at", TS, nullable=False),
+    sa.UniqueConstraint("name", name="agents_name_key"),  # docs/hardening.md #24
 )
 
 skills = sa.Table(
@@ -59,6 +79,15 @@ skills = sa.Table(
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("config", pg.JSONB(none_as_null=True)),
     sa.Column("created_at", TS, nullable=False),
+    # One skill per name per owner, case-insensitively (docs/hardening.md #24).
+    sa.Index(
+        "skills_owner_name_key",
+        "owner_user_id",
+        sa.text("lower(name)"),
+        unique=True,
+        postgresql_where=sa.text("owner_user_id IS NOT NULL"),
+    ),
+    sa.Index("skills_unowned_idx", "id", postgresql_where=sa.text("owner_user_id IS NULL")),
 )
 
 scheduled_tasks = sa.Table(
@@ -74,6 +103,7 @@ scheduled_tasks = sa.Table(
     sa.Column("next_run_at", TS),
     sa.Column("conversation_id", UUID),
     sa.Column("created_at", TS, nullable=False),
+    sa.Index("scheduled_tasks_due_idx", "next_run_at", postgresql_where=sa.text("enabled AND next_run_at IS NOT NULL")),
 )
 
 outbox = outbox_table(metadata, SCHEMA)

@@ -14,7 +14,7 @@ from services.agent_queue.store.tables import scheduled_tasks as tasks
 from zenthor.pagination import PageRequest
 
 
-def _task(row: sa.Row) -> ScheduledTask:
+def _task(row: sa.Row[Any]) -> ScheduledTask:
     return ScheduledTask(
         id=row.id,
         name=row.name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.agent_queue.domain.agents import Agent, AgentFields
+from services.agent_queue.domain.agents import Agent, AgentFields, check_agent_name
 from services.agent_queue.store import agents as store
 from services.agent_queue.usecases.deps import Deps
 from zenthor import ids
@@ -26,12 +26,13 @@ async def get_agent(deps: Deps, agent_id: uuid.UUID) -> Agent | None:
 
 
 async def get_default_agent(deps: Deps) -> Agent | None:
-    """spec agents.getDefault: the oldest enabled agent."""
+    """The oldest enabled agent, as the original's default agent."""
     async with deps.uow() as uow:
         return await store.oldest_enabled_agent(uow.conn)
 
 
 async def get_agent_by_name(deps: Deps, name: str) -> Agent | None:
+    check_agent_name(name)
     async with deps.uow() as uow:
         return await store.get_agent_by_name(uow.conn, name)
 
@@ -56,7 +57,7 @@ async def update_agent(deps: Deps, agent_id: uuid.UUID, fields: AgentFields) -> 
 
 
 async def delete_agent(deps: Deps, agent_id: uuid.UUID) -> None:
-    """Hard delete; conversations keep the dangling id (spec)."""
+    """Hard delete; conversations keep the dangling id, as in the original."""
     async with deps.uow() as uow:
         if not await store.delete_agent(uow.conn, agent_id):
             raise NotFound(AGENT_NOT_FOUND)

@@ -25,5 +25,5 @@ class Deps:
     # Delivers freshly committed outbox events at once (the relay re-drives failures).
     kick_outbox: Callable[[], None] = _no_kick
     feed: ChangeFeed | None = None
-    # First retry waits base/2..base, doubling per attempt (zenthor.retries.backoff_delay_s).
+    # First retry waits base/2..base, doubling per attempt (zenthor.retries.retry_delay_s).
     retry_base_s: float = DEFAULT_BASE_S

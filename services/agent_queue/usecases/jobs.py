@@ -19,20 +19,17 @@ from zenthor import ids
 from zenthor.auth.principal import ResolvedUser
 from zenthor.errors import FailedPrecondition, NotFound
 from zenthor.notify import ChangeFeed, notify
-from zenthor.pagination import Page, PageRequest, next_token
-from zenthor.retries import add_retry, backoff_delay_s
+from zenthor.pagination import Page, PageRequest, check_size, next_token
+from zenthor.retries import add_retry, retry_delay_s
 
 # One channel for every job change that matters to a watcher, keyed by conversation
 # (hex): a pending-jobs watcher listens to every key, a conversation watcher to its own.
 JOBS_CHANNEL = "agent_queue_jobs"
 RELEASE_TARGET = "agent_queue.ReleaseJob"
-# Stale leases swept inline by each claim (spec: claimJob cleans up before its guard); the
-# schedule's RequeueStaleJobs takes the rest.
+# Stale leases swept inline by each claim (the original's claim cleaned up before its guard);
+# the schedule's RequeueStaleJobs takes the rest.
 INLINE_STALE_BATCH = 50
 CLAIM_ATTEMPTS = 5
-DEFAULT_STALE_BATCH = 500
-MAX_SWEEP_BATCH = 5_000
-DEFAULT_CLEANUP_BATCH = 1_000
 
 
 async def enqueue_job(
@@ -78,10 +75,14 @@ async def list_pending_jobs(deps: Deps, page: PageRequest) -> Page[Job]:
 
 
 async def claim_jobs(
-    deps: Deps, *, processor_id: str, max_jobs: int, lease: timedelta, job_ids: Sequence[uuid.UUID]
+    deps: Deps, *, processor_id: str, max_jobs: int, lease: timedelta | None, job_ids: Sequence[uuid.UUID]
 ) -> list[Job]:
     """One transaction: sweep a few stale leases (freeing their conversations), then claim.
     A claim that lost a conversation to a concurrent one is retried, never surfaced."""
+    processor_id = domain.check_processor_id(processor_id)
+    max_jobs = domain.check_max_jobs(max_jobs)
+    lease = domain.check_lease(lease)
+    domain.check_claim_count(len(job_ids))
     for _ in range(CLAIM_ATTEMPTS):
         now = deps.clock()
         try:
@@ -104,7 +105,9 @@ async def claim_jobs(
     return []  # still contended: nothing claimed this time, the worker's next claim proceeds
 
 
-async def heartbeat_job(deps: Deps, job_id: uuid.UUID, processor_id: str, lease: timedelta) -> Job:
+async def heartbeat_job(deps: Deps, job_id: uuid.UUID, processor_id: str, lease: timedelta | None) -> Job:
+    processor_id = domain.check_processor_id(processor_id)
+    lease = domain.check_lease(lease)
     now = deps.clock()
     async with deps.uow() as uow:
         job = await store.heartbeat(uow.conn, job_id, processor_id, now, now + lease)
@@ -115,6 +118,8 @@ async def heartbeat_job(deps: Deps, job_id: uuid.UUID, processor_id: str, lease:
 
 
 async def complete_job(deps: Deps, job_id: uuid.UUID, processor_id: str, model_used: str | None) -> Job:
+    processor_id = domain.check_processor_id(processor_id)
+    model_used = domain.check_model_used(model_used)
     now = deps.clock()
     async with deps.uow() as uow:
         job = await store.complete(uow.conn, job_id, processor_id, model_used, now, notify_channel=JOBS_CHANNEL)
@@ -127,6 +132,9 @@ async def complete_job(deps: Deps, job_id: uuid.UUID, processor_id: str, model_u
 async def fail_job(
     deps: Deps, job_id: uuid.UUID, processor_id: str, reason: str | None, message: str | None
 ) -> Job:
+    processor_id = domain.check_processor_id(processor_id)
+    reason = domain.check_error_reason(reason)
+    message = domain.truncate_error_message(message)
     now = deps.clock()
     async with deps.uow() as uow:
         job = await store.fail(uow.conn, job_id, processor_id, reason, message, now, notify_channel=JOBS_CHANNEL)
@@ -146,7 +154,10 @@ async def retry_job(
     deps: Deps, job_id: uuid.UUID, processor_id: str, reason: str | None, message: str | None
 ) -> RetryOutcome:
     """Retryable failure: WAITING_RETRY with a backoff carried by RetryWorkflow, or FAILED
-    with the worker's reason when the attempts are used up (spec canRetry)."""
+    with the worker's reason when the attempts are used up (domain.can_retry)."""
+    processor_id = domain.check_processor_id(processor_id)
+    reason = domain.check_error_reason(reason)
+    message = domain.truncate_error_message(message)
     now = deps.clock()
     async with deps.uow() as uow:
         job = await store.lock_job(uow.conn, job_id)
@@ -156,7 +167,7 @@ async def retry_job(
             raise FailedPrecondition(domain.lease_refusal(job, processor_id, now, "retry"))
         if domain.can_retry(job.attempt_count):
             attempt = job.attempt_count + 1
-            delay_s = backoff_delay_s(attempt, deps.rng, base_s=deps.retry_base_s)
+            delay_s = retry_delay_s(attempt, deps.rng, base_s=deps.retry_base_s)
             job = await store.to_waiting_retry(
                 uow.conn,
                 job_id,
@@ -179,6 +190,7 @@ async def retry_job(
 
 async def release_job(deps: Deps, job_id: uuid.UUID, attempt_count: int) -> tuple[Job, bool]:
     """RetryWorkflow's call after the backoff; a repeat (or a stale attempt) is a no-op."""
+    attempt_count = domain.check_release_attempt(attempt_count)
     async with deps.uow() as uow:
         job = await store.release(uow.conn, job_id, attempt_count)
         if job is None:
@@ -225,10 +237,11 @@ class StaleSweep:
 
 
 async def requeue_stale_jobs(deps: Deps, batch_size: int) -> StaleSweep:
-    """The "requeue stale agent jobs" schedule: one batch, one `now`."""
+    """The "requeue stale agent jobs" schedule: one batch (0: the default size), one `now`."""
+    limit = check_size(batch_size, domain.STALE_SWEEP, "batch_size")
     now = deps.clock()
     async with deps.uow() as uow:
-        swept = await _sweep_stale(deps, uow.conn, now, batch_size or DEFAULT_STALE_BATCH)
+        swept = await _sweep_stale(deps, uow.conn, now, limit)
         await uow.commit()
     if swept.requeued:
         deps.kick_outbox()
@@ -236,8 +249,9 @@ async def requeue_stale_jobs(deps: Deps, batch_size: int) -> StaleSweep:
 
 
 async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: int) -> StaleSweep:
-    """spec §1.3 over up to `limit` stale leases, with the fixes: attempts left → WAITING_RETRY
-    and a RetryWorkflow (finding 14); none left → FAILED `stale_lease`."""
+    """The original's stale-lease cleanup over up to `limit` stale leases, with the fixes:
+    attempts left → WAITING_RETRY and a RetryWorkflow (docs/hardening.md #14); none left →
+    FAILED `stale_lease`."""
     candidates = await sweeps.lock_stale_jobs(conn, now, now - domain.LEGACY_STALE, limit)
     failed: list[uuid.UUID] = []
     requeues: list[dict[str, object]] = []
@@ -248,7 +262,7 @@ async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: 
             failed.append(job.id)
             continue
         attempt = job.attempt_count + 1
-        delay_s = backoff_delay_s(attempt, deps.rng, base_s=deps.retry_base_s)
+        delay_s = retry_delay_s(attempt, deps.rng, base_s=deps.retry_base_s)
         requeues.append(
             {
                 "id": job.id,
@@ -285,11 +299,13 @@ class Cleanup:
     more: bool
 
 
-async def cleanup_old_jobs(deps: Deps, older_than: timedelta, batch_size: int) -> Cleanup:
-    """Finding 20: COMPLETED/FAILED jobs finished before now − `older_than`."""
-    limit = batch_size or DEFAULT_CLEANUP_BATCH
+async def cleanup_old_jobs(deps: Deps, older_than: timedelta | None, batch_size: int) -> Cleanup:
+    """COMPLETED/FAILED jobs finished before now − `older_than` (default: the retention),
+    by completion time (docs/hardening.md #20); one batch (0: the default size)."""
+    keep = domain.retention(older_than)
+    limit = check_size(batch_size, domain.CLEANUP_SWEEP, "batch_size")
     async with deps.uow() as uow:
-        deleted = await sweeps.delete_finished_before(uow.conn, deps.clock() - older_than, limit)
+        deleted = await sweeps.delete_finished_before(uow.conn, deps.clock() - keep, limit)
         await uow.commit()
     return Cleanup(deleted, more=deleted == limit)
 
@@ -304,7 +320,7 @@ async def is_conversation_processing(deps: Deps, user: ResolvedUser, conversatio
 
 
 def _processing_for(user: ResolvedUser, owners: list[tuple[uuid.UUID | None, uuid.UUID | None, bool]]) -> bool:
-    owned = any(domain.owns_conversation(user.user_id, user.contact_id, u, c) for u, c, _ in owners)
+    owned = any(user.owns(user_id=u, contact_id=c) for u, c, _ in owners)
     return owned and any(active for _, _, active in owners)
 
 

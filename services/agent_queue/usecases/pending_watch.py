@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from services.agent_queue.domain.jobs import WATCH_PENDING
 from services.agent_queue.usecases.deps import Deps
 from services.agent_queue.usecases.jobs import (
     JOBS_CHANNEL,
@@ -16,6 +17,7 @@ from services.agent_queue.usecases.jobs import (
     pending_snapshot,
 )
 from zenthor.logs import get_logger
+from zenthor.pagination import check_size
 
 log = get_logger("agent_queue.pending_watch")
 
@@ -32,7 +34,8 @@ class PendingJobsBroadcast:
 
     async def watch(self, max_jobs: int) -> AsyncIterator[PendingSnapshot]:
         """The current snapshot, then the newest one after each change (at most `max_jobs`
-        jobs each)."""
+        jobs each; 0 asks for the default)."""
+        max_jobs = check_size(max_jobs, WATCH_PENDING, "max_jobs")
         stream = self._next_stream
         self._next_stream += 1
         self._limits[stream] = max_jobs

@@ -1,5 +1,5 @@
-"""Skill use cases: owner-scoped for every signed-in user (finding 31); unowned (legacy)
-skills are a shared fallback that admins may adopt or delete."""
+"""Skill use cases: owner-scoped for every signed-in user (docs/hardening.md #31); unowned
+(legacy) skills are a shared fallback that admins may adopt or delete."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def _is_admin(user: ResolvedUser) -> bool:
 
 
 async def list_skills(deps: Deps, user: ResolvedUser, page: PageRequest, all_owners: bool) -> Page[Skill]:
-    """spec skills.list: the caller's skills if they own any, else the unowned ones (never
-    both); admins may ask for every skill."""
+    """The caller's skills if they own any, else the unowned ones (never both, as in the
+    original); admins may ask for every skill."""
     if all_owners and not _is_admin(user):
         raise PermissionDenied("Only admins may list every owner's skills")
     async with deps.uow() as uow:
@@ -37,6 +37,7 @@ async def list_skills(deps: Deps, user: ResolvedUser, page: PageRequest, all_own
 
 async def get_skill_by_name(deps: Deps, user: ResolvedUser, name: str) -> Skill | None:
     """The caller's skill with exactly that name, else the oldest unowned one."""
+    rules.check_skill_name(name)
     async with deps.uow() as uow:
         candidates = await store.skills_named(uow.conn, name, user.user_id)
     owned = [s for s in candidates if s.owner_user_id == user.user_id]

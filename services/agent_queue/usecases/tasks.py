@@ -1,6 +1,6 @@
 """Scheduled task use cases: admin CRUD, the runtime's create, and the due-task sweep whose
-trigger message reaches messages through the outbox (finding 19: the conversation's own
-channel, chosen by messages)."""
+trigger message reaches messages through the outbox (on the conversation's own channel, chosen
+by messages: docs/hardening.md #19)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from services.agent_queue.store import tasks as store
 from services.agent_queue.store.tables import outbox
 from services.agent_queue.usecases.deps import Deps
 from zenthor import ids
-from zenthor.errors import InvalidArgument, NotFound
+from zenthor.errors import NotFound
 from zenthor.outbox import add_event
-from zenthor.pagination import Page, PageRequest, next_token
+from zenthor.pagination import Page, PageRequest, check_size, next_token
 
 TRIGGER_TOPIC = "messages.create_system_message"
-DEFAULT_DUE_BATCH = 500
 
 
 async def list_tasks(deps: Deps, page: PageRequest) -> Page[ScheduledTask]:
@@ -34,9 +33,8 @@ async def get_task(deps: Deps, task_id: uuid.UUID) -> ScheduledTask | None:
 
 async def create_task(deps: Deps, fields: TaskFields) -> ScheduledTask:
     """The runtime's schedule_task tool: first run at now + interval."""
-    if fields.interval is None:
-        raise InvalidArgument("interval", "is required")
-    fields.checked()
+    fields.checked_new()
+    assert fields.interval is not None  # checked_new requires it
     now = deps.clock()
     async with deps.uow() as uow:
         task = await store.insert_task(uow.conn, ids.SCHEDULED_TASK.new(), fields, rules.first_run(now, fields.interval), now)
@@ -46,7 +44,7 @@ async def create_task(deps: Deps, fields: TaskFields) -> ScheduledTask:
 
 async def update_task(deps: Deps, task_id: uuid.UUID, fields: TaskFields) -> ScheduledTask | None:
     """Patches the given fields; a new interval also moves the next run to now + interval.
-    None (not an error) for an unknown id (spec)."""
+    None (not an error) for an unknown id, as in the original."""
     fields.checked()
     next_run = rules.first_run(deps.clock(), fields.interval) if fields.interval is not None else None
     async with deps.uow() as uow:
@@ -70,9 +68,10 @@ class DueSweep:
 
 
 async def process_due_tasks(deps: Deps, batch_size: int) -> DueSweep:
-    """The "process scheduled tasks" schedule: one batch of due tasks, one `now`."""
+    """The "process scheduled tasks" schedule: one batch of due tasks (0: the default size),
+    one `now`."""
+    limit = check_size(batch_size, rules.DUE_SWEEP, "batch_size")
     now = deps.clock()
-    limit = batch_size or DEFAULT_DUE_BATCH
     fired = advanced = 0
     async with deps.uow() as uow:
         due = await store.lock_due_tasks(uow.conn, now, limit)

@@ -22,16 +22,18 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from zenthor.errors import InvalidArgument
+from zenthor.pagination import PageLimits, check_size
 from zenthor.validate import optional_text, required_text
 
-# spec delivery.md §1.2: claim lease default 30 000 ms, minimum 1 000 ms (smaller is raised).
+# The sender's claim lease: 30 s unless asked otherwise, never under 1 s (a smaller one is raised).
 DEFAULT_CLAIM_LEASE = timedelta(seconds=30)
 MIN_CLAIM_LEASE = timedelta(seconds=1)
 # Our bound: a longer lease would hide a crashed sender for too long.
 MAX_CLAIM_LEASE = timedelta(minutes=10)
-# spec: 5 attempts; finding 15: `retry = true` cannot go past it; finding 16: expired leases count.
+# 5 attempts in all; `retry = true` cannot go past them (docs/hardening.md #15) and an expired
+# lease counts as one (docs/hardening.md #16).
 MAX_ATTEMPTS = 5
-# spec: lastError keeps the first 500 characters.
+# A failure's text is kept to its first 500 characters.
 MAX_ERROR_CHARS = 500
 MAX_CLAIM_BATCH = 100
 MAX_FREE_ID = 128
@@ -39,15 +41,17 @@ MAX_FREE_ID = 128
 MAX_CONTENT_CHARS = 65_536
 MAX_KIND = 64
 MAX_TOOL_NAME = 200
-DEFAULT_SWEEP_BATCH = 1_000
-MAX_SWEEP_BATCH = 10_000
+# RequeueStaleOutbound's `batch_size`: 0 means the default.
+SWEEP_BATCH = PageLimits(default=1_000, maximum=10_000)
+# ListPendingOutbound's pages.
+PENDING_PAGE = PageLimits(default=100, maximum=500)
 # last_error of a reclaimed row, followed by the processor id that let its lease expire.
 LEASE_EXPIRED_ERROR = "claim lease expired (sender crashed or stalled) while held by "
 # RetryWorkflow's call after the backoff (zenthor.retries target "<service>.<Rpc>").
 RELEASE_TARGET = "delivery.ReleaseOutbound"
-# Outbox topic: a SENT/FAILED row marks its `messages` row delivered/failed (finding 27).
+# Outbox topic: a SENT/FAILED row marks its `messages` row delivered/failed (docs/hardening.md #27).
 MARK_DELIVERY_TOPIC = "messages.mark_delivery"
-# spec identity.md §4: a WhatsApp number as stored, 10 to 15 ASCII digits.
+# A WhatsApp number as identity stores it: 10 to 15 ASCII digits.
 PHONE_RE = re.compile(r"^[0-9]{10,15}$")
 
 
@@ -112,6 +116,13 @@ class NewOutbound:
         return self.to if self.to is not None else f"conversation:{self.conversation_id.hex}"
 
 
+def check_channel(value: Channel | None, field: str = "channel") -> Channel:
+    """A request's channel; None stands for an unknown or unset enum value."""
+    if value is None:
+        raise InvalidArgument(field, "must be CHANNEL_WEB or CHANNEL_WHATSAPP")
+    return value
+
+
 def check_free_id(value: str, field: str) -> str:
     """Account ids, processor ids, owner ids: free strings of 1..128 characters."""
     return required_text(value, field, max_chars=MAX_FREE_ID)
@@ -140,7 +151,7 @@ def new_outbound(
 
 
 def claim_lease(lease: timedelta | None) -> timedelta:
-    """spec: `max(1000, lockMs or 30000)`; ours refuses negative and over-long leases."""
+    """`max(1 s, lease or 30 s)`, as senders expect; ours also refuses negative and over-long leases."""
     if lease is None or lease == timedelta(0):
         return DEFAULT_CLAIM_LEASE
     if lease < timedelta(0):
@@ -158,18 +169,16 @@ def claim_batch(max_messages: int) -> int:
 
 
 def sweep_batch(batch_size: int) -> int:
-    if batch_size < 0 or batch_size > MAX_SWEEP_BATCH:
-        raise InvalidArgument("batch_size", f"must be 0 (default {DEFAULT_SWEEP_BATCH}) to {MAX_SWEEP_BATCH}")
-    return batch_size or DEFAULT_SWEEP_BATCH
+    return check_size(batch_size, SWEEP_BATCH, "batch_size")
 
 
 def error_text(error: str) -> str:
-    """spec: the first 500 characters; NUL cannot be stored and carries nothing."""
+    """The first 500 characters; NUL cannot be stored and carries nothing."""
     return error.replace("\x00", "")[:MAX_ERROR_CHARS]
 
 
 def not_processing_reason(row: Outbound, processor_id: str) -> str:
-    """Why CompleteOutbound/FailOutbound was refused (finding 15), for FAILED_PRECONDITION."""
+    """Why CompleteOutbound/FailOutbound was refused (docs/hardening.md #15), for FAILED_PRECONDITION."""
     if row.status is not OutboundStatus.PROCESSING:
         return f"outbound message is {row.status.value}, not processing: only a claimed message can be completed or failed"
     return f"outbound message is leased by {row.processor_id!r}, not {processor_id!r}"

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.delivery.domain.outbound import MAX_FREE_ID, check_free_id
+from services.delivery.domain.outbound import check_free_id
 from zenthor.errors import InvalidArgument
+from zenthor.pagination import PageLimits
 from zenthor.validate import required_text
 
-# spec delivery.md §3: default TTL 45 000 ms, minimum 10 000 ms (smaller is raised).
+# The runtime's account lease: 45 s unless asked otherwise, never under 10 s (a smaller TTL is raised).
 DEFAULT_LEASE_TTL = timedelta(seconds=45)
 MIN_LEASE_TTL = timedelta(seconds=10)
 # Our bound: a crashed runtime must not keep an account for long.
@@ -23,10 +22,11 @@ MAX_META_BYTES = 64 * 1024
 # Session store: the runtime's Baileys auth state; keys like `creds`, `<category>-<id>`.
 MAX_SESSION_KEY = 512
 MAX_SESSION_VALUE_BYTES = 1024 * 1024  # 1 MiB of UTF-8
-DEFAULT_SESSION_PAGE = 500
-MAX_SESSION_PAGE = 1_000
-DEFAULT_PAGE = 100
-MAX_PAGE = 500
+# Page sizes of the list RPCs; their tokens carry the last key (an account id or a session key).
+ACCOUNTS_PAGE = PageLimits(default=100, maximum=500)
+OWNED_ACCOUNTS_PAGE = PageLimits(default=100, maximum=500)
+# The runtime loads its whole auth state at start: larger pages.
+SESSION_PAGE = PageLimits(default=500, maximum=1_000)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Account:
 
 @dataclass(frozen=True)
 class Lease:
-    """Held by `owner_id` at `now` iff `expires_at > now` (spec)."""
+    """Held by `owner_id` at `now` iff `expires_at > now`: a lease ends at its expiry instant."""
 
     account_id: str
     owner_id: str
@@ -60,16 +60,8 @@ class SessionEntry:
     updated_at: datetime
 
 
-@dataclass(frozen=True)
-class KeyPage:
-    """A page over a text-keyed table: size and the key to continue after."""
-
-    size: int
-    after: str | None
-
-
 def lease_ttl(ttl: timedelta | None) -> timedelta:
-    """spec: `max(10000, ttlMs or 45000)`; ours refuses negative and over-long TTLs."""
+    """`max(10 s, ttl or 45 s)`, as the runtime expects; ours also refuses negative and over-long TTLs."""
     if ttl is None or ttl == timedelta(0):
         return DEFAULT_LEASE_TTL
     if ttl < timedelta(0):
@@ -96,34 +88,3 @@ def check_session_value(data: str) -> str:
     if "\x00" in data:
         raise InvalidArgument("data", "must not contain NUL characters")
     return data
-
-
-# --- text-key page tokens (ids here are free strings, not the kit's UUID cursors) ---
-
-
-def key_page(page_size: int, page_token: str, *, default: int = DEFAULT_PAGE, maximum: int = MAX_PAGE) -> KeyPage:
-    if page_size < 0:
-        raise InvalidArgument("page_size", "must not be negative")
-    if page_size > maximum:
-        raise InvalidArgument("page_size", f"must be at most {maximum}")
-    return KeyPage(size=page_size or default, after=_decode_key_token(page_token))
-
-
-def next_key_token(keys: list[str], size: int) -> str:
-    if len(keys) != size or not keys:
-        return ""
-    raw = json.dumps({"after_key": keys[-1]}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_key_token(token: str) -> str | None:
-    if not token:
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode()))
-        after = data["after_key"]
-    except (binascii.Error, ValueError, KeyError, TypeError) as e:
-        raise InvalidArgument("page_token", "is not a token this service issued") from e
-    if not isinstance(after, str) or len(after) > max(MAX_SESSION_KEY, MAX_FREE_ID):
-        raise InvalidArgument("page_token", "is not a token this service issued")
-    return after

@@ -29,8 +29,8 @@ from zenthor.pagination import PageRequest
 CLAIM = sa.text(
     """
     WITH heads AS (
-        -- pending recipient heads of the account and channel, oldest first (spec: smallest
-        -- createdAt); a recipient whose head is in flight or waiting for its retry has none, so
+        -- pending recipient heads of the account and channel, oldest first (smallest
+        -- created_at); a recipient whose head is in flight or waiting for its retry has none, so
         -- its messages go out one at a time in order and a failing one holds back only itself
         SELECT c.id
           FROM delivery.outbound_messages AS c
@@ -56,7 +56,7 @@ CLAIMABLE_COUNT = sa.text(
       FROM delivery.outbound_messages AS c
      WHERE c.account_id = :account_id AND c.channel = :channel
        AND ((c.status = 'pending' AND c.is_head)                     -- as CLAIM takes them
-            OR (c.status = 'processing' AND c.locked_until <= :now))  -- expired (inclusive, spec)
+            OR (c.status = 'processing' AND c.locked_until <= :now))  -- expired (at locked_until itself)
     """
 )
 
@@ -204,8 +204,8 @@ async def get(conn: AsyncConnection, outbound_id: uuid.UUID) -> Outbound | None:
 async def reclaim_expired(
     conn: AsyncConnection, now: datetime, *, account_id: str | None, batch: int, error_prefix: str
 ) -> list[Outbound]:
-    """Expired claim leases (`locked_until <= now`, spec) of one account (any channel, spec) or
-    of every account: each counts a failed attempt (finding 16) and waits for its retry, or is
+    """Expired claim leases (`locked_until <= now`) of one account (any channel) or
+    of every account: each counts a failed attempt (docs/hardening.md #16) and waits for its retry, or is
     FAILED at the cap. Rows a concurrent complete/fail holds are skipped: that call settles them."""
     stale = (
         sa.select(o.c.id)
@@ -259,7 +259,7 @@ async def claim(
 
 
 async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str, now: datetime) -> Outbound | None:
-    """PROCESSING → SENT, by the lease holder only (finding 15); None when that guard fails."""
+    """PROCESSING → SENT, by the lease holder only (docs/hardening.md #15); None when that guard fails."""
     row = (
         await conn.execute(
             sa.update(o)
@@ -286,7 +286,7 @@ async def fail(
     conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str, error: str, retry: bool, now: datetime
 ) -> Outbound | None:
     """PROCESSING → WAITING_RETRY, or FAILED when told not to retry or at the attempt cap that
-    `retry` cannot bypass (finding 15); lease holder only. None when that guard fails."""
+    `retry` cannot bypass (docs/hardening.md #15); lease holder only. None when that guard fails."""
     attempts = o.c.attempt_count + 1
     gives_up = sa.or_(sa.literal(not retry), attempts >= MAX_ATTEMPTS)
     row = (

@@ -1,4 +1,6 @@
-"""The delivery schema's tables as SQLAlchemy Core (the migration creates them)."""
+"""The tables of schema `delivery` as SQLAlchemy Core: a mirror of what the migrations create
+(columns, keys, indexes, CHECK constraints), compared with the migrated database by
+tests/service/test_schema_drift.py."""
 
 from __future__ import annotations
 
@@ -12,37 +14,83 @@ SCHEMA = "delivery"
 OUTBOUND_CHANGES = "delivery_outbound"
 metadata = sa.MetaData(schema=SCHEMA)
 TS = sa.DateTime(timezone=True)
+UNFINISHED = sa.text("status IN ('pending', 'processing', 'waiting_retry')")
 
 outbound_messages = sa.Table(
     "outbound_messages",
     metadata,
     sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
     sa.Column("channel", sa.Text, nullable=False),
-    sa.Column("account_id", sa.Text, nullable=False),  # finding 10: always set
+    sa.Column("account_id", sa.Text, nullable=False),  # docs/hardening.md #10: always set
     sa.Column("conversation_id", pg.UUID(as_uuid=True), nullable=False),
     sa.Column("message_id", pg.UUID(as_uuid=True), nullable=False),
     sa.Column("recipient", sa.Text),
     # What per-recipient FIFO order is kept by (domain.outbound docstring).
     sa.Column("recipient_key", sa.Text, nullable=False),
     # The one message of its recipient that may be claimed, in flight or waiting for a retry.
-    sa.Column("is_head", sa.Boolean, nullable=False),
+    sa.Column("is_head", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("metadata", pg.JSONB),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("processor_id", sa.Text),
     sa.Column("locked_until", TS),
-    sa.Column("attempt_count", sa.Integer, nullable=False),
+    sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
     sa.Column("next_attempt_at", TS),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # Idempotent enqueue: outbox re-drives never queue a message twice.
     sa.UniqueConstraint("message_id", "channel", name="outbound_messages_message_channel_key"),
+    sa.CheckConstraint("channel IN ('web', 'whatsapp')", name="outbound_messages_channel_check"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'processing', 'waiting_retry', 'sent', 'failed')", name="outbound_messages_status_check"
+    ),
+    # A claimed row always names its holder and its lease end; no other row does.
+    sa.CheckConstraint(
+        "(status = 'processing') = (processor_id IS NOT NULL AND locked_until IS NOT NULL)",
+        name="outbound_messages_lease_check",
+    ),
+    sa.CheckConstraint("attempt_count BETWEEN 0 AND 5", name="outbound_messages_attempts_check"),
+    sa.CheckConstraint(
+        "NOT is_head OR status IN ('pending', 'processing', 'waiting_retry')", name="outbound_messages_head_check"
+    ),
+    # Claim scan and claimable count: an account's pending heads in FIFO order.
+    sa.Index(
+        "outbound_messages_claim_idx",
+        "account_id",
+        "channel",
+        "created_at",
+        "id",
+        postgresql_where=sa.text("status = 'pending' AND is_head"),
+    ),
+    # Per-recipient order: is there an older unfinished row for this recipient?
+    sa.Index(
+        "outbound_messages_recipient_idx",
+        "account_id",
+        "channel",
+        "recipient_key",
+        "created_at",
+        "id",
+        postgresql_where=UNFINISHED,
+    ),
+    # Expired-lease reclaim (inline per account, and the sweep across accounts).
+    sa.Index("outbound_messages_lease_idx", "locked_until", postgresql_where=sa.text("status = 'processing'")),
+    sa.Index("outbound_messages_conversation_idx", "conversation_id", "id", postgresql_where=UNFINISHED),
+    # At most one head per recipient.
+    sa.Index(
+        "outbound_messages_head_key",
+        "account_id",
+        "channel",
+        "recipient_key",
+        unique=True,
+        postgresql_where=sa.text("is_head"),
+    ),
 )
 
 whatsapp_accounts = sa.Table(
     "whatsapp_accounts",
     metadata,
-    sa.Column("account_id", sa.Text, primary_key=True),  # finding 24: unique
+    sa.Column("account_id", sa.Text, primary_key=True),  # docs/hardening.md #24: unique
     sa.Column("phone", sa.Text, nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("meta", pg.JSONB),
@@ -53,16 +101,18 @@ whatsapp_accounts = sa.Table(
 whatsapp_leases = sa.Table(
     "whatsapp_leases",
     metadata,
-    sa.Column("account_id", sa.Text, primary_key=True),  # finding 24: one lease per account
+    sa.Column("account_id", sa.Text, primary_key=True),  # docs/hardening.md #24: one lease per account
     sa.Column("owner_id", sa.Text, nullable=False),
     sa.Column("expires_at", TS, nullable=False),
     sa.Column("heartbeat_at", TS, nullable=False),
+    # ListOwnedAccounts: an owner's accounts in key order.
+    sa.Index("whatsapp_leases_owner_idx", "owner_id", "account_id"),
 )
 
 whatsapp_session = sa.Table(
     "whatsapp_session",
     metadata,
-    sa.Column("key", sa.Text, primary_key=True),  # finding 24: unique
+    sa.Column("key", sa.Text, primary_key=True),  # docs/hardening.md #24: unique
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),

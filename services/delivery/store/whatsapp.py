@@ -9,10 +9,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.delivery.domain.whatsapp import Account, KeyPage, Lease, SessionEntry
+from services.delivery.domain.whatsapp import Account, Lease, SessionEntry
 from services.delivery.store.tables import whatsapp_accounts as accounts
 from services.delivery.store.tables import whatsapp_leases as leases
 from services.delivery.store.tables import whatsapp_session as session
+from zenthor.pagination import KeyPageRequest
 
 # Acquire in one guarded statement: insert the lease, or take over the existing row only when
 # it is the caller's own or has expired. Racing acquirers serialize on the row lock and each
@@ -23,7 +24,7 @@ ACQUIRE = sa.text(
     VALUES (:account_id, :owner_id, :expires_at, :now)
     ON CONFLICT (account_id) DO UPDATE
        SET owner_id = EXCLUDED.owner_id, expires_at = EXCLUDED.expires_at, heartbeat_at = EXCLUDED.heartbeat_at
-     WHERE l.owner_id = EXCLUDED.owner_id   -- the holder renews (spec: even if unexpired)
+     WHERE l.owner_id = EXCLUDED.owner_id   -- the holder renews, even if unexpired
         OR l.expires_at <= :now             -- an expired lease is free (held iff expiresAt > now)
     RETURNING l.*
     """
@@ -61,7 +62,7 @@ async def upsert_account(
     )
     upsert = stmt.on_conflict_do_update(
         index_elements=[accounts.c.account_id],
-        # spec: patch phone, enabled, meta (omitted → removed), updatedAt
+        # patch phone, enabled, meta (omitted → removed) and the update time
         set_={"phone": phone, "enabled": enabled, "meta": meta, "updated_at": now},
     ).returning(accounts, sa.literal_column("xmax = 0").label("created"))
     row = (await conn.execute(upsert)).one()
@@ -77,7 +78,7 @@ async def get_account(conn: AsyncConnection, account_id: str, *, for_share: bool
     return _account(row) if row else None
 
 
-async def list_accounts(conn: AsyncConnection, include_disabled: bool, page: KeyPage) -> list[Account]:
+async def list_accounts(conn: AsyncConnection, include_disabled: bool, page: KeyPageRequest) -> list[Account]:
     query = sa.select(accounts).order_by(accounts.c.account_id).limit(page.size)
     if not include_disabled:
         query = query.where(accounts.c.enabled.is_(True))
@@ -106,8 +107,8 @@ async def get_lease(conn: AsyncConnection, account_id: str) -> Lease | None:
 async def heartbeat_lease(
     conn: AsyncConnection, account_id: str, owner_id: str, now: datetime, expires_at: datetime
 ) -> Lease | None:
-    """Extends a lease the owner still holds (spec: a lapsed lease cannot be revived; it must
-    be re-acquired) on an enabled account (finding 34); None otherwise."""
+    """Extends a lease the owner still holds (a lapsed lease cannot be revived; it must
+    be re-acquired) on an enabled account (docs/hardening.md #34); None otherwise."""
     enabled = sa.exists().where(accounts.c.account_id == leases.c.account_id, accounts.c.enabled.is_(True))
     row = (
         await conn.execute(
@@ -121,14 +122,14 @@ async def heartbeat_lease(
 
 
 async def release_lease(conn: AsyncConnection, account_id: str, owner_id: str) -> bool:
-    """Deletes the owner's lease, expired or not (spec)."""
+    """Deletes the owner's lease, expired or not."""
     result = await conn.execute(
         sa.delete(leases).where(leases.c.account_id == account_id, leases.c.owner_id == owner_id)
     )
     return result.rowcount == 1
 
 
-async def owned_account_ids(conn: AsyncConnection, owner_id: str, now: datetime, page: KeyPage) -> list[str]:
+async def owned_account_ids(conn: AsyncConnection, owner_id: str, now: datetime, page: KeyPageRequest) -> list[str]:
     query = (
         sa.select(leases.c.account_id)
         .where(leases.c.owner_id == owner_id, leases.c.expires_at > now)
@@ -149,7 +150,7 @@ async def get_session_value(conn: AsyncConnection, key: str) -> str | None:
 
 
 async def set_session_value(conn: AsyncConnection, key: str, data: str, now: datetime) -> None:
-    """Upsert on the unique key (finding 24: one row per key, even under concurrent sets)."""
+    """Upsert on the unique key (docs/hardening.md #24: one row per key, even under concurrent sets)."""
     stmt = pg.insert(session).values(key=key, data=data, created_at=now, updated_at=now)
     await conn.execute(
         stmt.on_conflict_do_update(index_elements=[session.c.key], set_={"data": data, "updated_at": now})
@@ -160,7 +161,7 @@ async def delete_session_value(conn: AsyncConnection, key: str) -> bool:
     return (await conn.execute(sa.delete(session).where(session.c.key == key))).rowcount == 1
 
 
-async def list_session_values(conn: AsyncConnection, page: KeyPage) -> list[SessionEntry]:
+async def list_session_values(conn: AsyncConnection, page: KeyPageRequest) -> list[SessionEntry]:
     query = sa.select(session).order_by(session.c.key).limit(page.size)
     if page.after is not None:
         query = query.where(session.c.key > page.after)

@@ -18,11 +18,11 @@ class Deps:
     clock: Callable[[], datetime]
     feed: ChangeFeed
     # The deployment's WhatsApp account (`WHATSAPP_ACCOUNT_ID`): rows enqueued without one get
-    # it, so no row is unclaimable (finding 10).
+    # it, so no row is unclaimable (docs/hardening.md #10).
     default_account_id: str
     kick_outbox: Callable[[], None]
     rng: random.Random
-    # Backoff of a failed send (zenthor.retries.backoff_delay_s): attempt 1 waits base/2..base, …
+    # Backoff of a failed send (zenthor.retries.retry_delay_s): attempt 1 waits base/2..base, …
     retry_base_s: float = DEFAULT_BASE_S
     retry_cap_s: float = DEFAULT_CAP_S
     # WatchOutbound re-sends the count at least this often, changed or not.

@@ -1,8 +1,9 @@
 """Outbound queue use cases: enqueue, claim, complete, fail, release, list, watch, stale sweep.
 
 Every settled row leaves its side effects in the same transaction: a retry goes to
-WAITING_RETRY with a RetryWorkflow start in the outbox (finding 14), a final SENT/FAILED row
-marks its `messages` row through the outbox (finding 27), and the account's watchers are woken.
+WAITING_RETRY with a RetryWorkflow start in the outbox (docs/hardening.md #14), a final
+SENT/FAILED row marks its `messages` row through the outbox (docs/hardening.md #27), and the
+account's watchers are woken.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from zenthor.errors import FailedPrecondition
 from zenthor.notify import notify
 from zenthor.outbox import add_event
 from zenthor.pagination import Page, PageRequest, next_token
-from zenthor.retries import add_retry, backoff_delay_s
+from zenthor.retries import add_retry, retry_delay_s
 
 FINAL = (OutboundStatus.SENT, OutboundStatus.FAILED)
 
@@ -54,7 +55,7 @@ async def enqueue_outbound(
     metadata: OutboundMetadata | None,
 ) -> Enqueued:
     """Idempotent on (message_id, channel): a re-driven outbox event gets the existing row.
-    Without an account id the row gets the deployment's, so it is claimable (finding 10)."""
+    Without an account id the row gets the deployment's, so it is claimable (docs/hardening.md #10)."""
     new = domain.new_outbound(
         channel=channel,
         account_id=deps.default_account_id if account_id is None else account_id,
@@ -87,7 +88,7 @@ async def claim_outbound(
     lease: timedelta | None,
 ) -> list[Outbound]:
     """One transaction, one `now`: the account's expired leases are reclaimed counting an
-    attempt (finding 16), then up to `max_messages` recipient heads are leased (SKIP LOCKED)."""
+    attempt (docs/hardening.md #16), then up to `max_messages` recipient heads are leased (SKIP LOCKED)."""
     domain.check_free_id(account_id, "account_id")
     domain.check_free_id(processor_id, "processor_id")
     batch = domain.claim_batch(max_messages)
@@ -95,7 +96,7 @@ async def claim_outbound(
     now = deps.clock()
     async with deps.uow() as uow:
         reclaimed = await store.reclaim_expired(
-            uow.conn, now, account_id=account_id, batch=domain.DEFAULT_SWEEP_BATCH, error_prefix=domain.LEASE_EXPIRED_ERROR
+            uow.conn, now, account_id=account_id, batch=domain.SWEEP_BATCH.default, error_prefix=domain.LEASE_EXPIRED_ERROR
         )
         events = await _settle(deps, uow.conn, reclaimed, now)
         claimed = await store.claim(
@@ -115,7 +116,7 @@ async def claim_outbound(
 
 
 async def complete_outbound(deps: Deps, outbound_id: uuid.UUID, processor_id: str) -> Outbound | None:
-    """SENT, by the lease holder from PROCESSING only (finding 15); None for an unknown id."""
+    """SENT, by the lease holder from PROCESSING only (docs/hardening.md #15); None for an unknown id."""
     domain.check_free_id(processor_id, "processor_id")
     now = deps.clock()
     async with deps.uow() as uow:
@@ -134,7 +135,8 @@ async def fail_outbound(
 ) -> Outbound | None:
     """A failed send, by the lease holder from PROCESSING only: WAITING_RETRY with a backoff
     carried by RetryWorkflow, or FAILED when `retry` is false or at the 5-attempt cap, which
-    `retry = true` cannot bypass (findings 14, 15). None for an unknown id (spec)."""
+    `retry = true` cannot bypass (docs/hardening.md #14, #15). None for an unknown id, as the
+    runtime expects."""
     domain.check_free_id(processor_id, "processor_id")
     now = deps.clock()
     async with deps.uow() as uow:
@@ -232,7 +234,7 @@ async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], n
     retry_times: dict[uuid.UUID, datetime] = {}
     for row in rows:
         if row.status is OutboundStatus.WAITING_RETRY:
-            delay_s = backoff_delay_s(row.attempt_count, deps.rng, base_s=deps.retry_base_s, cap_s=deps.retry_cap_s)
+            delay_s = retry_delay_s(row.attempt_count, deps.rng, base_s=deps.retry_base_s, cap_s=deps.retry_cap_s)
             outbound_ref = ids.OUTBOUND.format(row.id)
             await add_retry(
                 conn,
@@ -262,8 +264,8 @@ async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], n
 
 
 async def _refuse(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str) -> None:
-    """Why a guarded complete/fail matched nothing: unknown ids answer absent (spec, finding
-    30); anything else is FAILED_PRECONDITION saying which guard failed (finding 15)."""
+    """Why a guarded complete/fail matched nothing: unknown ids answer absent, as the
+    runtime expects (docs/hardening.md #30); anything else is FAILED_PRECONDITION saying which guard failed (docs/hardening.md #15)."""
     current = await store.get(conn, outbound_id)
     if current is not None:
         raise FailedPrecondition(domain.not_processing_reason(current, processor_id))

@@ -8,11 +8,11 @@ from typing import Any
 
 from services.delivery.domain import whatsapp as domain
 from services.delivery.domain.outbound import check_free_id
-from services.delivery.domain.whatsapp import Account, KeyPage, Lease, SessionEntry
+from services.delivery.domain.whatsapp import Account, Lease, SessionEntry
 from services.delivery.store import whatsapp as store
 from services.delivery.usecases.deps import Deps
 from zenthor.errors import FailedPrecondition, NotFound
-from zenthor.pagination import Page
+from zenthor.pagination import KeyPageRequest, Page, next_key_token
 
 # --- accounts ---
 
@@ -27,10 +27,10 @@ async def upsert_account(
     return result
 
 
-async def list_accounts(deps: Deps, include_disabled: bool, page: KeyPage) -> Page[Account]:
+async def list_accounts(deps: Deps, include_disabled: bool, page: KeyPageRequest) -> Page[Account]:
     async with deps.uow() as uow:
         rows = await store.list_accounts(uow.conn, include_disabled, page)
-    return Page(rows, domain.next_key_token([a.account_id for a in rows], page.size))
+    return Page(rows, next_key_token([a.account_id for a in rows], page.size))
 
 
 # --- leases ---
@@ -45,7 +45,7 @@ class Acquired:
 async def acquire_lease(deps: Deps, account_id: str, owner_id: str, ttl: timedelta | None) -> Acquired:
     """Free, expired or own lease → the caller's, atomically (exactly one of many racers wins an
     expired lease); held by another → `acquired = False` with the holder's lease, no write.
-    Unknown account NOT_FOUND, disabled account FAILED_PRECONDITION (finding 34)."""
+    Unknown account NOT_FOUND, disabled account FAILED_PRECONDITION (docs/hardening.md #34)."""
     check_free_id(account_id, "account_id")
     check_free_id(owner_id, "owner_id")
     lease_for = domain.lease_ttl(ttl)
@@ -86,11 +86,11 @@ async def release_lease(deps: Deps, account_id: str, owner_id: str) -> bool:
     return released
 
 
-async def list_owned_accounts(deps: Deps, owner_id: str, page: KeyPage) -> Page[str]:
+async def list_owned_accounts(deps: Deps, owner_id: str, page: KeyPageRequest) -> Page[str]:
     check_free_id(owner_id, "owner_id")
     async with deps.uow() as uow:
         account_ids = await store.owned_account_ids(uow.conn, owner_id, deps.clock(), page)
-    return Page(account_ids, domain.next_key_token(account_ids, page.size))
+    return Page(account_ids, next_key_token(account_ids, page.size))
 
 
 async def get_lease(deps: Deps, account_id: str) -> Lease | None:
@@ -124,14 +124,14 @@ async def delete_session_value(deps: Deps, key: str) -> bool:
     return deleted
 
 
-async def list_session_values(deps: Deps, page: KeyPage) -> Page[SessionEntry]:
+async def list_session_values(deps: Deps, page: KeyPageRequest) -> Page[SessionEntry]:
     async with deps.uow() as uow:
         entries = await store.list_session_values(uow.conn, page)
-    return Page(entries, domain.next_key_token([e.key for e in entries], page.size))
+    return Page(entries, next_key_token([e.key for e in entries], page.size))
 
 
 async def clear_session_values(deps: Deps) -> int:
-    """Every entry in one transaction (the spec's clearAll, unbatched)."""
+    """Every entry in one transaction, unbatched: the runtime clears its whole auth state at logout."""
     async with deps.uow() as uow:
         deleted = await store.clear_session_values(uow.conn)
         await uow.commit()

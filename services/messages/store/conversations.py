@@ -17,18 +17,28 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.messages.domain import (
-    Channel,
-    Conversation,
-    ConversationStatus,
-    Message,
-    MessageRole,
-    MessageStatus,
-    RecentConversation,
-    RecentCursor,
-)
-from services.messages.store.tables import conversation_of, conversations, tool_calls_of
+from services.messages.domain.conversations import Channel, Conversation, ConversationStatus
+from services.messages.domain.messages import Message, MessageRole, MessageStatus
+from services.messages.domain.recent import RecentConversation, RecentCursor
+from services.messages.store.messages import tool_calls_of
+from services.messages.store.tables import conversations
 from zenthor.pagination import PageRequest
+
+
+def conversation_of(row: Any) -> Conversation:
+    return Conversation(
+        id=row.id,
+        channel=Channel(row.channel),
+        user_id=row.user_id,
+        contact_id=row.contact_id,
+        agent_id=row.agent_id,
+        title=row.title,
+        status=ConversationStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        revision=row.revision,
+        meta_revision=row.meta_revision,
+    )
 
 
 async def get_conversation(conn: AsyncConnection, conversation_id: uuid.UUID) -> Conversation | None:
@@ -71,7 +81,7 @@ async def first_active_conversation(conn: AsyncConnection, channel: Channel, own
     row = (
         await conn.execute(
             sa.select(conversations)
-            .where(owner == owner_id, conversations.c.channel == channel.value, conversations.c.status == "active")
+            .where(owner == owner_id, conversations.c.channel == channel.value, conversations.c.status == ConversationStatus.ACTIVE.value)
             .order_by(conversations.c.id)
             .limit(1)
         )
@@ -113,7 +123,7 @@ async def insert_conversation(
 
 
 async def list_conversations_of_user(conn: AsyncConnection, user_id: uuid.UUID, page: PageRequest) -> list[Conversation]:
-    # ids are UUIDv7: id order is creation order (spec: ascending by creation).
+    # ids are UUIDv7: id order is creation order (the list is ascending by creation).
     query = sa.select(conversations).where(conversations.c.user_id == user_id).order_by(conversations.c.id).limit(page.size)
     if page.after is not None:
         query = query.where(conversations.c.id > page.after)
@@ -147,17 +157,17 @@ async def set_conversation_meta(
 RECENT_CONVERSATIONS = sa.text(
     """
     WITH mine AS (
-        -- spec step 1: the caller's own conversations (web).
+        -- 1. the caller's own conversations (web).
         SELECT c.*, 0 AS part FROM messages.conversations c
          WHERE c.user_id = :user_id AND c.status = 'active'
         UNION ALL
-        -- spec step 2: WhatsApp conversations of the linked contact. A WhatsApp row never has a
-        -- user_id (table check), so the two parts cannot overlap (spec step 3's de-duplication).
+        -- 2. WhatsApp conversations of the linked contact. A WhatsApp row never has a user_id
+        -- (table check), so the two parts cannot overlap and need no de-duplication.
         SELECT c.*, 1 AS part FROM messages.conversations c
          WHERE c.contact_id = CAST(:contact_id AS uuid) AND c.channel = 'whatsapp' AND c.status = 'active'
     ),
     listed AS (
-        -- spec step 4: the newest message of each (any role, empty placeholders included).
+        -- 3. the newest message of each (any role, empty placeholders included).
         SELECT mine.*, last.id AS last_id, last.content AS last_content, last.role AS last_role,
                last.channel AS last_channel, last.tool_calls AS last_tool_calls,
                last.streaming AS last_streaming, last.status AS last_status,
@@ -172,7 +182,7 @@ RECENT_CONVERSATIONS = sa.text(
                  LIMIT 1
           ) last ON true
     )
-    -- spec step 5: newest activity first; ties keep step 3's order (web part first, then creation).
+    -- 4. newest activity first; ties put the web part first, then creation order.
     SELECT * FROM listed
      WHERE CAST(:after_at AS timestamptz) IS NULL
         OR activity_at < CAST(:after_at AS timestamptz)

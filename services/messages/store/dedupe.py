@@ -1,4 +1,5 @@
-"""SQL of inbound dedupe (finding 35: the key includes the account; NULL accounts are one value)."""
+"""SQL of inbound dedupe: the key includes the account, and NULL accounts are one value
+(docs/hardening.md #35)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.messages.domain import Channel
+from services.messages.domain.conversations import Channel
 from services.messages.store.tables import inbound_dedupe
 
 

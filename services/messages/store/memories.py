@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pgvector import Vector as VectorValue
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.messages.domain import Memory, MemoryHit, MemorySource
+from services.messages.domain.memories import Memory, MemoryHit, MemorySource
 from services.messages.store.tables import memories
 from zenthor.pagination import PageRequest
 
@@ -98,7 +98,7 @@ async def search_memories(
     source: MemorySource | None,
 ) -> list[MemoryHit]:
     """Nearest neighbours by cosine, best first; each score is computed on its own row in the
-    same statement (finding 23), so a deleted memory can never shift scores."""
+    same statement (docs/hardening.md #23), so a deleted memory can never shift scores."""
     params: dict[str, Any] = {
         "query": VectorValue(list(query)).to_text(),
         "limit": limit,

@@ -11,9 +11,46 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.messages.domain import Conversation, Message, MessageRole, MessageStatus, ToolCall
-from services.messages.store.tables import message_of, messages, tool_calls_json
+from services.messages.domain.conversations import Channel, Conversation
+from services.messages.domain.messages import Message, MessageRole, MessageStatus, ToolCall
+from services.messages.store.tables import messages
 from zenthor.pagination import PageRequest
+
+
+def tool_calls_json(calls: Sequence[ToolCall]) -> list[dict[str, Any]] | None:
+    if not calls:
+        return None
+    out: list[dict[str, Any]] = []
+    for call in calls:
+        item: dict[str, Any] = {"name": call.name, "input": call.input}
+        if call.has_output:
+            item["output"] = call.output
+        out.append(item)
+    return out
+
+
+def tool_calls_of(data: list[dict[str, Any]] | None) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(name=d["name"], input=d.get("input"), output=d.get("output"), has_output="output" in d)
+        for d in data or ()
+    )
+
+
+def message_of(row: Any) -> Message:
+    return Message(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        role=MessageRole(row.role),
+        content=row.content,
+        channel=Channel(row.channel),
+        tool_calls=tool_calls_of(row.tool_calls),
+        streaming=row.streaming,
+        status=MessageStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        revision=row.revision,
+        sequence=row.sequence,
+    )
 
 
 async def insert_message(
@@ -29,7 +66,7 @@ async def insert_message(
     tool_calls: Sequence[ToolCall] = (),
     idempotency_key: str | None = None,
 ) -> Message:
-    """A message on the conversation's own channel (finding 26) at the conversation's current
+    """A message on the conversation's own channel (docs/hardening.md #26) at the conversation's current
     revision (the caller bumped it)."""
     row = (
         await conn.execute(
@@ -121,7 +158,7 @@ async def close_placeholder(
 async def mark_delivery(
     conn: AsyncConnection, message_id: uuid.UUID, outcome: MessageStatus, revision: int, now: datetime
 ) -> Message | None:
-    """Guarded: only a stored (PENDING/SENT) message that is not streaming (finding 27)."""
+    """Guarded: only a stored (PENDING/SENT) message that is not streaming (docs/hardening.md #27)."""
     row = (
         await conn.execute(
             sa.update(messages)

@@ -1,51 +1,57 @@
-"""Tables of the messages service (schema `messages`) and their row → domain mappers."""
+"""Tables of the messages service (schema `messages`), mirroring what the migrations create:
+columns, indexes (partial ones with their predicate) and CHECK constraints. A test compares
+this with the migrated database (docs/architecture.md §6)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects import postgresql as pg
 
-from services.messages.domain import (
-    EMBEDDING_DIMENSIONS,
-    Channel,
-    Conversation,
-    ConversationStatus,
-    Message,
-    MessageRole,
-    MessageStatus,
-    ToolCall,
-)
+from services.messages.domain.memories import EMBEDDING_DIMENSIONS
 from zenthor.outbox import outbox_table
 
 SCHEMA = "messages"
 metadata = sa.MetaData(schema=SCHEMA)
 TS = sa.DateTime(timezone=True)
+UUID = pg.UUID(as_uuid=True)
 
 conversations = sa.Table(
     "conversations",
     metadata,
-    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("id", UUID, primary_key=True),
     sa.Column("channel", sa.Text, nullable=False),
-    sa.Column("user_id", pg.UUID(as_uuid=True)),
-    sa.Column("contact_id", pg.UUID(as_uuid=True)),
-    sa.Column("agent_id", pg.UUID(as_uuid=True)),
+    sa.Column("user_id", UUID),
+    sa.Column("contact_id", UUID),
+    sa.Column("agent_id", UUID),
     sa.Column("title", sa.Text),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # Change counter for WatchConversation positions (see store/conversations.py).
     sa.Column("revision", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("meta_revision", sa.BigInteger, nullable=False, server_default="0"),
+    sa.CheckConstraint("channel IN ('web', 'whatsapp')", name="conversations_channel_check"),
+    sa.CheckConstraint("status IN ('active', 'archived')", name="conversations_status_check"),
+    # Web conversations belong to a user, WhatsApp ones to a contact (and never to a user).
+    sa.CheckConstraint(
+        "(channel = 'web' AND user_id IS NOT NULL) OR (channel = 'whatsapp' AND contact_id IS NOT NULL AND user_id IS NULL)",
+        name="conversations_owner_check",
+    ),
+    sa.CheckConstraint("channel = 'web' OR status = 'active'", name="conversations_whatsapp_active_check"),
+    sa.Index("conversations_user_idx", "user_id", "id"),
+    sa.Index("conversations_contact_idx", "contact_id", "id"),
+    # WhatsApp conversations are only made by get-or-create and never archived: one per contact.
+    sa.Index(
+        "conversations_whatsapp_contact_key", "contact_id", unique=True, postgresql_where=sa.text("channel = 'whatsapp'")
+    ),
 )
 
 messages = sa.Table(
     "messages",
     metadata,
-    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-    sa.Column("conversation_id", pg.UUID(as_uuid=True), sa.ForeignKey(conversations.c.id), nullable=False),
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("conversation_id", UUID, sa.ForeignKey(conversations.c.id), nullable=False),
     sa.Column("role", sa.Text, nullable=False),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("channel", sa.Text, nullable=False),
@@ -57,6 +63,20 @@ messages = sa.Table(
     sa.Column("revision", sa.BigInteger, nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="messages_role_check"),
+    sa.CheckConstraint("channel IN ('web', 'whatsapp')", name="messages_channel_check"),
+    sa.CheckConstraint("status IN ('pending', 'sent', 'delivered', 'failed')", name="messages_status_check"),
+    # Only assistant placeholders ever stream (docs/hardening.md #28).
+    sa.CheckConstraint("NOT streaming OR role = 'assistant'", name="messages_streaming_role_check"),
+    sa.Index("messages_conversation_idx", "conversation_id", "id"),
+    sa.Index("messages_conversation_revision_idx", "conversation_id", "revision"),
+    sa.Index(
+        "messages_idempotency_key",
+        "conversation_id",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+    ),
 )
 
 inbound_dedupe = sa.Table(
@@ -67,71 +87,36 @@ inbound_dedupe = sa.Table(
     sa.Column("account_id", sa.Text),
     sa.Column("channel_message_id", sa.Text, nullable=False),
     sa.Column("created_at", TS, nullable=False),
+    sa.CheckConstraint("channel IN ('web', 'whatsapp')", name="inbound_dedupe_channel_check"),
+    # The key includes the account; a missing account is one value (docs/hardening.md #24, #35).
+    sa.Index(
+        "inbound_dedupe_key",
+        "channel",
+        "account_id",
+        "channel_message_id",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+    sa.Index("inbound_dedupe_created_idx", "created_at"),
 )
 
 memories = sa.Table(
     "memories",
     metadata,
-    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-    sa.Column("conversation_id", pg.UUID(as_uuid=True)),
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("conversation_id", UUID),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("embedding", Vector(EMBEDDING_DIMENSIONS), nullable=False),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("created_at", TS, nullable=False),
+    sa.CheckConstraint("source IN ('conversation', 'manual')", name="memories_source_check"),
+    sa.Index("memories_conversation_idx", "conversation_id", "id"),
+    sa.Index(
+        "memories_embedding_hnsw",
+        "embedding",
+        postgresql_using="hnsw",
+        postgresql_ops={"embedding": "vector_cosine_ops"},
+    ),
 )
 
 outbox = outbox_table(metadata, SCHEMA)
-
-
-def conversation_of(row: Any) -> Conversation:
-    return Conversation(
-        id=row.id,
-        channel=Channel(row.channel),
-        user_id=row.user_id,
-        contact_id=row.contact_id,
-        agent_id=row.agent_id,
-        title=row.title,
-        status=ConversationStatus(row.status),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        revision=row.revision,
-        meta_revision=row.meta_revision,
-    )
-
-
-def tool_calls_json(calls: Sequence[ToolCall]) -> list[dict[str, Any]] | None:
-    if not calls:
-        return None
-    out: list[dict[str, Any]] = []
-    for call in calls:
-        item: dict[str, Any] = {"name": call.name, "input": call.input}
-        if call.has_output:
-            item["output"] = call.output
-        out.append(item)
-    return out
-
-
-def tool_calls_of(data: list[dict[str, Any]] | None) -> tuple[ToolCall, ...]:
-    return tuple(
-        ToolCall(name=d["name"], input=d.get("input"), output=d.get("output"), has_output="output" in d)
-        for d in data or ()
-    )
-
-
-def message_of(row: Any) -> Message:
-    return Message(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        role=MessageRole(row.role),
-        content=row.content,
-        channel=Channel(row.channel),
-        tool_calls=tool_calls_of(row.tool_calls),
-        streaming=row.streaming,
-        status=MessageStatus(row.status),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        revision=row.revision,
-        sequence=row.sequence,
-    )
-
-

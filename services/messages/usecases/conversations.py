@@ -8,16 +8,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.messages import domain
-from services.messages.domain import (
-    DEFAULT_TITLE,
-    Channel,
-    Conversation,
-    ConversationStatus,
-    Message,
-    RecentConversation,
-    RecentCursor,
-)
+from services.messages.domain import conversations as rules
+from services.messages.domain.conversations import Channel, Conversation, ConversationStatus, owned
+from services.messages.domain.messages import Message
+from services.messages.domain.recent import RecentConversation, RecentPageRequest, next_recent_token
+from services.messages.domain.titles import DEFAULT_TITLE
 from services.messages.store import conversations as store
 from services.messages.store import messages as message_store
 from services.messages.usecases.deps import CONVERSATION_CHANNEL, CONVERSATION_LIST_CHANNEL, Deps
@@ -28,13 +23,13 @@ from zenthor.errors import NotFound
 from zenthor.notify import notify
 from zenthor.pagination import Page, PageRequest, next_token
 
-CONVERSATION_NOT_FOUND = "Conversation not found"  # spec's exact text
+CONVERSATION_NOT_FOUND = "Conversation not found"  # the original backend's exact text
 
 
 async def announce(conn: AsyncConnection, conversation: Conversation) -> None:
     """Wakes the conversation's watchers and its owners' list watchers at commit."""
     await notify(conn, CONVERSATION_CHANNEL, conversation.id.hex)
-    for key in domain.owner_keys(conversation.user_id, conversation.contact_id):
+    for key in rules.owner_keys(conversation.user_id, conversation.contact_id):
         await notify(conn, CONVERSATION_LIST_CHANNEL, key)
 
 
@@ -48,7 +43,7 @@ async def lock_conversation(uow: UnitOfWork, conversation_id: uuid.UUID) -> Conv
 
 async def owned_locked(uow: UnitOfWork, user: ResolvedUser, conversation_id: uuid.UUID) -> Conversation | None:
     """The caller's conversation, locked for a change; None (caller rolls back) otherwise."""
-    current = domain.owned(await store.get_conversation(uow.conn, conversation_id), user)
+    current = owned(await store.get_conversation(uow.conn, conversation_id), user)
     if current is None:
         return None
     return await store.bump_conversation(uow.conn, conversation_id)
@@ -63,9 +58,9 @@ class GetOrCreated:
 async def get_or_create_conversation(
     deps: Deps, channel: Channel, user_id: uuid.UUID | None, contact_id: uuid.UUID | None, agent_id: uuid.UUID | None
 ) -> GetOrCreated:
-    """spec conversations.getOrCreate: the owner's first active conversation of the channel,
-    else a new one (agent only on creation). One per owner even under concurrent calls."""
-    owner = domain.getorcreate_owner(channel, user_id, contact_id)
+    """The owner's first active conversation of the channel, else a new one (agent only on
+    creation). One per owner even under concurrent calls."""
+    owner = rules.getorcreate_owner(channel, user_id, contact_id)
     async with deps.uow() as uow:
         await store.lock_owner(uow.conn, channel, owner)
         existing = await store.first_active_conversation(uow.conn, channel, owner)
@@ -87,7 +82,7 @@ async def get_or_create_conversation(
 
 
 async def list_conversations(deps: Deps, user: ResolvedUser, page: PageRequest) -> Page[Conversation]:
-    """spec conversations.listByUser: by user id only (linked-contact WhatsApp not included)."""
+    """By user id only: the linked contact's WhatsApp conversation is not included."""
     async with deps.uow() as uow:
         found = await store.list_conversations_of_user(uow.conn, user.user_id, page)
     return Page(found, next_token([c.id for c in found], page.size))
@@ -95,11 +90,11 @@ async def list_conversations(deps: Deps, user: ResolvedUser, page: PageRequest) 
 
 async def get_conversation(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID) -> Conversation | None:
     async with deps.uow() as uow:
-        return domain.owned(await store.get_conversation(uow.conn, conversation_id), user)
+        return owned(await store.get_conversation(uow.conn, conversation_id), user)
 
 
 async def create_conversation(deps: Deps, user: ResolvedUser, title: str | None) -> Conversation:
-    title = domain.check_title(title)
+    title = rules.check_title(title)
     async with deps.uow() as uow:
         conversation = await store.insert_conversation(
             uow.conn,
@@ -117,10 +112,10 @@ async def create_conversation(deps: Deps, user: ResolvedUser, title: str | None)
 
 
 async def archive_conversation(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID) -> Conversation | None:
-    """Owned web conversations only; anything else is the spec's silent no-op."""
+    """Owned web conversations only; anything else is a silent no-op (None)."""
     async with deps.uow() as uow:
         conversation = await owned_locked(uow, user, conversation_id)
-        if conversation is None or not domain.can_archive(conversation):
+        if conversation is None or not rules.can_archive(conversation):
             return None
         archived = await store.set_conversation_meta(
             uow.conn, conversation.id, conversation.revision, deps.clock(), status=ConversationStatus.ARCHIVED
@@ -133,7 +128,7 @@ async def archive_conversation(deps: Deps, user: ResolvedUser, conversation_id: 
 async def update_conversation_title(
     deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID, title: str
 ) -> Conversation | None:
-    title = domain.check_title(title) or ""
+    title = rules.check_title(title) or ""
     async with deps.uow() as uow:
         conversation = await owned_locked(uow, user, conversation_id)
         if conversation is None:
@@ -144,20 +139,14 @@ async def update_conversation_title(
     return renamed
 
 
-@dataclass(frozen=True)
-class RecentPage:
-    items: list[RecentConversation]
-    next_cursor: RecentCursor | None
-
-
 async def list_recent_conversations(
-    deps: Deps, user: ResolvedUser, size: int, after: RecentCursor | None
-) -> RecentPage:
+    deps: Deps, user: ResolvedUser, page: RecentPageRequest
+) -> Page[RecentConversation]:
+    """The caller's active conversations and those of their linked contact, newest activity
+    first, each with its last message."""
     async with deps.uow() as uow:
-        items = await store.recent_conversations(uow.conn, user.user_id, user.contact_id, after, size)
-    last = items[-1] if len(items) == size and items else None
-    cursor = RecentCursor(last.activity_at, last.part, last.conversation.id) if last else None
-    return RecentPage(items, cursor)
+        items = await store.recent_conversations(uow.conn, user.user_id, user.contact_id, page.after, page.size)
+    return Page(items, next_recent_token(items, page.size))
 
 
 async def batch_get_conversations(deps: Deps, conversation_ids: Sequence[uuid.UUID]) -> list[Conversation]:
@@ -172,7 +161,9 @@ class History:
     messages: list[Message]
 
 
-async def get_conversation_history(deps: Deps, conversation_id: uuid.UUID, last: int | None) -> History:
+async def get_conversation_history(deps: Deps, conversation_id: uuid.UUID, max_messages: int) -> History:
+    """The conversation with all its messages, or only the newest `max_messages` (0: all)."""
+    last = rules.check_max_messages(max_messages)
     async with deps.uow() as uow:
         conversation = await store.get_conversation(uow.conn, conversation_id)
         if conversation is None:

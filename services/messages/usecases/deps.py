@@ -10,12 +10,12 @@ from datetime import datetime
 from zenthor.db import UnitOfWorkFactory
 from zenthor.notify import ChangeFeed
 
-# Change-feed channels (zenthor.notify); keys: conversation id hex / domain.owner_keys.
+# Change-feed channels (zenthor.notify); keys: conversation id hex / domain.conversations.owner_keys.
 CONVERSATION_CHANNEL = "messages_conversation"
 CONVERSATION_LIST_CHANNEL = "messages_conversation_list"
 CHANNELS = (CONVERSATION_CHANNEL, CONVERSATION_LIST_CHANNEL)
 
-# Outbox topic: agent_queue.EnqueueJob, idempotent by message id (ARCHITECTURE.md §6).
+# Outbox topic: agent_queue.EnqueueJob, idempotent by message id (docs/architecture.md §7).
 ENQUEUE_JOB_TOPIC = "agent_queue.enqueue_job"
 
 

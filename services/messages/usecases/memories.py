@@ -1,12 +1,13 @@
-"""Memory use cases (service callers only: finding 1)."""
+"""Memory use cases (service callers only, docs/hardening.md #1)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 
-from services.messages import domain
-from services.messages.domain import Memory, MemoryHit, MemorySource
+from services.messages.domain import memories as rules
+from services.messages.domain.memories import Memory, MemoryHit, MemorySource
+from services.messages.domain.messages import check_content
 from services.messages.store import memories as store
 from services.messages.usecases.deps import Deps
 from zenthor import ids
@@ -16,8 +17,8 @@ from zenthor.pagination import Page, PageRequest, next_token
 async def store_memory(
     deps: Deps, conversation_id: uuid.UUID | None, content: str, embedding: Sequence[float], source: MemorySource
 ) -> Memory:
-    content = domain.check_content(content)
-    vector = domain.check_embedding(embedding)
+    content = check_content(content)
+    vector = rules.check_embedding(embedding)
     async with deps.uow() as uow:
         memory = await store.insert_memory(
             uow.conn,
@@ -35,8 +36,8 @@ async def store_memory(
 async def search_memories(
     deps: Deps, embedding: Sequence[float], limit: int, conversation_id: uuid.UUID | None, source: MemorySource | None
 ) -> list[MemoryHit]:
-    vector = domain.check_embedding(embedding)
-    limit = domain.check_search_limit(limit)
+    vector = rules.check_embedding(embedding)
+    limit = rules.check_search_limit(limit)
     async with deps.uow() as uow:
         return await store.search_memories(uow.conn, vector, limit, conversation_id, source)
 
@@ -48,7 +49,7 @@ async def list_memories(deps: Deps, conversation_id: uuid.UUID, page: PageReques
 
 
 async def delete_memory(deps: Deps, memory_id: uuid.UUID) -> bool:
-    """Finding 30: a missing id answers False instead of failing."""
+    """A missing id answers False instead of failing (docs/hardening.md #30)."""
     async with deps.uow() as uow:
         deleted = await store.delete_memory(uow.conn, memory_id)
         await uow.commit()

@@ -10,8 +10,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.messages import domain
-from services.messages.domain import Conversation, Message, MessageRole, MessageStatus, ToolCall
+from services.messages.domain import messages as rules
+from services.messages.domain.conversations import Conversation, owned
+from services.messages.domain.messages import Message, MessageRole, MessageStatus, ToolCall
+from services.messages.domain.titles import auto_title
 from services.messages.store import conversations as conversation_store
 from services.messages.store import messages as store
 from services.messages.store.tables import outbox
@@ -40,8 +42,8 @@ async def _enqueue_job(conn: AsyncConnection, conversation: Conversation, messag
 
 
 async def _send(uow: UnitOfWork, deps: Deps, conversation: Conversation, content: str) -> Message:
-    """spec messages.send steps 2-4: the user message on the conversation's channel, the
-    auto-title, and the agent job (outbox), all in the caller's transaction."""
+    """The user message on the conversation's channel, the auto-title, and the agent job
+    (outbox), all in the caller's transaction."""
     now = deps.clock()
     message = await store.insert_message(
         uow.conn,
@@ -52,7 +54,7 @@ async def _send(uow: UnitOfWork, deps: Deps, conversation: Conversation, content
         status=MessageStatus.SENT,
         now=now,
     )
-    title = domain.auto_title(conversation.title, content)
+    title = auto_title(conversation.title, content)
     if title is not None:
         conversation = await conversation_store.set_conversation_meta(uow.conn, conversation.id, conversation.revision, now, title=title)
     await _enqueue_job(uow.conn, conversation, message, now)
@@ -61,8 +63,8 @@ async def _send(uow: UnitOfWork, deps: Deps, conversation: Conversation, content
 
 
 async def send_message(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID, content: str) -> Message | None:
-    """spec messages.send: None (nothing written) when the conversation is not the caller's."""
-    content = domain.check_content(content)
+    """None (nothing written) when the conversation is not the caller's."""
+    content = rules.check_content(content)
     async with deps.uow() as uow:
         conversation = await owned_locked(uow, user, conversation_id)
         if conversation is None:
@@ -74,7 +76,7 @@ async def send_message(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUI
 
 
 async def send_message_as_service(deps: Deps, conversation_id: uuid.UUID, content: str) -> Message:
-    content = domain.check_content(content)
+    content = rules.check_content(content)
     async with deps.uow() as uow:
         conversation = await lock_conversation(uow, conversation_id)
         message = await _send(uow, deps, conversation, content)
@@ -86,9 +88,9 @@ async def send_message_as_service(deps: Deps, conversation_id: uuid.UUID, conten
 async def create_assistant_message(
     deps: Deps, conversation_id: uuid.UUID, content: str, tool_calls: Sequence[ToolCall]
 ) -> Message:
-    """spec messages.addAssistantMessage: no job, no outbound row."""
-    content = domain.check_content(content)
-    calls = domain.check_tool_calls(tool_calls)
+    """A finished assistant message: no job, no outbound row."""
+    content = rules.check_content(content)
+    calls = rules.check_tool_calls(tool_calls)
     async with deps.uow() as uow:
         conversation = await lock_conversation(uow, conversation_id)
         message = await store.insert_message(
@@ -113,12 +115,12 @@ class SystemMessage:
 
 
 async def create_system_message(
-    deps: Deps, conversation_id: uuid.UUID, content: str, idempotency_key: str | None, enqueue_job: bool
+    deps: Deps, conversation_id: uuid.UUID, content: str, idempotency_key: str, enqueue_job: bool
 ) -> SystemMessage:
-    """spec messages.addSummaryMessage, plus the idempotent form peers' outboxes deliver
-    (scheduled-task triggers with a job, phone-verification texts)."""
-    content = domain.check_content(content)
-    key = domain.check_idempotency_key(idempotency_key or "")
+    """A system message (compaction summaries), plus the idempotent form peers' outboxes
+    deliver (scheduled-task triggers with a job, phone-verification texts)."""
+    content = rules.check_content(content)
+    key = rules.check_idempotency_key(idempotency_key)
     async with deps.uow() as uow:
         conversation = await lock_conversation(uow, conversation_id)
         if key is not None:
@@ -169,7 +171,7 @@ async def _lock_message(uow: UnitOfWork, message_id: uuid.UUID) -> tuple[Convers
     message writer takes that lock first, so the message cannot change until commit."""
     message = await store.get_message(uow.conn, message_id)
     if message is None:
-        raise NotFound(MESSAGE_NOT_FOUND)  # finding 30: a clean NOT_FOUND, not a crash
+        raise NotFound(MESSAGE_NOT_FOUND)  # a clean NOT_FOUND, not a crash (docs/hardening.md #30)
     conversation = await lock_conversation(uow, message.conversation_id)
     current = await store.get_message(uow.conn, message_id)
     assert current is not None  # messages are never deleted
@@ -177,18 +179,18 @@ async def _lock_message(uow: UnitOfWork, message_id: uuid.UUID) -> tuple[Convers
 
 
 async def update_streaming_content(deps: Deps, message_id: uuid.UUID, content: str, sequence: int) -> bool:
-    """Replaces a placeholder's content (finding 28: only while streaming, only assistant
-    placeholders). False when `sequence` shows the update arrived out of order."""
-    content = domain.check_optional_content(content)
-    sequence = domain.check_sequence(sequence)
+    """Replaces a placeholder's content: only while streaming, only assistant placeholders
+    (docs/hardening.md #28). False when `sequence` shows the update arrived out of order."""
+    content = rules.check_optional_content(content)
+    sequence = rules.check_sequence(sequence)
     async with deps.uow() as uow:
         conversation, current = await _lock_message(uow, message_id)
         updated = await store.update_streaming_content(
             uow.conn, message_id, content, sequence, conversation.revision, deps.clock()
         )
         if updated is None:
-            if not domain.is_open_placeholder(current):
-                raise domain.refuse_streaming_change(current, "UpdateStreamingContent")
+            if not rules.is_open_placeholder(current):
+                raise rules.refuse_streaming_change(current, "UpdateStreamingContent")
             return False  # an older sequence than the last applied one: dropped
         await announce(uow.conn, conversation)
         await uow.commit()
@@ -197,8 +199,8 @@ async def update_streaming_content(deps: Deps, message_id: uuid.UUID, content: s
 
 async def finalize_message(deps: Deps, message_id: uuid.UUID, content: str, tool_calls: Sequence[ToolCall]) -> Message:
     """streaming=false, status=SENT. A finalized or failed message cannot change again."""
-    content = domain.check_optional_content(content)
-    calls = domain.check_tool_calls(tool_calls)
+    content = rules.check_optional_content(content)
+    calls = rules.check_tool_calls(tool_calls)
     async with deps.uow() as uow:
         conversation, current = await _lock_message(uow, message_id)
         finalized = await store.close_placeholder(
@@ -206,15 +208,15 @@ async def finalize_message(deps: Deps, message_id: uuid.UUID, content: str, tool
             status=MessageStatus.SENT, content=content, tool_calls=calls,
         )
         if finalized is None:
-            raise domain.refuse_streaming_change(current, "FinalizeMessage")
+            raise rules.refuse_streaming_change(current, "FinalizeMessage")
         await announce(uow.conn, conversation)
         await uow.commit()
     return finalized
 
 
 async def fail_placeholder(deps: Deps, message_id: uuid.UUID) -> Message:
-    """Finding 11: streaming=false, status=FAILED, partial content kept. Repeating it is a
-    no-op; a finalized message is FAILED_PRECONDITION."""
+    """streaming=false, status=FAILED, partial content kept (docs/hardening.md #11). Repeating
+    it is a no-op; a finalized message is FAILED_PRECONDITION."""
     async with deps.uow() as uow:
         conversation, current = await _lock_message(uow, message_id)
         if current.role is MessageRole.ASSISTANT and current.status is MessageStatus.FAILED and not current.streaming:
@@ -223,30 +225,31 @@ async def fail_placeholder(deps: Deps, message_id: uuid.UUID) -> Message:
             uow.conn, message_id, conversation.revision, deps.clock(), status=MessageStatus.FAILED
         )
         if failed is None:
-            raise domain.refuse_streaming_change(current, "FailPlaceholder")
+            raise rules.refuse_streaming_change(current, "FailPlaceholder")
         await announce(uow.conn, conversation)
         await uow.commit()
     return failed
 
 
 async def mark_message_delivery(deps: Deps, message_id: uuid.UUID, outcome: MessageStatus) -> Message:
-    """Finding 27: the delivery service reports DELIVERED or FAILED for a stored message."""
+    """The delivery service reports DELIVERED or FAILED for a stored message
+    (docs/hardening.md #27)."""
     async with deps.uow() as uow:
         conversation, current = await _lock_message(uow, message_id)
         if current.status is outcome and not current.streaming:
             return current  # a repeated report
         marked = await store.mark_delivery(uow.conn, message_id, outcome, conversation.revision, deps.clock())
         if marked is None:
-            raise domain.refuse_delivery_outcome(current, outcome)
+            raise rules.refuse_delivery_outcome(current, outcome)
         await announce(uow.conn, conversation)
         await uow.commit()
     return marked
 
 
 async def list_messages(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID, page: PageRequest) -> Page[Message]:
-    """spec messages.listByConversation: empty when not owned or missing."""
+    """Empty when not owned or missing."""
     async with deps.uow() as uow:
-        if domain.owned(await conversation_store.get_conversation(uow.conn, conversation_id), user) is None:
+        if owned(await conversation_store.get_conversation(uow.conn, conversation_id), user) is None:
             return Page([], "")
         found = await store.list_messages(uow.conn, conversation_id, page)
     return Page(found, next_token([m.id for m in found], page.size))
@@ -257,6 +260,6 @@ async def get_message(deps: Deps, user: ResolvedUser, message_id: uuid.UUID) -> 
         message = await store.get_message(uow.conn, message_id)
         if message is None:
             return None
-        if domain.owned(await conversation_store.get_conversation(uow.conn, message.conversation_id), user) is None:
+        if owned(await conversation_store.get_conversation(uow.conn, message.conversation_id), user) is None:
             return None
     return message

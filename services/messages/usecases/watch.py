@@ -1,4 +1,4 @@
-"""Live watches (ARCHITECTURE.md §4): subscribe to the change feed FIRST, then read the current
+"""Live watches (docs/architecture.md §7): subscribe to the change feed FIRST, then read the current
 state, then re-read after every wake-up (and every `resync_s` as a safety net). A wake-up
 carries no data; the tables are the truth, so a lost or coalesced notification costs a re-read,
 never a change."""
@@ -12,8 +12,10 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.messages import domain
-from services.messages.domain import Conversation, Message, RecentConversation, WatchPosition
+from services.messages.domain.conversations import Conversation, owned, owner_keys
+from services.messages.domain.messages import Message
+from services.messages.domain.recent import RecentConversation
+from services.messages.domain.watch import WatchPosition
 from services.messages.store import conversations as store
 from services.messages.store import messages as message_store
 from services.messages.usecases.deps import CONVERSATION_CHANNEL, CONVERSATION_LIST_CHANNEL, Deps
@@ -37,8 +39,8 @@ class ConversationChanges:
 
 async def _read_changes(deps: Deps, conversation_id: uuid.UUID, after: int) -> tuple[Conversation | None, list[Message]]:
     """The conversation, then its messages changed after `after` up to the revision that
-    conversation row showed: every revision up to it has committed (store.py), so nothing at or
-    below it can still appear."""
+    conversation row showed: every revision up to it has committed (store/conversations.py),
+    so nothing at or below it can still appear."""
     async with deps.uow() as uow:
         conversation = await store.get_conversation(uow.conn, conversation_id)
         if conversation is None:
@@ -55,7 +57,7 @@ async def watch_conversation(
         first, caught_up = True, False
         while True:
             conversation, changed = await _read_changes(deps, conversation_id, seen)
-            if first and domain.owned(conversation, user) is None:
+            if first and owned(conversation, user) is None:
                 # Missing and not owned look the same: one empty, caught-up answer.
                 yield ConversationChanges(None, (), WatchPosition(conversation_id, seen), caught_up=True)
                 return
@@ -103,7 +105,7 @@ async def watch_conversation_list(deps: Deps, user: ResolvedUser, size: int) -> 
     async with AsyncExitStack() as stack:
         wakeups = [
             await stack.enter_async_context(deps.feed.subscribe(CONVERSATION_LIST_CHANNEL, key))
-            for key in domain.owner_keys(user.user_id, user.contact_id)
+            for key in owner_keys(user.user_id, user.contact_id)
         ]
         previous: list[RecentConversation] | None = None
         while True:

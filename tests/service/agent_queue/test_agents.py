@@ -1,4 +1,4 @@
-"""Agents over gRPC (admin): spec scenario L.112 and CRUD; names unique (finding 24)."""
+"""Agents over gRPC (admin): the default agent and CRUD; names unique (docs/hardening.md #24)."""
 
 from __future__ import annotations
 

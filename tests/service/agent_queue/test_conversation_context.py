@@ -1,4 +1,4 @@
-"""GetConversationContext (spec F.68) over gRPC, composed from the real messages and identity
+"""GetConversationContext over gRPC, composed from the real messages and identity
 servers: one round trip for the runtime."""
 
 from __future__ import annotations
@@ -102,5 +102,5 @@ async def test_context_is_unavailable_while_messages_is_down(agent_queue_factory
 
     aq = await agent_queue_factory(messages_addr=f"127.0.0.1:{free_port()}", rpc_deadline_s=0.5)
     error = await rpc_error(context_of(aq, conv_id(conv())))
-    # UNAVAILABLE: the runtime classifies it as retryable (runtime.md §4.8), never INTERNAL.
+    # UNAVAILABLE: the runtime classifies it as retryable, never INTERNAL.
     assert error.code() == grpc.StatusCode.UNAVAILABLE and "messages" in (error.details() or "")

@@ -1,6 +1,7 @@
-"""Spec scenarios F.55–F.69 over gRPC, with the (fix) variants: claims return the job as
-claimed (13), only the lease holder acts and only from PROCESSING (12), retries wait in
-WAITING_RETRY for their backoff (14), cleanup goes by completion time (20)."""
+"""The job queue over gRPC, as the original behaved, with its fixes (docs/hardening.md #N):
+claims return the job as claimed (#13), only the lease holder acts and only from PROCESSING
+(#12), retries wait in WAITING_RETRY for their backoff (#14), cleanup goes by completion time
+(#20)."""
 
 from __future__ import annotations
 
@@ -82,13 +83,13 @@ def retry_events(aq: Running) -> list[tuple[str, dict[str, Any]]]:
     return [(k, p) for k, p in aq.db.sql("SELECT key, payload FROM agent_queue.outbox WHERE topic = 'temporal.retry' ORDER BY created_at, key")]
 
 
-# --- F.55–F.57 claims ---
+# --- claims ---
 
 
 async def test_claim_returns_the_job_as_claimed(agent_queue: Running, clock: ManualClock) -> None:
     job = add_job(agent_queue.db, conv())
     (claimed,) = await claim(agent_queue, "w1", job)
-    # Finding 13: the response carries the lease, not the pre-claim fields.
+    # docs/hardening.md #13: the response carries the lease, not the pre-claim fields.
     assert claimed.id == job_id(job) and claimed.status == pb.JOB_STATUS_PROCESSING
     assert claimed.processor_id == "w1"
     assert claimed.lease_expire_time.ToDatetime().timestamp() == (T0 + MINUTE).timestamp()
@@ -127,7 +128,7 @@ async def test_claim_without_ids_takes_the_oldest_pending_job_of_each_idle_conve
     assert await claim(agent_queue, "w2", max_jobs=10) == []
 
 
-# --- F.58–F.59 per-conversation serialization ---
+# --- per-conversation serialization ---
 
 
 async def test_a_conversation_with_an_active_lease_is_skipped_while_others_are_claimed(
@@ -155,14 +156,14 @@ async def test_a_legacy_processing_job_without_lease_blocks_until_stale_then_the
     clock.set(T0 + timedelta(minutes=5) + ms(1))
     (claimed,) = await claim(agent_queue, "w2", j2)
     assert claimed.id == job_id(j2)
-    # The inline cleanup counted the attempt; the retry waits for its backoff (finding 14).
+    # The inline cleanup counted the attempt; the retry waits for its backoff (docs/hardening.md #14).
     row = job_row(agent_queue.db, j1)
     assert (row["status"], row["attempt_count"], row["processor_id"], row["error_reason"]) == (
         "waiting_retry", 1, None, "stale_lease",
     )
 
 
-# --- F.60 heartbeat ---
+# --- heartbeat ---
 
 
 async def test_heartbeat_extends_only_the_holders_unexpired_lease(agent_queue: Running, clock: ManualClock) -> None:
@@ -191,7 +192,7 @@ async def test_heartbeat_exactly_at_lease_expiry_is_still_valid(agent_queue: Run
     await heartbeat(agent_queue, job, "w1")
 
 
-# --- F.61–F.63 stale leases ---
+# --- stale leases ---
 
 
 async def test_crashed_workers_job_waits_for_its_retry_then_is_claimable_again(
@@ -256,7 +257,7 @@ async def test_sweep_reports_more_when_a_batch_is_full(agent_queue: Running, clo
     assert (first.requeued, first.more, second.requeued, second.more) == (2, True, 1, False)
 
 
-# --- F.64–F.66 retry, complete, fail ---
+# --- retry, complete, fail ---
 
 
 async def test_explicit_retry_budget_then_failure_with_the_workers_reason(agent_queue: Running) -> None:
@@ -318,7 +319,7 @@ async def test_unknown_job_is_not_found(agent_queue: Running) -> None:
         assert (await rpc_error(call)).code() == grpc.StatusCode.NOT_FOUND
 
 
-# --- finding 12: a stale worker cannot touch a job another worker now holds ---
+# --- docs/hardening.md #12: a stale worker cannot touch a job another worker now holds ---
 
 
 async def test_stale_worker_cannot_complete_fail_heartbeat_or_retry_a_job_held_by_another(
@@ -375,7 +376,7 @@ async def test_heartbeat_rejects_a_lease_out_of_bounds(agent_queue: Running) -> 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and violated_fields(error) == ["lease"]
 
 
-# --- F.67 isProcessing ---
+# --- is the conversation processing ---
 
 
 async def test_is_processing_is_the_owners_typing_indicator(agent_queue: Running) -> None:
@@ -411,7 +412,7 @@ async def test_is_processing_through_the_linked_contact_counts_waiting_retries(a
     assert reply.processing
 
 
-# --- F.69 cleanup (fix: by completion time) ---
+# --- cleanup (fixed: by completion time) ---
 
 
 async def test_cleanup_deletes_jobs_finished_more_than_seven_days_ago(agent_queue: Running) -> None:
@@ -420,7 +421,7 @@ async def test_cleanup_deletes_jobs_finished_more_than_seven_days_ago(agent_queu
     old_failed = add_job(db, conv(), status="failed", created_at=eight_days, finished_at=eight_days)
     old_pending = add_job(db, conv(), status="pending", created_at=eight_days)
     recent = add_job(db, conv(), status="completed", created_at=one_day, finished_at=one_day)
-    # Finding 20: created long ago but finished yesterday: kept (the original deleted it).
+    # docs/hardening.md #20: created long ago but finished yesterday: kept (the original deleted it).
     long_running = add_job(db, conv(), status="completed", created_at=eight_days, finished_at=one_day)
     reply = await agent_queue.stub.CleanupOldJobs(pb.CleanupOldJobsRequest(), metadata=service())
     assert (reply.deleted, reply.more) == (2, False)

@@ -1,5 +1,5 @@
-"""Spec scenarios G.70–G.73 over gRPC with the real messages server: the trigger message goes
-through the outbox to messages on the conversation's own channel (finding 19), and messages
+"""Scheduled tasks over gRPC with the real messages server: the trigger message goes through
+the outbox to messages on the conversation's own channel (docs/hardening.md #19), and messages
 enqueues its job back here."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ async def test_interval_task_fires_a_trigger_message_and_a_job(with_messages: Wi
 async def test_trigger_message_is_written_on_the_conversations_own_channel(
     with_messages: WithMessages, clock: ManualClock
 ) -> None:
-    # Finding 19: the original always wrote channel "web", even for WhatsApp conversations.
+    # docs/hardening.md #19: the original always wrote channel "web", even for WhatsApp conversations.
     db = with_messages.messages.db
     contact = add_contact(db, "5511999990000", user_id=alice(db))
     wa1 = await whatsapp_conversation(with_messages.messages.stub, contact)
@@ -109,8 +109,9 @@ async def test_a_replayed_trigger_makes_one_message(with_messages: WithMessages,
     clock.advance(HOUR)
     await process(aq)
     await eventually(lambda: bool(aq.db.sql("SELECT 1 FROM agent_queue.jobs")))
-    # The relay delivers at least once: force a second delivery of the same event.
-    aq.db.sql("UPDATE agent_queue.outbox SET delivered_at = NULL")
+    # The relay delivers at least once: force a second delivery of the same event (due again:
+    # the relay leaves a delivered row's next attempt at the end of its lease).
+    aq.db.sql("UPDATE agent_queue.outbox SET delivered_at = NULL, next_attempt_at = created_at")
     await eventually(lambda: aq.db.sql("SELECT count(*) FROM agent_queue.outbox WHERE delivered_at IS NULL") == [(0,)])
     assert len(await history(with_messages, w1.id)) == 1
     assert aq.db.sql("SELECT count(*) FROM agent_queue.jobs") == [(1,)]

@@ -1,5 +1,5 @@
-"""Skills over gRPC: spec scenarios L.110–L.111, owner-scoped for every signed-in user
-(finding 31), unique names per owner (finding 24)."""
+"""Skills over gRPC: seeding and legacy claims, owner-scoped for every signed-in user
+(docs/hardening.md #31), unique names per owner (docs/hardening.md #24)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ async def create(aq: Running, who: str, name: str, enabled: bool = True) -> pb.S
     return reply.skill
 
 
-# --- L.110 ---
+# --- seeding the recommended skills ---
 
 
 async def test_seeding_adds_the_recommended_skills_the_caller_lacks_once(agent_queue: Running) -> None:
@@ -59,7 +59,7 @@ async def test_seeding_adds_the_recommended_skills_the_caller_lacks_once(agent_q
 
 
 async def test_concurrent_seeds_never_duplicate(agent_queue: Running) -> None:
-    alice(agent_queue.db)  # members seed their own too (finding 31)
+    alice(agent_queue.db)  # members seed their own too (docs/hardening.md #31)
     replies = await asyncio.gather(
         *(agent_queue.stub.SeedRecommendedSkills(pb.SeedRecommendedSkillsRequest(), metadata=as_user(agent_queue, "user_alice")) for _ in range(5))
     )
@@ -67,7 +67,7 @@ async def test_concurrent_seeds_never_duplicate(agent_queue: Running) -> None:
     assert agent_queue.db.sql("SELECT count(*) FROM agent_queue.skills") == [(11,)]
 
 
-# --- L.111 ---
+# --- legacy (unowned) skills ---
 
 
 async def test_legacy_skills_are_visible_until_adopted_by_a_change(agent_queue: Running) -> None:
@@ -88,7 +88,7 @@ async def test_legacy_skills_are_visible_until_adopted_by_a_change(agent_queue: 
     assert agent_queue.db.sql("SELECT name FROM agent_queue.skills WHERE name = 'L1'") == [("L1",)]
 
 
-# --- finding 31: members manage their own skills ---
+# --- docs/hardening.md #31: members manage their own skills ---
 
 
 async def test_members_manage_their_own_skills_and_never_see_others(agent_queue: Running) -> None:
@@ -172,7 +172,7 @@ async def test_claim_legacy_adopts_every_unowned_skill_but_name_clashes(agent_qu
 
 
 async def test_backfill_gives_unowned_skills_to_an_owner_idempotently(agent_queue: Running) -> None:
-    owner = ids.USER.format(ids.USER.new())  # existence is not checked (spec)
+    owner = ids.USER.format(ids.USER.new())  # existence is not checked, as in the original
     add_skill(agent_queue.db, "L1", owner=None)
     add_skill(agent_queue.db, "L2", owner=None)
     add_skill(agent_queue.db, "O", owner=ids.USER.new())
@@ -188,7 +188,7 @@ async def test_skill_ids_and_names_are_validated(agent_queue: Running) -> None:
     bad_id = await rpc_error(agent_queue.stub.ToggleSkill(pb.ToggleSkillRequest(id="agt_" + "0" * 32), metadata=who))
     assert bad_id.code() == grpc.StatusCode.INVALID_ARGUMENT and violated_fields(bad_id) == ["id"]
     unknown = await agent_queue.stub.ToggleSkill(pb.ToggleSkillRequest(id="skl_" + "0" * 32), metadata=who)
-    assert not unknown.HasField("skill")  # spec: a no-op, not an error
+    assert not unknown.HasField("skill")  # a no-op, not an error, as in the original
     empty = await rpc_error(agent_queue.stub.CreateSkill(pb.CreateSkillRequest(name=" "), metadata=who))
     assert violated_fields(empty) == ["name"]
     bad_tool = await rpc_error(agent_queue.stub.CreateSkill(

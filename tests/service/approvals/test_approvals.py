@@ -1,4 +1,5 @@
-"""Spec scenarios I.* (tool approvals) over gRPC, with the fixes of findings 17 and 18."""
+"""Tool approvals over gRPC: create, resolve by the owner or as a service, expiry at the TTL,
+the sweep, lists, the watches, with docs/hardening.md #17 and #18 fixed."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def web(approvals: Running) -> dict[str, uuid.UUID]:
 async def test_service_creates_a_pending_approval_that_expires_five_minutes_later(
     approvals: Running, web: dict[str, uuid.UUID]
 ) -> None:
-    # Scenario 85: create at T0 → pending; expire_time = T0 + 5 min (finding 18).
+    # Create at T0 → pending; expire_time = T0 + 5 min (docs/hardening.md #18).
     approval = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     assert approval.id.startswith("apv_")
     assert approval.status == PENDING
@@ -113,7 +114,7 @@ async def test_service_creates_a_pending_approval_that_expires_five_minutes_late
 async def test_owner_approval_returns_the_resolved_record(
     approvals: Running, clock: FakeClock, web: dict[str, uuid.UUID]
 ) -> None:
-    # Scenario 85 (fix, finding 17): the call returns the approval AFTER resolution.
+    # docs/hardening.md #17: the call returns the approval AFTER resolution.
     approval = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     clock.advance(seconds=20)
     reply = await resolve(approvals, "user_alice", approval.id, APPROVED)
@@ -129,7 +130,7 @@ async def test_owner_approval_returns_the_resolved_record(
 async def test_non_owner_gets_nothing_and_the_approval_stays_pending(
     approvals: Running, web: dict[str, uuid.UUID]
 ) -> None:
-    # Scenario 86.
+    # Someone else's approval looks missing, and their call changes nothing.
     approval = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     reply = await resolve(approvals, "user_bob", approval.id, REJECTED)
     assert not reply.HasField("approval")
@@ -137,7 +138,7 @@ async def test_non_owner_gets_nothing_and_the_approval_stays_pending(
 
 
 async def test_a_second_resolution_returns_nothing(approvals: Running, web: dict[str, uuid.UUID]) -> None:
-    # Scenario 86: resolved rows are final.
+    # Resolved rows are final.
     approval = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     assert (await resolve(approvals, "user_alice", approval.id, APPROVED)).HasField("approval")
     again = await resolve(approvals, "user_alice", approval.id, REJECTED)
@@ -146,7 +147,7 @@ async def test_a_second_resolution_returns_nothing(approvals: Running, web: dict
 
 
 async def test_the_user_linked_to_the_whatsapp_contact_owns_its_approvals(approvals: Running) -> None:
-    # README §4.8: ownership through the conversation's contact (K1 linked to Alice).
+    # Ownership through the conversation's contact (K1 linked to Alice): ResolvedUser.owns.
     alice_id = alice(approvals.db)
     k1 = add_contact(approvals.db, "5511999990000", user_id=alice_id)
     bob(approvals.db)
@@ -160,7 +161,7 @@ async def test_the_user_linked_to_the_whatsapp_contact_owns_its_approvals(approv
 async def test_sweep_marks_overdue_approvals_expired_not_rejected(
     approvals: Running, clock: FakeClock, web: dict[str, uuid.UUID]
 ) -> None:
-    # Scenario 87 (fix, finding 18): distinct EXPIRED status, dated at the expiry instant.
+    # docs/hardening.md #18: distinct EXPIRED status, dated at the expiry instant.
     a1 = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     clock.set(T0 + timedelta(minutes=8))
     a2 = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
@@ -186,7 +187,7 @@ async def test_sweep_works_in_batches_and_says_when_more_are_due(
 async def test_an_approval_at_its_ttl_cannot_be_approved_even_before_the_sweep(
     approvals: Running, clock: FakeClock, web: dict[str, uuid.UUID]
 ) -> None:
-    # Finding 18: the TTL is checked inside the resolving statement, at exactly 5 minutes.
+    # docs/hardening.md #18: the TTL is checked inside the resolving statement, at exactly 5 minutes.
     early = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     late = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     clock.set(T0 + timedelta(minutes=5) - timedelta(milliseconds=1))
@@ -230,7 +231,7 @@ async def test_lists_hide_approvals_past_their_ttl_and_job_list_shows_them_expir
 
 
 async def test_whatsapp_keyword_reply_resolves_the_oldest_pending_approval(approvals: Running, clock: FakeClock) -> None:
-    # Scenario 88 (the ingress's calls): pending list oldest first, resolve the first as service.
+    # The WhatsApp ingress's calls: pending list oldest first, resolve the first as service.
     k1 = add_contact(approvals.db, "5511999990000")
     wa1, job = ids.CONVERSATION.new(), ids.JOB.new()
     p1 = await create(approvals, wa1, job, contact_id=k1, channel=types_pb2.CHANNEL_WHATSAPP)
@@ -247,7 +248,7 @@ async def test_whatsapp_keyword_reply_resolves_the_oldest_pending_approval(appro
     first = await approvals.stub.ResolveApprovalAsService(
         pb.ResolveApprovalAsServiceRequest(approval_id=(await pending())[0], status=APPROVED), metadata=service()
     )
-    assert first.approval.id == p1.id and first.approval.status == APPROVED  # finding 17
+    assert first.approval.id == p1.id and first.approval.status == APPROVED  # docs/hardening.md #17
     second = await approvals.stub.ResolveApprovalAsService(
         pb.ResolveApprovalAsServiceRequest(approval_id=(await pending())[0], status=REJECTED), metadata=service()
     )
@@ -306,7 +307,7 @@ async def test_runtime_wait_ends_with_the_users_decision(approvals: Running, web
 async def test_runtime_wait_ends_expired_at_the_ttl_even_if_nobody_swept(
     approvals: Running, clock: FakeClock, web: dict[str, uuid.UUID]
 ) -> None:
-    # Scenario 89 (fix, finding 18): the wait ends EXPIRED at 5 minutes; a late approval fails.
+    # docs/hardening.md #18: the wait ends EXPIRED at 5 minutes; a late approval fails.
     approval = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     stream = approvals.stub.WaitForApproval(pb.WaitForApprovalRequest(approval_id=approval.id), metadata=service())
     assert (await stream.read()).approval.status == PENDING

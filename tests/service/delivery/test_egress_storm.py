@@ -36,7 +36,7 @@ CLAIM_BATCH = 10
 
 
 class RecordingMessages(messages_pb2_grpc.MessagesServiceServicer):
-    """Records the delivery outcomes the delivery outbox reports (finding 27)."""
+    """Records the delivery outcomes the delivery outbox reports (docs/hardening.md #27)."""
 
     def __init__(self, expected: int) -> None:
         self.marks: dict[str, list[int]] = defaultdict(list)
@@ -246,7 +246,7 @@ def assert_storm_outcome(delivery: Running, storm: Storm, recorder: RecordingMes
     ) == [(5,)]
     retries = delivery.db.sql("SELECT count(*) FROM delivery.outbox WHERE topic = 'temporal.retry'")[0][0]
     assert retries == 4 * len(storm.poison)
-    # Each message's outcome reached messages (finding 27): delivered, or failed for the poison.
+    # Each message's outcome reached messages (docs/hardening.md #27): delivered, or failed for the poison.
     for content, message_id in message_ids.items():
         expected = messages_pb2.MESSAGE_STATUS_FAILED if storm.is_poison(content) else messages_pb2.MESSAGE_STATUS_DELIVERED
         assert set(recorder.marks[message_id]) == {expected}

@@ -1,4 +1,4 @@
-"""Finding 27: a delivered outbound message marks its `messages` row DELIVERED, a given-up one
+"""docs/hardening.md #27: a delivered outbound message marks its `messages` row DELIVERED, a given-up one
 FAILED, through the delivery outbox calling the real messages server; the conversation's owner
 sees it on messages' live watch."""
 

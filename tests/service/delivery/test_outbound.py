@@ -1,4 +1,5 @@
-"""Spec scenarios H.74–80 (outbound queue) over gRPC, with findings 10, 14, 15, 16 and 27 fixed."""
+"""The outbound queue over gRPC: enqueue, claim, complete, fail, release, expired leases and the
+per-recipient order, with docs/hardening.md #10, #14, #15, #16 and #27 fixed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from tests.service.conftest import Running
+from tests.service.delivery.conftest import DeliveryFactory
 from tests.support.delivery_builders import (
     WEB,
     WHATSAPP,
@@ -78,7 +80,7 @@ async def test_enqueue_is_idempotent_on_message_and_channel(delivery: Running) -
 
 
 async def test_enqueue_without_an_account_gets_the_deployment_account(delivery_factory: object) -> None:
-    # Scenario 80 (fix, finding 10): the row carries WHATSAPP_ACCOUNT_ID, so the egress claims it.
+    # docs/hardening.md #10: the row carries WHATSAPP_ACCOUNT_ID, so the egress claims it.
     delivery = await delivery_factory(whatsapp_account_id="wa-main")  # type: ignore[operator]
     queued = await enqueue(delivery, account_id=None, kind="phone_verification")
     assert queued.account_id == "wa-main"
@@ -89,7 +91,8 @@ async def test_enqueue_without_an_account_gets_the_deployment_account(delivery_f
 
 
 async def test_claim_takes_the_oldest_matching_rows_with_the_default_lease(delivery: Running, clock: FakeClock) -> None:
-    # Scenario 74 (other account instead of "no account": every row has one now, finding 10).
+    # The oldest claimable row of the account and channel, leased for the default 30 s; other
+    # accounts' rows are not taken (every row has an account now, docs/hardening.md #10).
     o1 = await enqueue(delivery, to=PHONE_A)
     clock.set(T0 - timedelta(seconds=5))
     o2 = await enqueue(delivery, to=PHONE_B)
@@ -107,7 +110,7 @@ async def test_claim_takes_the_oldest_matching_rows_with_the_default_lease(deliv
 
 
 async def test_claim_lease_is_raised_to_one_second(delivery: Running) -> None:
-    # Scenario 75.
+    # A claim lease under 1 s is raised to 1 s.
     await enqueue(delivery)
     (claimed,) = await claim(delivery, "wa1", lease=duration_pb2.Duration(nanos=10_000_000))
     assert at(claimed.lease_expire_time) == T0 + timedelta(seconds=1)
@@ -174,11 +177,11 @@ async def test_a_failing_message_holds_back_only_its_own_recipient(delivery: Run
     assert [m.id for m in await claim(delivery, "wa1", max_messages=10)] == [a2.id]
 
 
-# --- expired leases (finding 16) ---
+# --- expired leases (docs/hardening.md #16) ---
 
 
 async def test_expired_lease_is_reclaimed_counting_an_attempt(delivery: Running, clock: FakeClock) -> None:
-    # Scenario 76 (fix): at T0 + lease (inclusive) the next claim reclaims O1 with attemptCount 1;
+    # At T0 + lease (inclusive) the next claim reclaims O1 with attemptCount 1;
     # it waits for its backoff (RetryWorkflow), and the stale holder can no longer complete it.
     o1 = await enqueue(delivery)
     await claim(delivery, "wa1", lease=duration_pb2.Duration(seconds=30))
@@ -223,13 +226,13 @@ async def test_stale_sweep_handles_every_account_in_batches(delivery: Running, c
     assert delivery.db.sql("SELECT DISTINCT status FROM delivery.outbound_messages") == [("waiting_retry",)]
 
 
-# --- fail: backoff, cap (findings 14, 15) ---
+# --- fail: backoff, cap (docs/hardening.md #14, #15) ---
 
 
 async def test_default_failure_waits_for_its_backoff_and_the_fifth_failure_is_final(
     delivery: Running, clock: FakeClock
 ) -> None:
-    # Scenario 77 (fix): attempt 4 → WAITING_RETRY (not claimable until released), 5 → FAILED.
+    # Attempt 4 → WAITING_RETRY (not claimable until released), 5 → FAILED.
     o1 = await enqueue(delivery)
     set_attempts(delivery, o1.id, 3)
     await claim(delivery, "wa1")
@@ -238,7 +241,7 @@ async def test_default_failure_waits_for_its_backoff_and_the_fifth_failure_is_fi
     assert waiting.last_error == "socket closed"
     assert not waiting.HasField("processor_id") and not waiting.HasField("lease_expire_time")
     assert at(waiting.next_attempt_time) > clock()
-    assert await claim(delivery, "wa1") == []  # no immediate re-claim (finding 14)
+    assert await claim(delivery, "wa1") == []  # no immediate re-claim (docs/hardening.md #14)
     assert await release(delivery, o1.id, 4)
     await claim(delivery, "wa1")
     final = (await fail(delivery, o1.id, "wa1", "socket closed")).outbound
@@ -250,7 +253,7 @@ async def test_default_failure_waits_for_its_backoff_and_the_fifth_failure_is_fi
 
 
 async def test_retry_true_cannot_bypass_the_attempt_cap(delivery: Running) -> None:
-    # Scenario 78 (fix, finding 15): the original retried forever with `retry: true`.
+    # docs/hardening.md #15: the original retried forever with `retry: true`.
     o1 = await enqueue(delivery)
     set_attempts(delivery, o1.id, 4)
     await claim(delivery, "wa1")
@@ -259,7 +262,7 @@ async def test_retry_true_cannot_bypass_the_attempt_cap(delivery: Running) -> No
 
 
 async def test_retry_false_fails_at_once_and_errors_are_truncated(delivery: Running) -> None:
-    # Scenario 78: retry false at attempt 0 → FAILED; a 700-character error keeps 500.
+    # Retry false at attempt 0 → FAILED; a 700-character error keeps 500.
     o1 = await enqueue(delivery)
     await claim(delivery, "wa1")
     final = (await fail(delivery, o1.id, "wa1", "e" * 700, retry=False)).outbound
@@ -274,7 +277,7 @@ async def test_unknown_ids_answer_absent(delivery: Running) -> None:
     assert not await release(delivery, unknown, 1)
 
 
-# --- only the lease holder, only from PROCESSING (finding 15) ---
+# --- only the lease holder, only from PROCESSING (docs/hardening.md #15) ---
 
 
 async def test_only_the_lease_holder_can_complete_or_fail_a_processing_message(delivery: Running) -> None:
@@ -296,7 +299,7 @@ async def test_only_the_lease_holder_can_complete_or_fail_a_processing_message(d
 
 
 async def test_complete_clears_the_lease_and_marks_the_message_delivered(delivery: Running) -> None:
-    # Scenario 79 (fix, finding 27): the linked message is marked through the outbox.
+    # docs/hardening.md #27: the linked message is marked through the outbox.
     o1 = await enqueue(delivery)
     await claim(delivery, "wa1")
     await fail(delivery, o1.id, "wa1", "x")
@@ -339,7 +342,10 @@ async def test_pending_outbound_of_a_conversation_lists_unfinished_rows_oldest_f
     assert [m.id for m in reply.outbound_messages] == [waiting.id, pending.id]
 
 
-async def test_watch_outbound_wakes_the_egress_on_every_change(delivery: Running) -> None:
+async def test_watch_outbound_wakes_the_egress_on_every_change(delivery_factory: DeliveryFactory) -> None:
+    # No periodic re-read during the test: every answer below comes from a wake-up (and a re-read
+    # between the claim and the complete would rightly report 0 first).
+    delivery = await delivery_factory(build={"watch_resync_s": 60.0})
     stream = delivery.stub.WatchOutbound(pb.WatchOutboundRequest(account_id="default", channel=WHATSAPP), metadata=service())
     assert (await stream.read()).claimable_count == 0
     a1 = await enqueue(delivery, to=PHONE_A)

@@ -1,4 +1,4 @@
-"""Outbound retries carried by Temporal (finding 14): a failed send or an expired claim lease
+"""Outbound retries carried by Temporal (docs/hardening.md #14): a failed send or an expired claim lease
 waits in WAITING_RETRY; the RetryWorkflow started through the delivery outbox releases it after
 its backoff with ReleaseOutbound, and the egress's watch wakes up. Real dev server, real worker."""
 

@@ -1,5 +1,6 @@
-"""Spec scenarios H.81–84 (WhatsApp accounts, leases, session store) over gRPC, with findings
-24 and 34 fixed, the lease takeover race and bad input."""
+"""WhatsApp accounts, account leases and the session store over gRPC: the runtime's lease
+contention and takeover, TTLs, release and ownership listing, the session key/value store, with
+docs/hardening.md #24 and #34 fixed, the lease takeover race and bad input."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ async def test_upsert_account_creates_then_updates_one_row_and_absent_meta_clear
 
 
 async def test_concurrent_upserts_of_one_account_make_one_row(delivery: Running) -> None:
-    # Finding 24: account ids are unique.
+    # docs/hardening.md #24: account ids are unique.
     replies = await asyncio.gather(*(upsert(delivery, "acc-x") for _ in range(10)))
     assert sum(r.created for r in replies) == 1
     assert count_rows(delivery, "whatsapp_accounts") == 1
@@ -96,7 +97,7 @@ async def test_listing_accounts_shows_enabled_ones_unless_asked_for_all(delivery
 
 
 async def test_lease_acquisition_contention_and_takeover_after_expiry(delivery: Running, clock: FakeClock) -> None:
-    # Scenario 81.
+    # One holder at a time; another takes over only once the lease has expired.
     await upsert(delivery)
     first = await acquire(delivery, "pod-a")
     assert first.acquired and first.lease.owner_id == "pod-a"
@@ -123,7 +124,7 @@ async def test_the_holder_reacquires_its_unexpired_lease(delivery: Running, cloc
 async def test_lease_ttl_is_raised_to_ten_seconds_and_heartbeat_extends_only_a_held_lease(
     delivery: Running, clock: FakeClock
 ) -> None:
-    # Scenario 82.
+    # A TTL under 10 s is raised to 10 s; a heartbeat extends only a lease still held.
     await upsert(delivery)
     acquired = await acquire(delivery, "pod-a", ttl=2)
     assert at(acquired.lease.expire_time) == T0 + timedelta(seconds=10)
@@ -138,7 +139,7 @@ async def test_lease_ttl_is_raised_to_ten_seconds_and_heartbeat_extends_only_a_h
 
 
 async def test_release_and_ownership_listing(delivery: Running, clock: FakeClock) -> None:
-    # Scenario 83.
+    # An owner lists the accounts it holds unexpired; only the holder can release a lease.
     await upsert(delivery)
     await upsert(delivery, "acc2")
     await acquire(delivery, "pod-a", "acc2", ttl=10)
@@ -175,7 +176,7 @@ async def test_ten_runtimes_racing_for_an_expired_lease_leave_exactly_one_owner(
 
 
 async def test_disabled_or_unknown_accounts_cannot_be_leased(delivery: Running) -> None:
-    # Finding 34.
+    # docs/hardening.md #34: unknown accounts are NOT_FOUND, disabled ones FAILED_PRECONDITION.
     error = await rpc_error(acquire(delivery, "pod-a", "nobody"))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     await upsert(delivery)
@@ -220,7 +221,7 @@ async def session_set(delivery: Running, key: str, data: str) -> None:
 
 
 async def test_session_store_set_get_remove_clear(delivery: Running) -> None:
-    # Scenario 84.
+    # Set, get, remove and clear the runtime's auth state.
     await session_set(delivery, "creds", "{...1}")
     await session_set(delivery, "creds", "{...2}")
     assert await session_get(delivery, "creds") == "{...2}"
@@ -246,7 +247,7 @@ async def test_session_values_list_by_key_in_pages(delivery: Running) -> None:
 
 
 async def test_concurrent_sets_of_one_key_keep_one_row(delivery: Running) -> None:
-    # Finding 24: keys are unique; the runtime writes Signal keys in parallel.
+    # docs/hardening.md #24: keys are unique; the runtime writes Signal keys in parallel.
     await asyncio.gather(*(session_set(delivery, "creds", f"v{i}") for i in range(10)))
     assert count_rows(delivery, "whatsapp_session") == 1
 

@@ -46,7 +46,7 @@ async def messages(
 
 @dataclass(frozen=True)
 class People:
-    """Spec fixtures: Alice (with WhatsApp contact K1 linked), Bob; their call metadata."""
+    """The test people: Alice (with WhatsApp contact K1 linked), Bob; their call metadata."""
 
     alice_id: Any
     bob_id: Any

@@ -1,4 +1,5 @@
-"""Spec scenarios D.40, D.46–D.49 and conversation ownership (README §4.8) over gRPC."""
+"""Conversations over gRPC: create, archive, the recent list, get-or-create, and ownership
+(docs/architecture.md §4)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 
 
 async def test_create_makes_an_active_web_conversation_titled_new_chat(messages: Running, people: People) -> None:
-    # Scenario D.40
+    # An untitled web conversation is active and titled "New chat".
     conversation = await web_conversation(messages.stub, people.alice)
     assert conversation.id.startswith("conv_")
     assert conversation.channel == common.CHANNEL_WEB
@@ -44,14 +45,14 @@ async def test_create_keeps_a_given_title_even_empty_and_always_makes_a_new_one(
 
 
 async def test_archive_applies_to_web_only_and_hides_from_recent_not_from_list(messages: Running, people: People) -> None:
-    # Scenario D.46
+    # Only web conversations are archived; archived ones leave the recent list, not the list.
     w1 = await web_conversation(messages.stub, people.alice)
     wa1 = await whatsapp_conversation(messages.stub, people.k1_id)
     archived = await messages.stub.ArchiveConversation(pb.ArchiveConversationRequest(id=w1.id), metadata=people.alice)
     assert archived.conversation.status == pb.CONVERSATION_STATUS_ARCHIVED
     not_archived = await messages.stub.ArchiveConversation(pb.ArchiveConversationRequest(id=wa1.id), metadata=people.alice)
     assert not not_archived.HasField("conversation")
-    # Archiving again is allowed (spec: "also if already archived").
+    # Archiving an already archived conversation is allowed and answers it again.
     again = await messages.stub.ArchiveConversation(pb.ArchiveConversationRequest(id=w1.id), metadata=people.alice)
     assert again.conversation.status == pb.CONVERSATION_STATUS_ARCHIVED
     assert messages.db.sql("SELECT channel, status FROM messages.conversations ORDER BY channel") == [
@@ -67,7 +68,7 @@ async def test_archive_applies_to_web_only_and_hides_from_recent_not_from_list(m
 async def test_recent_conversations_order_by_last_activity_with_last_message(
     messages: Running, people: People, clock: TestClock
 ) -> None:
-    # Scenario D.47: W1 at T0 (last message T0+10s), W2 at T0+5s (none), WA1 last message T0+20s.
+    # W1 at T0 (last message T0+10s), W2 at T0+5s (none), WA1 last message T0+20s.
     clock.set(T0)
     w1 = await web_conversation(messages.stub, people.alice)
     clock.set(T0 + timedelta(seconds=1))
@@ -105,7 +106,8 @@ async def test_recent_conversations_order_by_last_activity_with_last_message(
 async def test_get_or_create_reuses_the_active_web_conversation_and_ignores_the_agent(
     messages: Running, people: People
 ) -> None:
-    # Scenario D.48
+    # Get-or-create returns the active web conversation, ignoring the agent; once that one is
+    # archived it makes a new one, untitled, with the agent.
     w1 = await web_conversation(messages.stub, people.alice)
     agent = ids.AGENT.format(ids.AGENT.new())
     request = pb.GetOrCreateConversationRequest(
@@ -122,8 +124,8 @@ async def test_get_or_create_reuses_the_active_web_conversation_and_ignores_the_
     assert created.conversation.status == pb.CONVERSATION_STATUS_ACTIVE
 
 
-async def test_get_or_create_without_the_channels_owner_fails_with_the_spec_message(messages: Running, people: People) -> None:
-    # Scenario D.49
+async def test_get_or_create_without_the_channels_owner_fails_with_the_original_message(messages: Running, people: People) -> None:
+    # WhatsApp with a user id but no contact id is INVALID_ARGUMENT with the original backend's text.
     error = await rpc_error(
         messages.stub.GetOrCreateConversation(
             pb.GetOrCreateConversationRequest(channel=common.CHANNEL_WHATSAPP, user_id=ids.USER.format(people.alice_id)),

@@ -1,4 +1,5 @@
-"""Spec scenarios E.51–E.54 with finding 35 (the key includes the WhatsApp account)."""
+"""Inbound dedupe: first sighting vs repeat, the key (channel, account, provider id —
+docs/hardening.md #35), concurrency, and the retention sweep."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ async def check(messages: Running, message_id: str, account: str = "default", ch
 
 
 async def test_first_sighting_registers_and_the_repeat_is_a_duplicate(messages: Running) -> None:
-    # Scenario E.51
+    # A provider message id seen for the first time is registered; the repeat is a duplicate.
     assert await check(messages, "3EB0ABC") is False
     assert count(messages.db, "inbound_dedupe") == 1
     assert await check(messages, "3EB0ABC") is True
@@ -34,7 +35,7 @@ async def test_first_sighting_registers_and_the_repeat_is_a_duplicate(messages: 
 
 
 async def test_key_is_channel_account_and_provider_id(messages: Running) -> None:
-    # Scenario E.52 (fix, finding 35): another account receiving the same provider id is new.
+    # Another account receiving the same provider id is new (docs/hardening.md #35).
     assert await check(messages, "3EB0ABC") is False
     assert await check(messages, "3EB0ABC", channel=common.CHANNEL_WEB) is False
     assert await check(messages, "3EB0ABC", account="other") is False  # original: duplicate
@@ -46,7 +47,7 @@ async def test_key_is_channel_account_and_provider_id(messages: Running) -> None
 
 
 async def test_twenty_concurrent_registrations_of_one_id_make_exactly_one_new(messages: Running) -> None:
-    # Scenario E.53 at 20 concurrent calls, with and without an account.
+    # 20 concurrent registrations of one id, with and without an account: exactly one is new.
     for account in ("default", ""):
         results = await asyncio.gather(*(check(messages, "3EB0XYZ", account=account) for _ in range(20)))
         assert results.count(False) == 1 and results.count(True) == 19
@@ -54,7 +55,7 @@ async def test_twenty_concurrent_registrations_of_one_id_make_exactly_one_new(me
 
 
 async def test_cleanup_deletes_rows_older_than_the_retention_in_batches(messages: Running, clock: TestClock) -> None:
-    # Scenario E.54
+    # Rows older than the retention (24 h by default) are deleted; younger ones stay.
     clock.set(T0 - timedelta(hours=25))
     assert await check(messages, "old") is False
     clock.set(T0 - timedelta(hours=1))

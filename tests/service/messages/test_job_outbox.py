@@ -1,4 +1,4 @@
-"""ARCHITECTURE.md §6 end to end: a user message and its agent job travel through the outbox
+"""The outbox end to end (docs/architecture.md §7): a user message and its agent job travel through the outbox
 to the REAL agent_queue server; nothing is lost while it is down, nothing is applied twice."""
 
 from __future__ import annotations

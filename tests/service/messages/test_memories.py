@@ -1,6 +1,6 @@
 """Memories on pgvector: cosine search equals brute force, filtered by conversation and source,
-scores belong to their own rows (finding 23), 1536 dimensions enforced, service key required
-(finding 1)."""
+scores belong to their own rows (docs/hardening.md #23), 1536 dimensions enforced, service key required
+(docs/hardening.md #1)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ async def test_search_returns_the_true_nearest_neighbours_of_a_conversation_amon
 
 
 async def test_each_score_belongs_to_its_own_memory_even_after_a_delete(messages: Running) -> None:
-    # Finding 23: the original paired scores by position after dropping deleted rows.
+    # docs/hardening.md #23: the original paired scores by position after dropping deleted rows.
     rng = random.Random(23)
     conversation = ids.CONVERSATION.format(ids.CONVERSATION.new())
     vectors = [random_vector(rng) for _ in range(4)]
@@ -120,7 +120,7 @@ async def test_each_score_belongs_to_its_own_memory_even_after_a_delete(messages
         assert math.isclose(hit.score, cosine(query, by_id[hit.memory_id]), abs_tol=1e-5)
         assert hit.content == f"m{made.index(hit.memory_id)}"
     again = await messages.stub.DeleteMemory(pb.DeleteMemoryRequest(id=before[0].memory_id), metadata=service())
-    assert not again.deleted  # finding 30: a missing id is an answer, not a crash
+    assert not again.deleted  # docs/hardening.md #30: a missing id is an answer, not a crash
 
 
 async def test_list_memories_of_a_conversation_pages_with_optional_embeddings(messages: Running) -> None:
@@ -155,7 +155,7 @@ async def test_embeddings_must_have_1536_finite_dimensions(messages: Running) ->
 
 
 async def test_memories_refuse_calls_without_the_service_key(messages: Running, people: People) -> None:
-    # Finding 1: the original store/search were public actions.
+    # docs/hardening.md #1: the original store/search were public actions.
     vector = random_vector(random.Random(1))
     calls = {
         "no key": (),

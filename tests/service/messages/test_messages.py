@@ -1,5 +1,5 @@
-"""Spec scenarios D.41–D.43, D.50: sending, the auto-title (finding 29), the conversation's
-channel (finding 26), assistant and system messages, and the agent job's outbox event."""
+"""Sending, the auto-title (docs/hardening.md #29), the conversation's channel
+(docs/hardening.md #26), assistant and system messages, and the agent job's outbox event."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def outbox_events(messages: Running) -> list[tuple[str, str, dict]]:
 async def test_send_stores_the_message_sets_the_title_and_enqueues_the_job_in_one_commit(
     messages: Running, people: People
 ) -> None:
-    # Scenario D.41 (the channel argument no longer exists: finding 26).
+    # The channel argument no longer exists: the conversation's wins (docs/hardening.md #26).
     w1 = await web_conversation(messages.stub, people.alice)
     reply = await messages.stub.SendMessage(
         pb.SendMessageRequest(conversation_id=w1.id, content="a" * 60), metadata=people.alice
@@ -58,7 +58,8 @@ async def test_a_short_message_becomes_the_title_whole(messages: Running, people
 
 
 async def test_title_counts_characters_and_never_splits_an_emoji(messages: Running, people: People) -> None:
-    # Finding 29: 49 letters then a family emoji (a ZWJ sequence); the original cut UTF-16 units.
+    # docs/hardening.md #29: 49 letters then a family emoji (a ZWJ sequence); the original cut
+    # UTF-16 units.
     family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
     w1 = await web_conversation(messages.stub, people.alice)
     await messages.stub.SendMessage(
@@ -80,7 +81,7 @@ async def test_a_custom_title_is_never_replaced(messages: Running, people: Peopl
 
 
 async def test_sending_to_someone_elses_conversation_writes_nothing(messages: Running, people: People) -> None:
-    # Scenario D.42
+    # Bob sending to Alice's conversations gets no message, and nothing is written.
     w1 = await web_conversation(messages.stub, people.alice)
     wa1 = await whatsapp_conversation(messages.stub, people.k1_id)
     before = counts(messages.db)
@@ -100,7 +101,7 @@ async def test_sending_to_someone_elses_conversation_writes_nothing(messages: Ru
 
 
 async def test_service_send_to_a_missing_conversation_fails_not_found(messages: Running, people: People) -> None:
-    # Scenario D.43
+    # A service send to a missing conversation is NOT_FOUND.
     error = await rpc_error(
         messages.stub.SendMessageAsService(
             pb.SendMessageAsServiceRequest(conversation_id=ids.CONVERSATION.format(ids.CONVERSATION.new()), content="hi"),
@@ -128,7 +129,7 @@ async def test_service_send_uses_the_whatsapp_channel_and_the_contact_owner(mess
 async def test_messages_are_visible_to_the_owner_through_the_linked_contact_and_empty_for_bob(
     messages: Running, people: People
 ) -> None:
-    # Scenario D.50
+    # Alice sees her linked contact's WhatsApp messages in order; Bob sees none.
     wa1 = await whatsapp_conversation(messages.stub, people.k1_id)
     sent = []
     for text in ("one", "two", "three"):

@@ -1,5 +1,5 @@
-"""Spec scenarios D.44 and D.45 (fix): the streaming placeholder lifecycle with its guards
-(findings 11, 28, 30) and delivery outcomes on messages (finding 27)."""
+"""The streaming placeholder lifecycle with its guards (docs/hardening.md #11, #28, #30) and
+delivery outcomes on messages (docs/hardening.md #27)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ async def listed(messages: Running, people: People, conversation_id: str) -> lis
 
 
 async def test_placeholder_streams_then_finalizes_and_the_owner_sees_each_state(messages: Running, people: People) -> None:
-    # Scenario D.44
+    # Placeholder (empty, streaming, PENDING) → growing content → finalized (SENT).
     w1 = await web_conversation(messages.stub, people.alice)
     m = await placeholder(messages, w1.id)
     assert (m.role, m.content, m.streaming, m.status) == (pb.MESSAGE_ROLE_ASSISTANT, "", True, pb.MESSAGE_STATUS_PENDING)
@@ -62,7 +62,7 @@ async def test_placeholder_streams_then_finalizes_and_the_owner_sees_each_state(
 
 
 async def test_a_finalized_message_can_no_longer_change(messages: Running, people: People) -> None:
-    # Finding 28: the original could "un-finalize" content.
+    # docs/hardening.md #28: the original could "un-finalize" content.
     w1 = await web_conversation(messages.stub, people.alice)
     m = await placeholder(messages, w1.id)
     await messages.stub.FinalizeMessage(pb.FinalizeMessageRequest(message_id=m.id, content="done"), metadata=service())
@@ -107,7 +107,7 @@ async def test_out_of_order_updates_are_dropped_by_sequence(messages: Running, p
 
 
 async def test_failed_generation_fails_the_placeholder_and_keeps_partial_content(messages: Running, people: People) -> None:
-    # Scenario D.45 (fix, finding 11)
+    # docs/hardening.md #11: a failed generation no longer leaves a placeholder streaming forever.
     w1 = await web_conversation(messages.stub, people.alice)
     m = await placeholder(messages, w1.id)
     await update(messages, m.id, "Hel")
@@ -124,7 +124,7 @@ async def test_failed_generation_fails_the_placeholder_and_keeps_partial_content
 
 
 async def test_missing_messages_are_not_found_not_a_crash(messages: Running, people: People) -> None:
-    # Finding 30
+    # docs/hardening.md #30
     missing = ids.MESSAGE.format(ids.MESSAGE.new())
     for call in (
         messages.stub.UpdateStreamingContent(pb.UpdateStreamingContentRequest(message_id=missing, content="x"), metadata=service()),
@@ -142,7 +142,7 @@ async def test_missing_messages_are_not_found_not_a_crash(messages: Running, peo
 
 
 async def test_delivery_outcome_is_recorded_on_the_message(messages: Running, people: People) -> None:
-    # Finding 27: DELIVERED / FAILED are written by the delivery service.
+    # docs/hardening.md #27: DELIVERED / FAILED are written by the delivery service.
     w1 = await web_conversation(messages.stub, people.alice)
     reply = await messages.stub.CreateAssistantMessage(
         pb.CreateAssistantMessageRequest(conversation_id=w1.id, content="hi"), metadata=service()

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from services.messages.domain import WatchPosition
+from services.messages.domain.watch import WatchPosition
 from tests.service.conftest import Running
 from tests.service.messages.conftest import People
 from tests.support.grpc_client import service

@@ -1,5 +1,7 @@
-"""Spec scenarios J.* (plugin registry and policy store) over gRPC, with findings 24 (unique
-keys, NULLs as one value) and 25 (manifest validated against one JSON Schema)."""
+"""The plugin registry and policy store over gRPC: definitions, installs, policies, diagnostics
+and the effective install set and policy, with unique keys where an absent agent or channel is
+one value (docs/hardening.md #24) and manifests validated against one JSON Schema
+(docs/hardening.md #25)."""
 
 from __future__ import annotations
 

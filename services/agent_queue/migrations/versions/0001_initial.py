@@ -76,7 +76,7 @@ def upgrade() -> None:
         sa.Column("enabled", sa.Boolean, nullable=False),
         sa.Column("tool_policy", pg.JSONB),
         sa.Column("created_at", TS, nullable=False),
-        sa.UniqueConstraint("name", name="agents_name_key"),  # finding 24
+        sa.UniqueConstraint("name", name="agents_name_key"),  # docs/hardening.md #24
         schema=SCHEMA,
     )
     op.create_table(
@@ -90,7 +90,7 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         schema=SCHEMA,
     )
-    # Finding 24: one skill per name per owner, case-insensitively (seeding matches that way).
+    # One skill per name per owner, case-insensitively, as seeding matches (docs/hardening.md #24).
     op.create_index("skills_owner_name_key", "skills", ["owner_user_id", sa.text("lower(name)")], unique=True,
                     schema=SCHEMA, postgresql_where=sa.text("owner_user_id IS NOT NULL"))
     op.create_index("skills_unowned_idx", "skills", ["id"], schema=SCHEMA,

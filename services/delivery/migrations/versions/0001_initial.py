@@ -47,7 +47,7 @@ def upgrade() -> None:
             "status IN ('pending', 'processing', 'waiting_retry', 'sent', 'failed')",
             name="outbound_messages_status_check",
         ),
-        # A claimed row always names its holder and its lease end; no other row does (finding 16:
+        # A claimed row always names its holder and its lease end; no other row does (docs/hardening.md #16:
         # no `processing` row without a lease that could never be reclaimed).
         sa.CheckConstraint(
             "(status = 'processing') = (processor_id IS NOT NULL AND locked_until IS NOT NULL)",

@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('active', 'inactive')", name="users_status_check"),
         schema=SCHEMA,
     )
-    # Finding 5: one user per phone, enforced where the link is written.
+    # One user per phone, enforced where the link is written (docs/hardening.md #5).
     op.create_index("users_phone_key", "users", ["phone"], unique=True, schema=SCHEMA,
                     postgresql_where=sa.text("phone IS NOT NULL"))
     op.create_table(

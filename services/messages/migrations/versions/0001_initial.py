@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column("status", sa.Text, nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
-        # Change counter for WatchConversation positions (see store.py).
+        # Change counter for WatchConversation positions (see store/conversations.py).
         sa.Column("revision", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("meta_revision", sa.BigInteger, nullable=False, server_default="0"),
         sa.CheckConstraint("channel IN ('web', 'whatsapp')", name="conversations_channel_check"),
@@ -70,7 +70,7 @@ def upgrade() -> None:
         sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="messages_role_check"),
         sa.CheckConstraint("channel IN ('web', 'whatsapp')", name="messages_channel_check"),
         sa.CheckConstraint("status IN ('pending', 'sent', 'delivered', 'failed')", name="messages_status_check"),
-        # Finding 28: only assistant placeholders ever stream.
+        # Only assistant placeholders ever stream (docs/hardening.md #28).
         sa.CheckConstraint("NOT streaming OR role = 'assistant'", name="messages_streaming_role_check"),
         schema=SCHEMA,
     )
@@ -89,7 +89,7 @@ def upgrade() -> None:
         sa.CheckConstraint("channel IN ('web', 'whatsapp')", name="inbound_dedupe_channel_check"),
         schema=SCHEMA,
     )
-    # Findings 24 and 35: the key includes the account; a missing account is one value.
+    # The key includes the account; a missing account is one value (docs/hardening.md #24, #35).
     op.execute(
         f"CREATE UNIQUE INDEX inbound_dedupe_key ON {SCHEMA}.inbound_dedupe"
         " (channel, account_id, channel_message_id) NULLS NOT DISTINCT"

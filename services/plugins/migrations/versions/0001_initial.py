@@ -22,7 +22,7 @@ def upgrade() -> None:
     op.create_table(
         "plugin_definitions",
         sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        # Finding 24: one definition per name.
+        # One definition per name (docs/hardening.md #24).
         sa.Column("name", sa.Text, nullable=False, unique=True),
         sa.Column("version", sa.Text, nullable=False),
         sa.Column("source", sa.Text, nullable=False),
@@ -76,9 +76,9 @@ def upgrade() -> None:
         sa.CheckConstraint(CHANNEL_CHECK, name="plugin_policies_channel_check"),
         schema=SCHEMA,
     )
-    # Finding 24: one install per (scope, agent, channel, plugin) and one policy per scope
-    # triple; an absent agent / channel is one value (NULLS NOT DISTINCT), as the upserts
-    # match it. These also serve the layer lookups.
+    # One install per (scope, agent, channel, plugin) and one policy per scope triple
+    # (docs/hardening.md #24); an absent agent / channel is one value (NULLS NOT DISTINCT), as
+    # the upserts match it. These also serve the layer lookups.
     op.execute(
         "ALTER TABLE plugins.plugin_installs ADD CONSTRAINT plugin_installs_key "
         "UNIQUE NULLS NOT DISTINCT (workspace_scope, agent_id, channel, plugin_name)"

@@ -1,0 +1,1 @@
+"""All SQL of the approvals service (schema `approvals`), one module per sub-domain."""

@@ -1,0 +1,1 @@
+"""Approvals use cases, one module per sub-domain; each operation runs in one unit of work."""

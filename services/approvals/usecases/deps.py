@@ -1,0 +1,18 @@
+"""What the approvals use cases need, built by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from zenthor.db import UnitOfWorkFactory
+from zenthor.notify import ChangeFeed
+
+
+@dataclass(frozen=True)
+class Deps:
+    uow: UnitOfWorkFactory
+    clock: Callable[[], datetime]
+    # Wakes the two watches (WatchApprovals, WaitForApproval) when an approval changes.
+    feed: ChangeFeed

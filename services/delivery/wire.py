@@ -1,0 +1,179 @@
+"""Proto ⇄ domain conversions of the delivery contract: ids, enums, optional fields, durations,
+page tokens and `Struct`s in; domain values out as response messages. The rules themselves
+live in domain/."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message as ProtoMessage
+
+from services.delivery.domain import outbound as outbound_rules
+from services.delivery.domain import whatsapp as whatsapp_rules
+from services.delivery.domain.outbound import Channel, Outbound, OutboundMetadata, OutboundStatus
+from services.delivery.domain.whatsapp import Account, Lease, SessionEntry
+from services.delivery.usecases.outbound import ClaimableCount
+from zenthor import ids
+from zenthor.convert import timestamp
+from zenthor.gen.zenthor.common.v1 import types_pb2 as common
+from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
+from zenthor.pagination import KeyPageRequest, PageRequest, key_page_request, page_request
+
+STATUS_PB = {
+    OutboundStatus.PENDING: pb.OUTBOUND_STATUS_PENDING,
+    OutboundStatus.PROCESSING: pb.OUTBOUND_STATUS_PROCESSING,
+    OutboundStatus.WAITING_RETRY: pb.OUTBOUND_STATUS_WAITING_RETRY,
+    OutboundStatus.SENT: pb.OUTBOUND_STATUS_SENT,
+    OutboundStatus.FAILED: pb.OUTBOUND_STATUS_FAILED,
+}
+CHANNEL_PB = {Channel.WEB: common.CHANNEL_WEB, Channel.WHATSAPP: common.CHANNEL_WHATSAPP}
+CHANNEL_OF: dict[int, Channel] = {int(v): k for k, v in CHANNEL_PB.items()}
+
+
+# --- requests: ids, enums, optional fields, pages ---
+
+
+def optional_str(message: ProtoMessage, field: str) -> str | None:
+    """A proto3 `optional string` field: its value when set, None when absent."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    assert isinstance(value, str)
+    return value
+
+
+def duration(message: ProtoMessage, field: str) -> timedelta | None:
+    """An optional `Duration` field as a timedelta, None when absent."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    assert isinstance(value, Duration)
+    return value.ToTimedelta()
+
+
+def channel(value: int, field: str = "channel") -> Channel:
+    return outbound_rules.check_channel(CHANNEL_OF.get(value), field)
+
+
+def conversation_id(value: str, field: str = "conversation_id") -> uuid.UUID:
+    return ids.CONVERSATION.parse(value, field)
+
+
+def message_id(value: str, field: str = "message_id") -> uuid.UUID:
+    return ids.MESSAGE.parse(value, field)
+
+
+def outbound_id(value: str, field: str = "id") -> uuid.UUID:
+    return ids.OUTBOUND.parse(value, field)
+
+
+def outbound_metadata(request: pb.EnqueueOutboundRequest) -> OutboundMetadata | None:
+    if not request.HasField("metadata"):
+        return None
+    return OutboundMetadata(kind=request.metadata.kind, tool_name=optional_str(request.metadata, "tool_name"))
+
+
+def fail_retry(request: pb.FailOutboundRequest) -> bool:
+    """FailOutbound retries unless told not to (`retry` absent means true)."""
+    return request.retry if request.HasField("retry") else True
+
+
+def pending_page(request: pb.ListPendingOutboundRequest) -> PageRequest:
+    return page_request(request.page_size, request.page_token, outbound_rules.PENDING_PAGE)
+
+
+def accounts_page(request: pb.ListWhatsAppAccountsRequest) -> KeyPageRequest:
+    return key_page_request(
+        request.page_size, request.page_token, whatsapp_rules.ACCOUNTS_PAGE, max_key_chars=outbound_rules.MAX_FREE_ID
+    )
+
+
+def owned_accounts_page(request: pb.ListOwnedAccountsRequest) -> KeyPageRequest:
+    return key_page_request(
+        request.page_size,
+        request.page_token,
+        whatsapp_rules.OWNED_ACCOUNTS_PAGE,
+        max_key_chars=outbound_rules.MAX_FREE_ID,
+    )
+
+
+def session_page(request: pb.ListSessionValuesRequest) -> KeyPageRequest:
+    return key_page_request(
+        request.page_size, request.page_token, whatsapp_rules.SESSION_PAGE, max_key_chars=whatsapp_rules.MAX_SESSION_KEY
+    )
+
+
+def account_meta(request: pb.UpsertWhatsAppAccountRequest) -> dict[str, Any] | None:
+    return json_format.MessageToDict(request.meta) if request.HasField("meta") else None
+
+
+# --- responses ---
+
+
+def outbound_pb(row: Outbound) -> pb.OutboundMessage:
+    metadata = (
+        pb.OutboundMetadata(kind=row.metadata.kind, tool_name=row.metadata.tool_name) if row.metadata else None
+    )
+    return pb.OutboundMessage(
+        id=ids.OUTBOUND.format(row.id),
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
+        channel=CHANNEL_PB[row.channel],
+        account_id=row.account_id,
+        conversation_id=ids.CONVERSATION.format(row.conversation_id),
+        message_id=ids.MESSAGE.format(row.message_id),
+        to=row.to,
+        payload=pb.OutboundPayload(content=row.content, metadata=metadata),
+        status=STATUS_PB[row.status],
+        processor_id=row.processor_id,
+        lease_expire_time=timestamp(row.locked_until) if row.locked_until else None,
+        attempt_count=row.attempt_count,
+        last_error=row.last_error,
+        next_attempt_time=timestamp(row.next_attempt_at) if row.next_attempt_at else None,
+    )
+
+
+def optional_outbound_pb(row: Outbound | None) -> pb.OutboundMessage | None:
+    return outbound_pb(row) if row is not None else None
+
+
+def account_pb(account: Account) -> pb.WhatsAppAccount:
+    meta = None
+    if account.meta is not None:
+        meta = struct_pb2.Struct()
+        meta.update(account.meta)
+    return pb.WhatsAppAccount(
+        account_id=account.account_id,
+        create_time=timestamp(account.created_at),
+        update_time=timestamp(account.updated_at),
+        phone=account.phone,
+        enabled=account.enabled,
+        meta=meta,
+    )
+
+
+def lease_pb(lease: Lease) -> pb.Lease:
+    return pb.Lease(
+        account_id=lease.account_id,
+        owner_id=lease.owner_id,
+        expire_time=timestamp(lease.expires_at),
+        heartbeat_time=timestamp(lease.heartbeat_at),
+    )
+
+
+def optional_lease_pb(lease: Lease | None) -> pb.Lease | None:
+    return lease_pb(lease) if lease is not None else None
+
+
+def session_entry_pb(entry: SessionEntry) -> pb.SessionEntry:
+    return pb.SessionEntry(
+        key=entry.key, data=entry.data, create_time=timestamp(entry.created_at), update_time=timestamp(entry.updated_at)
+    )
+
+
+def watch_outbound_pb(claimable: ClaimableCount) -> pb.WatchOutboundResponse:
+    return pb.WatchOutboundResponse(claimable_count=claimable.count, observe_time=timestamp(claimable.observed_at))

@@ -1,0 +1,1 @@
+"""identity rules as plain functions and values (no I/O): users and roles, contacts, phone verification."""

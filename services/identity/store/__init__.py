@@ -1,0 +1,1 @@
+"""All SQL of the identity service (schema `identity`), one module per table group."""

@@ -1,0 +1,164 @@
+"""The outbox relay calls peers outside any transaction, per topic and concurrently, caps
+attempts into dead letters an operator can list and re-drive, and re-delivers what a crashed
+relay had leased (zenthor/outbox.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.support.database import TestDatabase
+from zenthor.__main__ import main as zenthor_cli
+from zenthor.config import ServiceName
+from zenthor.db import UnitOfWork, create_engine
+from zenthor.outbox import LEASE, OutboxRelay, add_event, dead_letters, outbox_table, redrive
+
+OUTBOX = outbox_table(sa.MetaData(), "identity")
+WAIT_S = 20.0
+
+
+@pytest.fixture
+async def engine(db: TestDatabase) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(db.dsn_for(ServiceName.IDENTITY))
+    yield engine
+    await engine.dispose()
+
+
+async def store(engine: AsyncEngine, topic: str, keys: list[str], now: datetime | None = None) -> None:
+    async with UnitOfWork(engine) as uow:
+        for key in keys:
+            await add_event(uow.conn, OUTBOX, topic, key, {"key": key}, now or datetime.now(UTC))
+        await uow.commit()
+
+
+def delivered(db: TestDatabase, topic: str) -> int:
+    [(count,)] = db.sql("SELECT count(*) FROM identity.outbox WHERE topic = %s AND delivered_at IS NOT NULL", (topic,))
+    return int(count)
+
+
+async def until(condition: Any, what: str) -> None:
+    """Waits for a state, bounded."""
+    async with asyncio.timeout(WAIT_S):
+        while not condition():  # noqa: ASYNC110 - the state lives in the database, not in an Event
+            await asyncio.sleep(0.02)
+
+
+async def test_a_peer_that_is_up_gets_its_events_while_another_hangs(engine: AsyncEngine, db: TestDatabase) -> None:
+    released = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def hanging_peer(payload: Mapping[str, Any]) -> None:
+        entered.set()
+        await released.wait()
+
+    seen: list[str] = []
+
+    async def healthy_peer(payload: Mapping[str, Any]) -> None:
+        seen.append(payload["key"])
+
+    relay = OutboxRelay(engine, OUTBOX, {"slow": hanging_peer, "fast": healthy_peer}, poll_s=0.05)
+    await store(engine, "slow", ["s1", "s2"])
+    relay.start()
+    try:
+        await asyncio.wait_for(entered.wait(), WAIT_S)
+        await store(engine, "fast", ["f1", "f2", "f3"])
+        relay.kick()
+        await until(lambda: delivered(db, "fast") == 3, "fast topic delivered")
+        assert sorted(seen) == ["f1", "f2", "f3"]
+        # The hanging call holds no transaction open.
+        idle = db.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'"
+        )
+        assert idle == [(0,)]
+        released.set()
+        await until(lambda: delivered(db, "slow") == 2, "slow topic delivered")
+    finally:
+        released.set()
+        await relay.stop()
+
+
+async def test_events_of_one_topic_are_delivered_concurrently(engine: AsyncEngine, db: TestDatabase) -> None:
+    # Sixteen calls that each wait for all sixteen: only concurrent delivery can finish.
+    barrier = asyncio.Barrier(16)
+
+    async def peer(payload: Mapping[str, Any]) -> None:
+        await asyncio.wait_for(barrier.wait(), WAIT_S)
+
+    await store(engine, "t", [f"k{i}" for i in range(16)])
+    relay = OutboxRelay(engine, OUTBOX, {"t": peer}, concurrency=16)
+    assert await relay.drain_once() == 16
+    assert delivered(db, "t") == 16
+
+
+async def test_attempts_are_capped_into_a_dead_letter_that_can_be_redriven(engine: AsyncEngine, db: TestDatabase) -> None:
+    clock = [datetime.now(UTC)]
+    failing = [True]
+    calls: list[str] = []
+
+    async def peer(payload: Mapping[str, Any]) -> None:
+        calls.append(payload["key"])
+        if failing[0]:
+            raise ConnectionError("peer down")
+
+    relay = OutboxRelay(engine, OUTBOX, {"t": peer}, clock=lambda: clock[0], max_attempts=3)
+    await store(engine, "t", ["k"], clock[0])
+    for _ in range(3):
+        assert await relay.drain_once() == 1
+        clock[0] += timedelta(hours=1)
+    assert await relay.drain_once() == 0
+    [letter] = await dead_letters(engine, OUTBOX)
+    assert letter.attempts == 3 and letter.last_error is not None and "gave up after 3 attempts" in letter.last_error
+
+    failing[0] = False
+    assert await redrive(engine, OUTBOX, topic="t", now=clock[0]) == 1
+    assert await relay.drain_once() == 1
+    assert delivered(db, "t") == 1 and calls == ["k"] * 4
+    assert await dead_letters(engine, OUTBOX) == []
+
+
+async def test_events_a_crashed_relay_had_leased_go_out_after_the_lease(engine: AsyncEngine, db: TestDatabase) -> None:
+    clock = [datetime.now(UTC)]
+    await store(engine, "t", ["k"], clock[0])
+    stuck = asyncio.Event()
+
+    async def never_returns(payload: Mapping[str, Any]) -> None:
+        stuck.set()
+        await asyncio.Event().wait()
+
+    crashed = OutboxRelay(engine, OUTBOX, {"t": never_returns}, clock=lambda: clock[0])
+    task = asyncio.create_task(crashed.drain_once())
+    await asyncio.wait_for(stuck.wait(), WAIT_S)
+    task.cancel()  # the relay dies holding its lease
+
+    seen: list[str] = []
+
+    async def peer(payload: Mapping[str, Any]) -> None:
+        seen.append(payload["key"])
+
+    survivor = OutboxRelay(engine, OUTBOX, {"t": peer}, clock=lambda: clock[0])
+    assert await survivor.drain_once() == 0  # still leased
+    clock[0] += LEASE + timedelta(seconds=1)
+    assert await survivor.drain_once() == 1
+    assert seen == ["k"] and delivered(db, "t") == 1
+
+
+async def test_the_operator_cli_lists_and_redrives_dead_letters(
+    engine: AsyncEngine, db: TestDatabase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store(engine, "orphan", ["k"])  # no handler: a dead letter at once
+    relay = OutboxRelay(engine, OUTBOX, {"t": lambda payload: asyncio.sleep(0)})
+    assert await relay.drain_once() == 1
+    assert await asyncio.to_thread(zenthor_cli, ["outbox", "list", "--service", "identity", "--dsn", db.admin_dsn()]) == 0
+    listed = capsys.readouterr().out
+    assert "orphan" in listed and "no handler" in listed and "1 dead letter(s)" in listed
+    assert await asyncio.to_thread(
+        zenthor_cli, ["outbox", "redrive", "--service", "identity", "--topic", "orphan", "--dsn", db.admin_dsn()]
+    ) == 0
+    assert "re-driven: 1 event(s)" in capsys.readouterr().out
+    assert db.sql("SELECT dead_at IS NULL, attempts FROM identity.outbox") == [(True, 0)]
