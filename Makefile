@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 GEN_STAMP := zenthor/gen/.stamp
 
-.PHONY: help install proto dev test test-slow test-all bench lint k8s-validate smoke parity clean
+.PHONY: help install proto dev test test-slow test-all soak bench lint k8s-validate smoke parity clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev,bench]'
 	@touch $@
 
 install: $(STAMP) ## Create .venv with every dependency
@@ -40,8 +40,11 @@ test-slow: $(GEN_STAMP) ## Run only the slow soak/stress tests
 test-all: $(GEN_STAMP) ## Run every test, slow ones included
 	$(PY) -m pytest -m 'slow or not slow'
 
-bench: $(GEN_STAMP) ## Run the benchmarks under bench/ (prints ratios against a peer)
-	$(PY) -m bench
+soak: $(GEN_STAMP) ## Run the crash/outage scenarios and hostile-input runs at full size (minutes)
+	$(PY) -m pytest -m soak
+
+bench: $(GEN_STAMP) ## Ours vs pgqueuer and a raw-SQL floor, one run (bench/results/<date>.md); ARGS=--quick
+	$(PY) -m bench $(ARGS)
 
 lint: $(GEN_STAMP) ## buf lint + breaking, ruff, mypy, import contracts
 	$(VENV)/bin/buf lint
@@ -56,8 +59,8 @@ lint: $(GEN_STAMP) ## buf lint + breaking, ruff, mypy, import contracts
 k8s-validate: $(STAMP) ## Render every kustomize overlay and validate it offline
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) deploy/validate.py
 
-smoke: $(GEN_STAMP) ## Start `make dev`, check every endpoint, stop it
-	$(PY) -m pytest tests/e2e/test_devstack.py -m 'slow or not slow'
+smoke: $(GEN_STAMP) ## Start `make dev`, check every endpoint, reflection and the README's session, stop it
+	$(PY) -m pytest tests/e2e/test_devstack.py tests/e2e/test_readme.py -m 'slow or not slow'
 
 parity: $(GEN_STAMP) ## Rewrite docs/parity.md from the contracts and servicers
 	$(PY) scripts/parity.py --write

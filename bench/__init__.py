@@ -1,1 +1,2 @@
-"""Benchmarks: each prints ops/s and a ratio against a peer measured in the same run."""
+"""`make bench`: our hot paths and real peers (pgqueuer, a raw-SQL floor) measured side by side
+in one run on one PostgreSQL; see `python -m bench --help` and README "Performance"."""

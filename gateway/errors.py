@@ -3,8 +3,9 @@
     {"error": {"code": "INVALID_ARGUMENT", "message": "id: ...", "field": "id", "request_id": "…"}}
 
 gRPC codes map as below; anything else is 500 `Internal error` with the request id to quote,
-never the peer's details or a traceback. Starlette's own errors (unknown path, bad method)
-and request validation use the same body.
+never the peer's details or a traceback. Starlette's own errors (unknown path, bad method),
+request validation and inputs a request message cannot take (gateway.protojson.InvalidInput)
+use the same body; an SSE stream that fails after it started sends it as an `error` event.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.protojson import InvalidInput
 from zenthor.clients import violated_fields
 from zenthor.logs import get_logger
 
@@ -39,32 +42,55 @@ HTTP_STATUS_OF: dict[grpc.StatusCode, int] = {
 _UNAVAILABLE_MESSAGE = "Service unavailable, retry later"
 
 
-def error_response(
-    status: int, code: str, message: str, request_id: str, field: str | None = None
-) -> JSONResponse:
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error the gateway answers (documented in OpenAPI with this schema)."""
+
+    error: ErrorDetail
+
+
+def error_body(code: str, message: str, request_id: str, field: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
     if field is not None:
         body["field"] = field
-    return JSONResponse({"error": body}, status_code=status)
+    return {"error": body}
+
+
+def error_response(
+    status: int, code: str, message: str, request_id: str, field: str | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, request_id, field), status_code=status)
 
 
 def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
-def rpc_error_response(error: grpc.aio.AioRpcError, request_id: str) -> JSONResponse:
+def rpc_error(error: grpc.aio.AioRpcError, request_id: str) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and body for a failed call."""
     code = error.code()
     status = HTTP_STATUS_OF.get(code, 500)
     if status == 500:
         log.error("http.peer_failed", grpc_code=code.name, details=error.details())
-        return error_response(500, "INTERNAL", "Internal error", request_id)
+        return 500, error_body("INTERNAL", "Internal error", request_id)
     if status == 503:
         log.warning("http.peer_unavailable", grpc_code=code.name, details=error.details())
-        return error_response(503, code.name, _UNAVAILABLE_MESSAGE, request_id)
+        return 503, error_body(code.name, _UNAVAILABLE_MESSAGE, request_id)
     fields = violated_fields(error) if code == grpc.StatusCode.INVALID_ARGUMENT else []
     field = fields[0] if fields else None
     # Domain messages are written for callers (zenthor.errors: `message` is safe to show).
-    return error_response(status, code.name, error.details() or code.name, request_id, field)
+    return status, error_body(code.name, error.details() or code.name, request_id, field)
+
+
+def rpc_error_response(error: grpc.aio.AioRpcError, request_id: str) -> JSONResponse:
+    status, body = rpc_error(error, request_id)
+    return JSONResponse(body, status_code=status)
 
 
 async def _on_rpc_error(request: Request, error: Exception) -> JSONResponse:
@@ -82,6 +108,11 @@ async def _on_validation_error(request: Request, error: Exception) -> JSONRespon
     )
 
 
+async def _on_invalid_input(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, InvalidInput)
+    return error_response(400, "INVALID_ARGUMENT", error.message, _request_id(request), error.field)
+
+
 async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     response = error_response(
@@ -95,4 +126,5 @@ async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(grpc.aio.AioRpcError, _on_rpc_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(InvalidInput, _on_invalid_input)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

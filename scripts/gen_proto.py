@@ -2,6 +2,8 @@
 
 The proto packages are `zenthor.<domain>.v1`, which would collide with the kit package
 `zenthor`; generated imports are therefore rewritten to live under `zenthor.gen.`.
+`proto/third_party/` (google/api, vendored) is only an include path: its Python modules come
+from the googleapis-common-protos wheel.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
+THIRD_PARTY_DIR = PROTO_DIR / "third_party"
 OUT_DIR = ROOT / "zenthor" / "gen"
 IMPORT_RE = re.compile(r"^(from|import) zenthor\.(?!gen\.)", re.MULTILINE)
 
@@ -25,7 +28,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default zenthor/gen)")
     out_dir = parser.parse_args().out.resolve()
-    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "zenthor").rglob("*.proto"))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -35,6 +38,7 @@ def main() -> int:
     args = [
         "protoc",
         f"-I{PROTO_DIR}",
+        f"-I{THIRD_PARTY_DIR}",
         f"-I{include}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",

@@ -56,6 +56,7 @@ def settings_for(db: TestDatabase, clerk_issuer: FakeClerkIssuer):  # type: igno
             "database_url": db.dsn_for(service),
             "service_key": SERVICE_KEY,
             "clerk_jwt_issuer_domain": clerk_issuer.issuer,
+            "dev_issuer": True,  # the fake issuer is a local http:// one
             "admin_email_allowlist": ALLOWLIST,
             "principal_cache_ttl_s": 0.0,
             "grpc_host": "127.0.0.1",

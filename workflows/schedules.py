@@ -1,5 +1,5 @@
-"""The seven cron jobs of the original backend, plus the outbound lease sweep, as Temporal Schedules
-upserted at every worker start."""
+"""The seven cron jobs of the original backend, plus the redesign's sweeps (outbound leases,
+webhook delivery ids), as Temporal Schedules upserted at every worker start."""
 
 from __future__ import annotations
 
@@ -93,6 +93,13 @@ SCHEDULES: tuple[ScheduledSweep, ...] = (
         "requeue stale outbound messages",
         every(timedelta(minutes=1)),
         SweepTarget(ServiceName.DELIVERY, "RequeueStaleOutbound"),
+    ),
+    # The redesign's: svix-ids of Clerk webhook deliveries past the replay window
+    # (docs/hardening.md #38).
+    ScheduledSweep(
+        "cleanup old webhook deliveries",
+        daily_utc(6),
+        SweepTarget(ServiceName.IDENTITY, "CleanupWebhookDeliveries"),
     ),
     ScheduledSweep(
         "cleanup expired todoist oauth states",

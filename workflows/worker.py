@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from workflows.retry import RetryActivities, RetryWorkflow
 from workflows.schedules import upsert_schedules
 from workflows.sweep import SweepActivities, SweepWorkflow
+from workflows.todoist_oauth import TodoistOAuthActivities, TodoistOAuthWorkflow
 from zenthor.clients import Peers
 from zenthor.config import Settings
 from zenthor.logs import get_logger
@@ -86,11 +87,17 @@ async def check(settings: Settings) -> bool:
 def build_worker(client: Client, task_queue: str, peers: Peers, grace: timedelta) -> Worker:
     sweeps = SweepActivities(peers)
     retries = RetryActivities(peers)
+    todoist_oauth = TodoistOAuthActivities(peers)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[SweepWorkflow, RetryWorkflow],
-        activities=[sweeps.sweep, retries.call_target],
+        workflows=[SweepWorkflow, RetryWorkflow, TodoistOAuthWorkflow],
+        activities=[
+            sweeps.sweep,
+            retries.call_target,
+            todoist_oauth.exchange_code,
+            todoist_oauth.discard_state,
+        ],
         graceful_shutdown_timeout=grace,
     )
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; a service key equal to one of these is refused at start.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "xxx", "todo"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ServiceName(StrEnum):
@@ -59,6 +61,9 @@ class Settings(BaseSettings):
         default=None, validation_alias="ZENTHOR_ADMIN_DATABASE_URL"
     )
     db_pool_size: int = Field(default=10, ge=1, validation_alias="ZENTHOR_DB_POOL_SIZE")
+    # Server-side prepared statements on the hot paths (zenthor.db.DirectPool). Turn off behind a
+    # PgBouncer in transaction mode, whose server connections change under a session.
+    db_prepared_statements: bool = Field(default=True, validation_alias="ZENTHOR_DB_PREPARED_STATEMENTS")
     migrate_on_start: bool = Field(default=False, validation_alias="ZENTHOR_MIGRATE_ON_START")
 
     # --- gRPC server ---
@@ -74,6 +79,9 @@ class Settings(BaseSettings):
     clerk_jwt_issuer_domain: str | None = Field(
         default=None, validation_alias="CLERK_JWT_ISSUER_DOMAIN"
     )
+    # A local http:// issuer (`make dev`'s, zenthor/devstack/issuer.py, which signs a token for
+    # any email) is accepted only with this set, and only on a loopback address.
+    dev_issuer: bool = Field(default=False, validation_alias="ZENTHOR_DEV_ISSUER")
     clerk_jwt_audience: str = Field(default="convex", validation_alias="CLERK_JWT_AUDIENCE")
     jwt_leeway_s: float = Field(default=10.0, ge=0, le=300, validation_alias="ZENTHOR_JWT_LEEWAY_S")
     principal_cache_ttl_s: float = Field(
@@ -91,6 +99,29 @@ class Settings(BaseSettings):
     # --- WhatsApp ---
     # The account whose egress sends what the backend itself queues (verification codes).
     whatsapp_account_id: str = Field(default="default", min_length=1, validation_alias="WHATSAPP_ACCOUNT_ID")
+
+    # --- Todoist (services/todoist; docs/hardening.md #36 for the token key) ---
+    # OAuth needs the three below; without them StartTodoistOAuth refuses before any write.
+    todoist_client_id: str | None = Field(default=None, validation_alias="TODOIST_CLIENT_ID")
+    todoist_client_secret: SecretStr | None = Field(default=None, validation_alias="TODOIST_CLIENT_SECRET")
+    todoist_oauth_redirect_uri: str | None = Field(default=None, validation_alias="TODOIST_OAUTH_REDIRECT_URI")
+    todoist_oauth_scope: str = Field(default="data:read_write", validation_alias="TODOIST_OAUTH_SCOPE")
+    todoist_oauth_authorize_url: str = Field(
+        default="https://todoist.com/oauth/authorize", validation_alias="TODOIST_OAUTH_AUTHORIZE_URL"
+    )
+    todoist_oauth_token_url: str = Field(
+        default="https://todoist.com/oauth/access_token", validation_alias="TODOIST_OAUTH_TOKEN_URL"
+    )
+    todoist_api_base_url: str = Field(
+        default="https://api.todoist.com/api/v1", validation_alias="TODOIST_API_BASE_URL"
+    )
+    # Fernet keys (urlsafe base64, 32 bytes) separated by commas: the first encrypts, every one
+    # decrypts, so a new key is rotated in by putting it first (MultiFernet).
+    todoist_token_key: SecretStr | None = Field(default=None, validation_alias="TODOIST_TOKEN_KEY")
+    # Where the gateway's OAuth callback sends the browser afterwards (`?todoist=connected` or
+    # `?todoist=error`); unset: it answers JSON.
+    todoist_oauth_return_url: str | None = Field(default=None, validation_alias="TODOIST_OAUTH_RETURN_URL")
+    todoist_http_timeout_s: float = Field(default=10.0, gt=0, le=120, validation_alias="TODOIST_HTTP_TIMEOUT_S")
 
     # --- Temporal ---
     temporal_address: str = Field(default="127.0.0.1:7233", validation_alias="TEMPORAL_ADDRESS")
@@ -119,7 +150,10 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", validation_alias="ZENTHOR_LOG_FORMAT")
     log_level: str = Field(default="INFO", validation_alias="ZENTHOR_LOG_LEVEL")
 
-    @field_validator("service_key", "clerk_webhook_secret", "clerk_secret_key", mode="after")
+    @field_validator(
+        "service_key", "clerk_webhook_secret", "clerk_secret_key", "todoist_client_secret", "todoist_token_key",
+        mode="after",
+    )
     @classmethod
     def _empty_secret_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         # An empty AGENT_SECRET counts as unset, as in the original.
@@ -133,6 +167,20 @@ class Settings(BaseSettings):
         if value is not None and value.get_secret_value().lower() in PLACEHOLDER_SECRETS:
             raise ValueError("SERVICE_KEY is a placeholder; set a real secret")
         return value
+
+    @model_validator(mode="after")
+    def _dev_issuer_only_in_dev_mode(self) -> Settings:
+        issuer = self.clerk_jwt_issuer_domain
+        if not issuer or issuer.startswith("https://"):
+            return self
+        if not self.dev_issuer:
+            raise ValueError(
+                f"CLERK_JWT_ISSUER_DOMAIN={issuer} is not https://: Clerk issuers are; a local dev "
+                "issuer is accepted only with ZENTHOR_DEV_ISSUER=1 (`make dev` sets it)"
+            )
+        if urlsplit(issuer).hostname not in LOOPBACK_HOSTS:
+            raise ValueError(f"ZENTHOR_DEV_ISSUER=1 accepts only a loopback issuer, not {issuer}")
+        return self
 
     @property
     def allowlisted_emails(self) -> frozenset[str]:

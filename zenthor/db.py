@@ -1,11 +1,17 @@
-"""Engines per service role and the unit of work every use case runs in."""
+"""Engines per service role, the unit of work every use case runs in, and the direct pool of the
+hot paths (single statements in autocommit, docs/architecture.md §6)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -36,15 +42,45 @@ def is_database_unavailable(error: BaseException) -> bool:
     return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError | ConnectionError)
 
 
+# A pooled connection unused for this long is pinged before it is handed out (the server or a
+# proxy may have closed it meanwhile); busy connections are never pinged. A connection the
+# server dropped while in use fails its call as UNAVAILABLE, and the engine then replaces every
+# connection opened before the failure (SQLAlchemy's pool invalidation on disconnect).
+IDLE_PING_S = 30.0
+# Connections are replaced after this long, so none outlives a proxy's or a firewall's limits.
+RECYCLE_S = 1800
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping on every checkout: it was a round trip per use case (see IDLE_PING_S).
+        pool_pre_ping=False,
+        pool_recycle=RECYCLE_S,
         # Callers hold transactions briefly; a hung pool should surface as an error quickly.
         pool_timeout=10,
     )
+    dialect = engine.sync_engine.dialect
+
+    def checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        """A connection idle past IDLE_PING_S is pinged; a dead one makes the pool retry the
+        checkout with a fresh connection (DisconnectionError)."""
+        idle_since = record.info.pop("checked_in_at", None)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as e:
+            raise sa_exc.DisconnectionError("idle connection was closed by the server") from e
+
+    event.listen(engine.sync_engine, "checkin", checked_in)
+    event.listen(engine.sync_engine, "checkout", ping_if_idle)
+    return engine
 
 
 class UnitOfWork:
@@ -87,3 +123,66 @@ class UnitOfWork:
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+# --- the hot paths: psycopg directly ---
+
+# Connection failures worth one more try on a fresh connection: the server (or a proxy) closed
+# an idle pooled connection. Any other error is the statement's own and is raised at once.
+_RETRIED_ONCE = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class DirectPool:
+    """psycopg's own pool of autocommit connections, for the few statements a worker sends per
+    job (claim, acknowledge, heartbeat, enqueue). Each call is one statement and one round trip:
+    no BEGIN/COMMIT (a single statement is its own transaction), no pre-ping (a connection the
+    server dropped fails fast, the idle ones are checked and the statement runs once more on a
+    fresh connection), no ORM layer. Statements are prepared server-side after their first use
+    unless `prepare` is off (a PgBouncer in transaction mode hands a session different server
+    connections)."""
+
+    def __init__(self, url: str, max_size: int, *, prepare: bool = True, min_size: int = 1) -> None:
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            libpq_url(url),
+            min_size=min(min_size, max_size),
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True, "prepare_threshold": 0 if prepare else None},
+            # As the engine's pool_timeout: a starved pool surfaces as UNAVAILABLE quickly.
+            timeout=10,
+            max_lifetime=RECYCLE_S,
+            name="direct",
+        )
+
+    async def open(self) -> None:
+        # Not waiting: a service starts (and answers UNAVAILABLE) while its database is down.
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def fetch(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> list[Any]:
+        """Runs one statement in its own transaction; its rows as named tuples."""
+        try:
+            return await self._fetch(query, params)
+        except _RETRIED_ONCE as e:
+            if isinstance(e, psycopg.errors.QueryCanceled) or not _connection_lost(e):
+                raise
+        # The connection was gone (a restart, an idle timeout): drop the other dead ones, retry once.
+        await self._pool.check()
+        return await self._fetch(query, params)
+
+    async def _fetch(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None) -> list[Any]:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=namedtuple_row)
+            await cur.execute(query, params)
+            return await cur.fetchall() if cur.description is not None else []
+
+
+def _connection_lost(error: BaseException) -> bool:
+    """The server closed the connection (or refused a new one): nothing of the statement ran
+    on it, so running it once more on another connection is safe."""
+    if isinstance(error, psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow):
+        return True
+    sqlstate = getattr(error, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08")

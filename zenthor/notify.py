@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zenthor.db import libpq_url
 from zenthor.logs import get_logger
+from zenthor.shutdown import cancel_and_wait
 
 log = get_logger("zenthor.notify")
 
@@ -74,11 +75,7 @@ class ChangeFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait([self._task], what="change feed")
             self._task = None
 
     @asynccontextmanager

@@ -34,6 +34,7 @@ from zenthor.backoff import backoff_delay_s
 from zenthor.errors import is_permanent
 from zenthor.ids import OUTBOX_EVENT
 from zenthor.logs import get_logger
+from zenthor.shutdown import cancel_and_wait
 
 log = get_logger("zenthor.outbox")
 
@@ -171,13 +172,7 @@ class OutboxRelay:
             ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._tasks, what="outbox relay")
         self._tasks = []
 
     async def _run(self, topic: str) -> None:

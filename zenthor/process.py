@@ -42,7 +42,11 @@ async def _serve(name: ServiceName, build: ServerBuilder, settings: Settings, po
 
 
 def peer_resolver(settings: Settings) -> tuple[CachingResolver, Peers]:
-    """The principal resolver of every service but identity: ResolvePrincipal over gRPC,
-    cached for a few seconds."""
+    """The principal resolver of every service but identity: ResolvePrincipal over gRPC, cached
+    while the process follows identity's principal changes on its own database connection
+    (the server starts and stops the listener, zenthor.auth.resolver)."""
     peers = Peers(settings)
-    return CachingResolver(IdentityPrincipalResolver(peers), settings.principal_cache_ttl_s), peers
+    resolver = CachingResolver(
+        IdentityPrincipalResolver(peers), settings.principal_cache_ttl_s, changes_dsn=settings.database_url
+    )
+    return resolver, peers

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from zenthor.auth.interceptor import AuthInterceptor
 from zenthor.auth.jwt import JwtVerifier
 from zenthor.auth.modes import full_method_name, method_auth_modes
-from zenthor.auth.resolver import PrincipalResolver
+from zenthor.auth.resolver import CachingResolver, PrincipalResolver
 from zenthor.auth.service_key import ServiceKeyCheck
 from zenthor.config import Settings
 from zenthor.interceptors import (
@@ -30,6 +30,7 @@ from zenthor.interceptors import (
 
 __all__ = ["Ctx", "GrpcServer", "ServiceRegistration"]
 from zenthor.logs import get_logger
+from zenthor.shutdown import STEP_TIMEOUT_S, bounded_step
 
 log = get_logger("zenthor.server")
 
@@ -117,6 +118,8 @@ class GrpcServer:
         self.port = self.server.add_insecure_port(f"{self.settings.grpc_host}:{bind_port}")
         if self.port == 0:
             raise RuntimeError(f"could not bind {self.settings.grpc_host}:{bind_port}")
+        if isinstance(self.resolver, CachingResolver):
+            await self.resolver.start()  # follows identity's principal changes while serving
         await self.server.start()
         for name in ["", *(r.descriptor.full_name for r in self.registrations)]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -124,11 +127,16 @@ class GrpcServer:
         return self.port
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Reports NOT_SERVING, lets in-flight calls finish within the grace, then closes."""
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        """Reports NOT_SERVING, lets in-flight calls finish within the grace, then closes.
+        Every step is bounded (zenthor.shutdown): one that hangs is logged and skipped, so
+        stopping always ends and the later steps still close their resources."""
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        await bounded_step(self.health.enter_graceful_shutdown(), what="health")
+        await bounded_step(self.server.stop(grace), what="grpc server", timeout_s=grace + STEP_TIMEOUT_S)
+        if isinstance(self.resolver, CachingResolver):
+            await bounded_step(self.resolver.stop(), what="principal changes")
         for callback in self.on_stop:
-            await callback()
+            await bounded_step(callback(), what=getattr(callback, "__qualname__", repr(callback)))
         log.info("server.stopped", port=self.port)
 
     async def serve_until_signalled(self) -> None:

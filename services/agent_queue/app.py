@@ -1,5 +1,5 @@
 """Composition root of the agent_queue service: engine, change feed, outbox relay (retry
-workflows, trigger messages), deps, servicer, server."""
+workflows, trigger messages, placeholders of ended job attempts), deps, servicer, server."""
 
 from __future__ import annotations
 
@@ -7,16 +7,20 @@ import random
 from collections.abc import Callable
 from datetime import datetime
 
-from services.agent_queue.peers import GrpcConversationDirectory, trigger_message_sender
+from services.agent_queue.peers import (
+    GrpcConversationDirectory,
+    job_placeholder_failer,
+    trigger_message_sender,
+)
 from services.agent_queue.servicer import AgentQueueServicer
-from services.agent_queue.store.tables import outbox
+from services.agent_queue.store.tables import JOBS_CHANNEL, PENDING_CHANNEL, outbox
 from services.agent_queue.usecases.deps import Deps
-from services.agent_queue.usecases.jobs import JOBS_CHANNEL
+from services.agent_queue.usecases.jobs import FAIL_PLACEHOLDERS_TOPIC
 from services.agent_queue.usecases.pending_watch import PendingJobsBroadcast
 from services.agent_queue.usecases.tasks import TRIGGER_TOPIC
 from zenthor.config import Settings
 from zenthor.convert import utc_now
-from zenthor.db import UnitOfWork, create_engine
+from zenthor.db import DirectPool, UnitOfWork, create_engine
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2, agent_queue_pb2_grpc
 from zenthor.notify import ChangeFeed
 from zenthor.outbox import OutboxRelay
@@ -37,8 +41,9 @@ async def build_server(
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the agent_queue service")
     engine = create_engine(settings.database_url, settings.db_pool_size)
+    db = DirectPool(settings.database_url, settings.db_pool_size, prepare=settings.db_prepared_statements)
     resolver, peers = peer_resolver(settings)
-    feed = ChangeFeed(settings.database_url, [JOBS_CHANNEL])
+    feed = ChangeFeed(settings.database_url, [JOBS_CHANNEL, PENDING_CHANNEL])
     temporal = temporal or TemporalClientProvider.from_settings(settings)
     relay = OutboxRelay(
         engine,
@@ -46,6 +51,7 @@ async def build_server(
         {
             RETRY_TOPIC: retry_starter(temporal, settings.temporal_task_queue),
             TRIGGER_TOPIC: trigger_message_sender(peers),
+            FAIL_PLACEHOLDERS_TOPIC: job_placeholder_failer(peers),
         },
         poll_s=outbox_poll_s,
         clock=clock,
@@ -53,6 +59,7 @@ async def build_server(
     deps = Deps(
         uow=lambda: UnitOfWork(engine),
         clock=clock,
+        db=db,
         rng=rng or random.Random(),
         kick_outbox=relay.kick,
         feed=feed,
@@ -65,8 +72,12 @@ async def build_server(
         servicer=AgentQueueServicer(deps, pending, GrpcConversationDirectory(peers, settings.rpc_deadline_s)),
         add_to_server=agent_queue_pb2_grpc.add_AgentQueueServiceServicer_to_server,
     )
+    await db.open()
     await feed.start()
     relay.start()
     return GrpcServer(
-        settings, [registration], resolver, on_stop=[pending.stop, relay.stop, feed.stop, peers.close, engine.dispose]
+        settings,
+        [registration],
+        resolver,
+        on_stop=[pending.stop, relay.stop, feed.stop, peers.close, db.close, engine.dispose],
     )

@@ -1,5 +1,5 @@
 """Every call this service makes to its peers: messages (conversation history, trigger
-messages) and identity (users, contacts). Records come back as domain values (wire.py
+messages, failing the placeholders of ended job attempts) and identity (users, contacts). Records come back as domain values (wire.py
 converts them). A peer that fails during an RPC is UNAVAILABLE to our caller (retryable for
 the runtime), never INTERNAL; the outbox relay classifies the answers to its handlers itself
 (zenthor.errors.is_permanent)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ from services.agent_queue import wire
 from services.agent_queue.domain.context import Contact, History, User
 from zenthor import ids
 from zenthor.clients import Peers
+from zenthor.convert import timestamp
 from zenthor.errors import Unavailable
 from zenthor.gen.zenthor.identity.v1 import identity_pb2
 from zenthor.gen.zenthor.messages.v1 import messages_pb2
@@ -80,3 +82,20 @@ def trigger_message_sender(peers: Peers) -> Handler:
         )
 
     return send
+
+
+def job_placeholder_failer(peers: Peers) -> Handler:
+    """Outbox handler: the open placeholders of a job attempt that ended without its reply
+    (requeued or failed) are failed by messages, idempotently (a repeat fails nothing more)."""
+
+    async def fail(payload: Mapping[str, Any]) -> None:
+        created_before = payload.get("created_before")
+        await peers.messages().FailJobPlaceholders(
+            messages_pb2.FailJobPlaceholdersRequest(
+                job_id=payload["job_id"],
+                reason=payload.get("reason") or "",
+                created_before=timestamp(datetime.fromisoformat(created_before)) if created_before else None,
+            )
+        )
+
+    return fail

@@ -12,6 +12,7 @@ from services.agent_queue.usecases.context import ConversationDirectory
 from services.agent_queue.usecases.deps import Deps
 from services.agent_queue.usecases.pending_watch import PendingJobsBroadcast
 from zenthor.auth.principal import ResolvedUser, current_principal
+from zenthor.convert import optional_str
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2_grpc
 from zenthor.server import Ctx
@@ -52,21 +53,24 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
             )
 
     async def ClaimJobs(self, request: pb.ClaimJobsRequest, context: Ctx) -> pb.ClaimJobsResponse:
-        claimed = await jobs.claim_jobs(
+        outcome = await jobs.claim_jobs(
             self._deps,
             processor_id=request.processor_id,
             max_jobs=request.max_jobs,
-            lease=wire.duration(request, "lease"),
+            lease=wire.lease(request),
             job_ids=wire.job_ids(request.job_ids),
+            completed=wire.completions(request.completed, "completed"),
         )
-        return pb.ClaimJobsResponse(jobs=[wire.job_pb(j) for j in claimed])
+        return pb.ClaimJobsResponse(
+            jobs=wire.claimed_jobs_pb(outcome.jobs, request.view), refused_job_ids=wire.job_refs(outcome.refused)
+        )
 
     async def HeartbeatJob(self, request: pb.HeartbeatJobRequest, context: Ctx) -> pb.HeartbeatJobResponse:
         job = await jobs.heartbeat_job(
             self._deps,
             wire.job_id(request.job_id),
             request.processor_id,
-            wire.duration(request, "lease"),
+            wire.lease(request),
         )
         return pb.HeartbeatJobResponse(job=wire.job_pb(job))
 
@@ -75,17 +79,23 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
             self._deps,
             wire.job_id(request.job_id),
             request.processor_id,
-            wire.opt_str(request, "model_used"),
+            optional_str(request, "model_used"),
         )
         return pb.CompleteJobResponse(job=wire.job_pb(job))
+
+    async def CompleteJobs(self, request: pb.CompleteJobsRequest, context: Ctx) -> pb.CompleteJobsResponse:
+        refused = await jobs.complete_jobs(
+            self._deps, request.processor_id, wire.completions(request.completions, "completions")
+        )
+        return pb.CompleteJobsResponse(refused_job_ids=wire.job_refs(refused))
 
     async def FailJob(self, request: pb.FailJobRequest, context: Ctx) -> pb.FailJobResponse:
         job = await jobs.fail_job(
             self._deps,
             wire.job_id(request.job_id),
             request.processor_id,
-            wire.opt_str(request, "error_reason"),
-            wire.opt_str(request, "error_message"),
+            optional_str(request, "error_reason"),
+            optional_str(request, "error_message"),
         )
         return pb.FailJobResponse(job=wire.job_pb(job))
 
@@ -94,8 +104,8 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
             self._deps,
             wire.job_id(request.job_id),
             request.processor_id,
-            wire.opt_str(request, "error_reason"),
-            wire.opt_str(request, "error_message"),
+            optional_str(request, "error_reason"),
+            optional_str(request, "error_message"),
         )
         return pb.RetryJobResponse(job=wire.job_pb(outcome.job), retry_scheduled=outcome.retry_scheduled)
 
@@ -108,7 +118,7 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
         return pb.RequeueStaleJobsResponse(requeued=swept.requeued, failed=swept.failed, more=swept.more)
 
     async def CleanupOldJobs(self, request: pb.CleanupOldJobsRequest, context: Ctx) -> pb.CleanupOldJobsResponse:
-        cleaned = await jobs.cleanup_old_jobs(self._deps, wire.duration(request, "older_than"), request.batch_size)
+        cleaned = await jobs.cleanup_old_jobs(self._deps, wire.older_than(request), request.batch_size)
         return pb.CleanupOldJobsResponse(deleted=cleaned.deleted, more=cleaned.more)
 
     async def IsConversationProcessing(

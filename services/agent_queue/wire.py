@@ -12,10 +12,10 @@ from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
 from google.protobuf import json_format, struct_pb2
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.agent_queue.domain import jobs as job_rules
 from services.agent_queue.domain.agents import Agent, AgentFields
 from services.agent_queue.domain.context import (
     Channel,
@@ -30,13 +30,20 @@ from services.agent_queue.domain.context import (
     ToolCall,
     User,
 )
-from services.agent_queue.domain.jobs import Job, JobStatus
+from services.agent_queue.domain.jobs import Completion, Job, JobStatus
 from services.agent_queue.domain.policy import ToolPolicy
 from services.agent_queue.domain.skills import Skill, SkillConfig, SkillFields
 from services.agent_queue.domain.tasks import ScheduledTask, TaskFields
 from zenthor import ids
 from zenthor.auth.principal import Role, UserStatus
-from zenthor.convert import timestamp
+from zenthor.convert import (
+    duration_pb,
+    optional_bool,
+    optional_duration,
+    optional_id,
+    optional_str,
+    timestamp,
+)
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
 from zenthor.gen.zenthor.common.v1 import types_pb2
 from zenthor.gen.zenthor.identity.v1 import identity_pb2
@@ -129,35 +136,19 @@ def page_of(request: _Paged, limits: PageLimits) -> PageRequest:
     return page_request(request.page_size, request.page_token, limits)
 
 
-def opt_str(message: Message, field: str) -> str | None:
-    """A proto3 `optional string`: its value when set, None when absent."""
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
-    assert isinstance(value, str)
-    return value
+def lease(message: Message, field: str = "lease") -> timedelta | None:
+    """A job lease (ClaimJobs, HeartbeatJob): the kit refuses what cannot be a duration, the
+    domain (check_lease) its bounds, with their own message."""
+    return optional_duration(message, field)
 
 
-def opt_bool(message: Message, field: str) -> bool | None:
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
-    assert isinstance(value, bool)
-    return value
+def older_than(request: pb.CleanupOldJobsRequest) -> timedelta | None:
+    return optional_duration(request, "older_than", maximum=job_rules.MAX_RETENTION)
 
 
-def duration(message: Message, field: str) -> timedelta | None:
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
-    assert isinstance(value, Duration)
-    return value.ToTimedelta()
-
-
-def duration_pb(value: timedelta) -> Duration:
-    d = Duration()
-    d.FromTimedelta(value)
-    return d
+def interval(message: Message, field: str = "interval") -> timedelta | None:
+    """A scheduled task's interval; the domain (check_interval) says what it may be."""
+    return optional_duration(message, field)
 
 
 def job_id(value: str, field: str = "job_id") -> uuid.UUID:
@@ -166,6 +157,14 @@ def job_id(value: str, field: str = "job_id") -> uuid.UUID:
 
 def job_ids(values: Sequence[str], field: str = "job_ids") -> list[uuid.UUID]:
     return [ids.JOB.parse(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def completions(values: Sequence[pb.JobCompletion], field: str) -> list[Completion]:
+    """Acknowledgements (CompleteJobs, or carried on ClaimJobs); the domain checks the rest."""
+    return [
+        Completion(ids.JOB.parse(c.job_id, f"{field}[{i}].job_id"), optional_str(c, "model_used"))
+        for i, c in enumerate(values)
+    ]
 
 
 def message_id(value: str, field: str = "message_id") -> uuid.UUID:
@@ -193,15 +192,15 @@ def user_id(value: str, field: str) -> uuid.UUID:
 
 
 def optional_user_id(message: Message, field: str) -> uuid.UUID | None:
-    return ids.USER.parse_optional(opt_str(message, field), field)
+    return optional_id(ids.USER, message, field)
 
 
 def optional_contact_id(message: Message, field: str) -> uuid.UUID | None:
-    return ids.CONTACT.parse_optional(opt_str(message, field), field)
+    return optional_id(ids.CONTACT, message, field)
 
 
 def optional_conversation_id(message: Message, field: str = "conversation_id") -> uuid.UUID | None:
-    return ids.CONVERSATION.parse_optional(opt_str(message, field), field)
+    return optional_id(ids.CONVERSATION, message, field)
 
 
 # --- jobs ---
@@ -225,6 +224,29 @@ def job_pb(job: Job) -> pb.Job:
         finish_time=_ts(job.finished_at),
         next_attempt_time=_ts(job.next_attempt_at),
     )
+
+
+def job_basic_pb(job: Job) -> pb.Job:
+    """JOB_VIEW_BASIC: what a worker reads of a job it claimed (ClaimJobs `view`)."""
+    return pb.Job(
+        id=ids.JOB.format(job.id),
+        message_id=ids.MESSAGE.format(job.message_id),
+        conversation_id=ids.CONVERSATION.format(job.conversation_id),
+        status=JOB_STATUS.pb(job.status),
+        attempt_count=job.attempt_count,
+        processor_id=job.processor_id,
+        lease_expire_time=_ts(job.locked_until),
+    )
+
+
+def claimed_jobs_pb(claimed: Sequence[Job], view: int) -> list[pb.Job]:
+    if view == pb.JOB_VIEW_BASIC:
+        return [job_basic_pb(j) for j in claimed]
+    return [job_pb(j) for j in claimed]
+
+
+def job_refs(values: Sequence[uuid.UUID]) -> list[str]:
+    return [ids.JOB.format(v) for v in values]
 
 
 # --- agents, skills, tasks ---
@@ -253,8 +275,8 @@ def new_agent_fields(request: pb.CreateAgentRequest) -> AgentFields:
         name=request.name,
         description=request.description,
         system_prompt=request.system_prompt,
-        model=opt_str(request, "model"),
-        fallback_model=opt_str(request, "fallback_model"),
+        model=optional_str(request, "model"),
+        fallback_model=optional_str(request, "fallback_model"),
         enabled=request.enabled,
         tool_policy=policy_of(request.tool_policy if request.HasField("tool_policy") else None),
     )
@@ -262,12 +284,12 @@ def new_agent_fields(request: pb.CreateAgentRequest) -> AgentFields:
 
 def agent_changes(request: pb.UpdateAgentRequest) -> AgentFields:
     return AgentFields(
-        name=opt_str(request, "name"),
-        description=opt_str(request, "description"),
-        system_prompt=opt_str(request, "system_prompt"),
-        model=opt_str(request, "model"),
-        fallback_model=opt_str(request, "fallback_model"),
-        enabled=opt_bool(request, "enabled"),
+        name=optional_str(request, "name"),
+        description=optional_str(request, "description"),
+        system_prompt=optional_str(request, "system_prompt"),
+        model=optional_str(request, "model"),
+        fallback_model=optional_str(request, "fallback_model"),
+        enabled=optional_bool(request, "enabled"),
         tool_policy=policy_of(request.tool_policy if request.HasField("tool_policy") else None),
     )
 
@@ -290,7 +312,7 @@ def config_of(message: pb.SkillConfig | None) -> SkillConfig | None:
     if message is None:
         return None
     return SkillConfig(
-        system_prompt=opt_str(message, "system_prompt"),
+        system_prompt=optional_str(message, "system_prompt"),
         tool_policy=policy_of(message.tool_policy if message.HasField("tool_policy") else None),
     )
 
@@ -306,9 +328,9 @@ def new_skill_fields(request: pb.CreateSkillRequest) -> SkillFields:
 
 def skill_changes(request: pb.UpdateSkillRequest) -> SkillFields:
     return SkillFields(
-        name=opt_str(request, "name"),
-        description=opt_str(request, "description"),
-        enabled=opt_bool(request, "enabled"),
+        name=optional_str(request, "name"),
+        description=optional_str(request, "description"),
+        enabled=optional_bool(request, "enabled"),
         config=config_of(request.config if request.HasField("config") else None),
     )
 
@@ -331,8 +353,8 @@ def skill_pb(skill: Skill) -> pb.Skill:
 def new_task_fields(request: pb.CreateScheduledTaskRequest) -> TaskFields:
     return TaskFields(
         name=request.name,
-        description=opt_str(request, "description"),
-        interval=duration(request, "interval"),
+        description=optional_str(request, "description"),
+        interval=interval(request),
         payload=request.payload,
         enabled=request.enabled,
         conversation_id=optional_conversation_id(request),
@@ -341,11 +363,11 @@ def new_task_fields(request: pb.CreateScheduledTaskRequest) -> TaskFields:
 
 def task_changes(request: pb.UpdateScheduledTaskRequest) -> TaskFields:
     return TaskFields(
-        name=opt_str(request, "name"),
-        description=opt_str(request, "description"),
-        interval=duration(request, "interval"),
-        payload=opt_str(request, "payload"),
-        enabled=opt_bool(request, "enabled"),
+        name=optional_str(request, "name"),
+        description=optional_str(request, "description"),
+        interval=interval(request),
+        payload=optional_str(request, "payload"),
+        enabled=optional_bool(request, "enabled"),
         conversation_id=optional_conversation_id(request),
     )
 
@@ -373,10 +395,10 @@ def conversation_of(message: messages_pb2.Conversation) -> Conversation:
         id=ids.CONVERSATION.parse(message.id, "conversation.id"),
         created_at=_datetime(message.create_time),
         channel=CHANNEL.of(message.channel),
-        user_id=ids.USER.parse_optional(opt_str(message, "user_id"), "conversation.user_id"),
-        contact_id=ids.CONTACT.parse_optional(opt_str(message, "contact_id"), "conversation.contact_id"),
-        agent_id=ids.AGENT.parse_optional(opt_str(message, "agent_id"), "conversation.agent_id"),
-        title=opt_str(message, "title"),
+        user_id=ids.USER.parse_optional(optional_str(message, "user_id"), "conversation.user_id"),
+        contact_id=ids.CONTACT.parse_optional(optional_str(message, "contact_id"), "conversation.contact_id"),
+        agent_id=ids.AGENT.parse_optional(optional_str(message, "agent_id"), "conversation.agent_id"),
+        title=optional_str(message, "title"),
         status=CONVERSATION_STATUS.of(message.status),
     )
 
@@ -448,9 +470,9 @@ def user_of(message: identity_pb2.User) -> User:
         name=message.name,
         email=message.email,
         role=USER_ROLE.of(message.role),
-        email_verified=opt_bool(message, "email_verified"),
-        image=opt_str(message, "image"),
-        phone=opt_str(message, "phone"),
+        email_verified=optional_bool(message, "email_verified"),
+        image=optional_str(message, "image"),
+        phone=optional_str(message, "phone"),
         status=USER_STATUS.of(message.status),
     )
 
@@ -478,7 +500,7 @@ def contact_of(message: identity_pb2.Contact) -> Contact:
         phone=message.phone,
         name=message.name,
         is_allowed=message.is_allowed,
-        user_id=ids.USER.parse_optional(opt_str(message, "user_id"), "contact.user_id"),
+        user_id=ids.USER.parse_optional(optional_str(message, "user_id"), "contact.user_id"),
     )
 
 

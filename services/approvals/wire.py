@@ -14,7 +14,7 @@ from google.protobuf.message import Message as ProtoMessage
 from services.approvals.domain import approvals as approval_rules
 from services.approvals.domain.approvals import Approval, ApprovalStatus, Channel, Owner
 from zenthor import ids
-from zenthor.convert import timestamp
+from zenthor.convert import optional_duration, timestamp
 from zenthor.gen.zenthor.approvals.v1 import approvals_pb2 as pb
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
 from zenthor.pagination import PageRequest, page_request
@@ -86,7 +86,8 @@ def status_filter(value: int, field: str = "status") -> ApprovalStatus | None:
 
 
 def wait_timeout(request: pb.WaitForApprovalRequest) -> timedelta | None:
-    return request.timeout.ToTimedelta() if request.HasField("timeout") else None
+    # The kit's bound, not Duration.ToTimedelta: that overflows on a Duration of 2^63 seconds.
+    return optional_duration(request, "timeout")
 
 
 def pending_page(request: pb.ListPendingApprovalsRequest | pb.ListPendingApprovalsAsServiceRequest) -> PageRequest:

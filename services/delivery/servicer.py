@@ -23,10 +23,10 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         result = await outbound_uc.enqueue_outbound(
             self._deps,
             channel=wire.channel(request.channel),
-            account_id=wire.optional_str(request, "account_id"),
+            account_id=wire.optional_account_id(request),
             conversation_id=wire.conversation_id(request.conversation_id),
             message_id=wire.message_id(request.message_id),
-            to=wire.optional_str(request, "to"),
+            to=wire.optional_to(request),
             content=request.content,
             metadata=wire.outbound_metadata(request),
         )
@@ -39,7 +39,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
             processor_id=request.processor_id,
             channel=wire.channel(request.channel),
             max_messages=request.max_messages,
-            lease=wire.duration(request, "lease"),
+            lease=wire.claim_lease(request),
         )
         return pb.ClaimOutboundResponse(outbound_messages=[wire.outbound_pb(r) for r in claimed])
 
@@ -106,13 +106,13 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
 
     async def AcquireLease(self, request: pb.AcquireLeaseRequest, context: Ctx) -> pb.AcquireLeaseResponse:
         result = await whatsapp_uc.acquire_lease(
-            self._deps, request.account_id, request.owner_id, wire.duration(request, "ttl")
+            self._deps, request.account_id, request.owner_id, wire.lease_ttl(request)
         )
         return pb.AcquireLeaseResponse(acquired=result.acquired, lease=wire.lease_pb(result.lease))
 
     async def HeartbeatLease(self, request: pb.HeartbeatLeaseRequest, context: Ctx) -> pb.HeartbeatLeaseResponse:
         lease = await whatsapp_uc.heartbeat_lease(
-            self._deps, request.account_id, request.owner_id, wire.duration(request, "ttl")
+            self._deps, request.account_id, request.owner_id, wire.lease_ttl(request)
         )
         return pb.HeartbeatLeaseResponse(renewed=lease is not None, lease=wire.optional_lease_pb(lease))
 

@@ -9,8 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import Message as ProtoMessage
 
 from services.delivery.domain import outbound as outbound_rules
 from services.delivery.domain import whatsapp as whatsapp_rules
@@ -18,7 +16,7 @@ from services.delivery.domain.outbound import Channel, Outbound, OutboundMetadat
 from services.delivery.domain.whatsapp import Account, Lease, SessionEntry
 from services.delivery.usecases.outbound import ClaimableCount
 from zenthor import ids
-from zenthor.convert import timestamp
+from zenthor.convert import optional_duration, optional_str, timestamp
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
 from zenthor.pagination import KeyPageRequest, PageRequest, key_page_request, page_request
@@ -37,22 +35,23 @@ CHANNEL_OF: dict[int, Channel] = {int(v): k for k, v in CHANNEL_PB.items()}
 # --- requests: ids, enums, optional fields, pages ---
 
 
-def optional_str(message: ProtoMessage, field: str) -> str | None:
-    """A proto3 `optional string` field: its value when set, None when absent."""
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
-    assert isinstance(value, str)
-    return value
+def claim_lease(request: pb.ClaimOutboundRequest) -> timedelta | None:
+    """The claim lease: the kit refuses what cannot be a duration, the domain (claim_lease)
+    says what it may be."""
+    return optional_duration(request, "lease")
 
 
-def duration(message: ProtoMessage, field: str) -> timedelta | None:
-    """An optional `Duration` field as a timedelta, None when absent."""
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
-    assert isinstance(value, Duration)
-    return value.ToTimedelta()
+def lease_ttl(request: pb.AcquireLeaseRequest | pb.HeartbeatLeaseRequest) -> timedelta | None:
+    """An account lease's TTL; the domain (lease_ttl) says what it may be."""
+    return optional_duration(request, "ttl")
+
+
+def optional_account_id(request: pb.EnqueueOutboundRequest) -> str | None:
+    return optional_str(request, "account_id")
+
+
+def optional_to(request: pb.EnqueueOutboundRequest) -> str | None:
+    return optional_str(request, "to")
 
 
 def channel(value: int, field: str = "channel") -> Channel:

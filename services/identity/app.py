@@ -60,6 +60,10 @@ async def build_server(
         servicer=IdentityServicer(deps),
         add_to_server=identity_pb2_grpc.add_IdentityServiceServicer_to_server,
     )
-    resolver = CachingResolver(LocalResolver(deps), settings.principal_cache_ttl_s)
+    # Identity caches its own lookups too, and follows the changes it notifies itself (any
+    # replica may have written them).
+    resolver = CachingResolver(
+        LocalResolver(deps), settings.principal_cache_ttl_s, changes_dsn=settings.database_url
+    )
     relay.start()
     return GrpcServer(settings, [registration], resolver, on_stop=[relay.stop, peers.close, engine.dispose])

@@ -86,12 +86,20 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     # --- Clerk ---
 
     async def UpsertClerkUser(self, request: pb.UpsertClerkUserRequest, context: Ctx) -> pb.UpsertClerkUserResponse:
-        result = await clerk_sync.upsert_clerk_user(self._deps, wire.clerk_profile(request))
-        return pb.UpsertClerkUserResponse(user_id=ids.USER.format(result.user_id), created=result.created)
+        result = await clerk_sync.upsert_clerk_user(self._deps, wire.clerk_profile(request), request.delivery_id)
+        return pb.UpsertClerkUserResponse(
+            user_id=ids.USER.format(result.user_id), created=result.created, duplicate=result.duplicate
+        )
 
     async def DeactivateClerkUser(self, request: pb.DeactivateClerkUserRequest, context: Ctx) -> pb.DeactivateClerkUserResponse:
-        found = await clerk_sync.deactivate_clerk_user(self._deps, request.external_id)
-        return pb.DeactivateClerkUserResponse(found=found)
+        result = await clerk_sync.deactivate_clerk_user(self._deps, request.external_id, request.delivery_id)
+        return pb.DeactivateClerkUserResponse(found=result.found, duplicate=result.duplicate)
+
+    async def CleanupWebhookDeliveries(
+        self, request: pb.CleanupWebhookDeliveriesRequest, context: Ctx
+    ) -> pb.CleanupWebhookDeliveriesResponse:
+        counts = await clerk_sync.cleanup_webhook_deliveries(self._deps, request.batch_size)
+        return pb.CleanupWebhookDeliveriesResponse(deleted=counts.deleted, more=counts.more)
 
     async def SyncClerkUsers(self, request: pb.SyncClerkUsersRequest, context: Ctx) -> pb.SyncClerkUsersResponse:
         counts = await clerk_sync.sync_clerk_users(self._deps)

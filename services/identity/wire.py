@@ -66,6 +66,7 @@ def clerk_profile(request: pb.UpsertClerkUserRequest) -> ClerkProfile:
         name=request.name,
         email=request.email,
         image=request.image if request.HasField("image") else None,
+        email_verified=request.email_verified,
     )
 
 

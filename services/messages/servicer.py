@@ -137,7 +137,9 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         return pb.CreateSystemMessageResponse(message=wire.message_pb(result.message), created=result.created)
 
     async def CreatePlaceholder(self, request: pb.CreatePlaceholderRequest, context: Ctx) -> pb.CreatePlaceholderResponse:
-        message = await messages.create_placeholder(self._deps, wire.conversation_id(request.conversation_id))
+        message = await messages.create_placeholder(
+            self._deps, wire.conversation_id(request.conversation_id), wire.optional_job_id(request)
+        )
         return pb.CreatePlaceholderResponse(message=wire.message_pb(message))
 
     async def UpdateStreamingContent(
@@ -157,6 +159,14 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def FailPlaceholder(self, request: pb.FailPlaceholderRequest, context: Ctx) -> pb.FailPlaceholderResponse:
         message = await messages.fail_placeholder(self._deps, wire.message_id(request.message_id))
         return pb.FailPlaceholderResponse(message=wire.message_pb(message))
+
+    async def FailJobPlaceholders(
+        self, request: pb.FailJobPlaceholdersRequest, context: Ctx
+    ) -> pb.FailJobPlaceholdersResponse:
+        failed = await messages.fail_job_placeholders(
+            self._deps, wire.job_id(request.job_id), request.reason, wire.created_before(request)
+        )
+        return pb.FailJobPlaceholdersResponse(messages=[wire.message_pb(m) for m in failed])
 
     async def MarkMessageDelivery(self, request: pb.MarkMessageDeliveryRequest, context: Ctx) -> pb.MarkMessageDeliveryResponse:
         message = await messages.mark_message_delivery(

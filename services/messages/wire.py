@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message as ProtoMessage
 
 from services.messages.domain import conversations as conversation_rules
+from services.messages.domain import dedupe as dedupe_rules
 from services.messages.domain import memories as memory_rules
 from services.messages.domain import messages as message_rules
 from services.messages.domain.conversations import Channel, Conversation, ConversationStatus
@@ -25,7 +26,8 @@ from services.messages.domain.recent import (
 )
 from services.messages.domain.watch import WatchPosition
 from zenthor import ids
-from zenthor.convert import timestamp
+from zenthor.convert import optional_duration, optional_id, optional_str, timestamp
+from zenthor.errors import InvalidArgument
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 from zenthor.pagination import PageRequest, check_size, page_request
@@ -43,18 +45,12 @@ MESSAGE_STATUS_PB = {
 MESSAGE_STATUS_OF: dict[int, MessageStatus] = {int(v): k for k, v in MESSAGE_STATUS_PB.items()}
 SOURCE_PB = {MemorySource.CONVERSATION: pb.MEMORY_SOURCE_CONVERSATION, MemorySource.MANUAL: pb.MEMORY_SOURCE_MANUAL}
 SOURCE_OF: dict[int, MemorySource] = {int(v): k for k, v in SOURCE_PB.items()}
+# What google.protobuf.Timestamp allows (0001-01-01 .. 9999-12-31T23:59:59), in epoch seconds.
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
 
 
 # --- requests: ids, enums, optional fields, pages ---
-
-
-def _optional_str(message: ProtoMessage, field: str) -> str | None:
-    """A proto3 `optional string` field: its value when set, None when absent."""
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
-    assert isinstance(value, str)
-    return value
 
 
 def conversation_id(value: str, field: str = "conversation_id") -> uuid.UUID:
@@ -62,7 +58,7 @@ def conversation_id(value: str, field: str = "conversation_id") -> uuid.UUID:
 
 
 def optional_conversation_id(message: ProtoMessage, field: str = "conversation_id") -> uuid.UUID | None:
-    return ids.CONVERSATION.parse_optional(_optional_str(message, field), field)
+    return optional_id(ids.CONVERSATION, message, field)
 
 
 def conversation_ids(values: Sequence[str], field: str = "ids") -> list[uuid.UUID]:
@@ -79,19 +75,27 @@ def memory_id(value: str, field: str = "id") -> uuid.UUID:
 
 
 def optional_user_id(message: ProtoMessage, field: str = "user_id") -> uuid.UUID | None:
-    return ids.USER.parse_optional(_optional_str(message, field), field)
+    return optional_id(ids.USER, message, field)
 
 
 def optional_contact_id(message: ProtoMessage, field: str = "contact_id") -> uuid.UUID | None:
-    return ids.CONTACT.parse_optional(_optional_str(message, field), field)
+    return optional_id(ids.CONTACT, message, field)
 
 
 def optional_agent_id(message: ProtoMessage, field: str = "agent_id") -> uuid.UUID | None:
-    return ids.AGENT.parse_optional(_optional_str(message, field), field)
+    return optional_id(ids.AGENT, message, field)
+
+
+def optional_job_id(message: ProtoMessage, field: str = "job_id") -> uuid.UUID | None:
+    return optional_id(ids.JOB, message, field)
+
+
+def job_id(value: str, field: str = "job_id") -> uuid.UUID:
+    return ids.JOB.parse(value, field)
 
 
 def optional_title(message: ProtoMessage, field: str = "title") -> str | None:
-    return _optional_str(message, field)
+    return optional_str(message, field)
 
 
 def channel(value: int, field: str = "channel") -> Channel:
@@ -111,7 +115,18 @@ def delivery_outcome(value: int, field: str = "status") -> MessageStatus:
 
 
 def older_than(request: pb.CleanupInboundDedupeRequest) -> timedelta | None:
-    return request.older_than.ToTimedelta() if request.HasField("older_than") else None
+    return optional_duration(request, "older_than", maximum=dedupe_rules.MAX_DEDUPE_RETENTION)
+
+
+def created_before(request: pb.FailJobPlaceholdersRequest) -> datetime | None:
+    """An optional instant; one outside what a datetime holds is INVALID_ARGUMENT, not a crash."""
+    field = "created_before"
+    if not request.HasField("created_before"):
+        return None
+    value = request.created_before
+    if not (MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S) or not (0 <= value.nanos < 1_000_000_000):
+        raise InvalidArgument(field, "must be a valid timestamp between years 1 and 9999")
+    return value.ToDatetime(tzinfo=UTC)
 
 
 def conversations_page(request: pb.ListConversationsRequest) -> PageRequest:

@@ -23,12 +23,17 @@ from tests.support.jwks import FakeClerkIssuer
 from zenthor.config import ServiceName, Settings
 from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
 
+# Where no peer listens: port 1 is privileged, so no test server can be bound there, and a
+# connection is refused at once. Peers a test does not start point here, never at the default
+# ports where a `make dev` stack may be running.
+NOWHERE = "127.0.0.1:1"
 # the allowlist every scenario starts from
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3").decode()
 
 
 def gateway_settings(identity_addr: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
+    values: dict[str, object] = {f"{s.value}_addr": NOWHERE for s in ServiceName}
+    values |= {
         "identity_addr": identity_addr,
         "service_key": SERVICE_KEY,
         "clerk_webhook_secret": WEBHOOK_SECRET,

@@ -1,12 +1,19 @@
 """`make dev` end to end, on one stack started as `make dev` starts it: every process answers
-its health check, reflection lists every service, the stack is never open, a crashed process
-is restarted, and Ctrl-C stops everything with no stray process."""
+its health check, `/readyz` sees all seven services, reflection lists every service, the stack
+is never open, a newcomer signs in with the dev issuer and goes through the README's session
+(sign up, chat, watch, skills, approve a tool call), a crashed process is restarted, and
+Ctrl-C stops everything with no stray process."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -14,10 +21,14 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.support.devstack import DevStack, port_open
+from tests.support import readme
+from tests.support.devstack import ROOT, DevStack, port_open
 from tests.support.reflection import ReflectionClient
 from zenthor.clients import HEALTH_CHECK_METHOD
 from zenthor.config import ServiceName
+from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2, agent_queue_pb2_grpc
+from zenthor.gen.zenthor.approvals.v1 import approvals_pb2, approvals_pb2_grpc
+from zenthor.gen.zenthor.common.v1 import types_pb2
 from zenthor.gen.zenthor.identity.v1 import identity_pb2, identity_pb2_grpc
 
 pytestmark = pytest.mark.timeout(600)
@@ -73,6 +84,137 @@ def test_reflection_lists_and_resolves_all_seven_services(stack: DevStack) -> No
             name = f"zenthor.{service.value}.v1.{service.proto_service}"
             assert name in client.list_services()
             assert client.resolve_service(name), service
+
+
+def test_readyz_sees_all_seven_services_serving(stack: DevStack) -> None:
+    response = httpx.get(f"{stack.gateway_url}/readyz", timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "peers": {s.value: "SERVING" for s in ServiceName}}
+
+
+# --- sign-in and the README's session ---
+
+# Every read of the stack's HTTP answers is bounded by this (httpx read timeout).
+HTTP_TIMEOUT_S = 30.0
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(event, id, data) of each event of an SSE response's lines."""
+    event, event_id, data = "", "", ""
+    for line in lines:
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data = line[5:].strip()
+        elif line == "" and data:
+            yield event, event_id, json.loads(data)
+            event, event_id, data = "", "", ""
+
+
+def user_client(stack: DevStack, email: str, *, admin: bool = False) -> httpx.Client:
+    headers = {"authorization": f"Bearer {stack.token(email, admin=admin)}"}
+    return httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=HTTP_TIMEOUT_S)
+
+
+def pending_job_of(stack: DevStack, conversation_id: str) -> str:
+    """The conversation's agent job, once messages' outbox has delivered it (bounded wait)."""
+    metadata = (("x-service-key", stack.service_key),)
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(stack.grpc_address(ServiceName.AGENT_QUEUE)) as channel:
+        jobs = agent_queue_pb2_grpc.AgentQueueServiceStub(channel)
+        while True:
+            reply = jobs.ListPendingJobs(agent_queue_pb2.ListPendingJobsRequest(page_size=1000), metadata=metadata, timeout=5)
+            found = [j.id for j in reply.jobs if j.conversation_id == conversation_id]
+            if found:
+                return found[-1]
+            assert time.monotonic() < deadline, f"no job for {conversation_id}"
+            time.sleep(0.1)
+
+
+def test_dev_tokens_carry_the_role_the_stack_gives_their_email(stack: DevStack) -> None:
+    with user_client(stack, "admin@example.com", admin=True) as admin, user_client(stack, "cy@example.com") as member:
+        assert admin.post("/v1/users:bootstrap", json={"name": "Boss"}).status_code == 200
+        assert member.post("/v1/users:bootstrap", json={"name": "Cy"}).status_code == 200
+        listed = admin.get("/v1/users")
+        assert listed.status_code == 200
+        roles = {u["email"]: u["role"] for u in listed.json()["users"]}
+        assert (roles["admin@example.com"], roles["cy@example.com"]) == ("ROLE_ADMIN", "ROLE_MEMBER")
+        assert member.get("/v1/users").status_code == 403
+    refused = stack.command("token", "--email", "cy@example.com", "--admin")
+    assert refused.returncode == 2 and "not an admin" in refused.stderr and refused.stdout == ""
+
+
+def test_a_new_user_signs_up_chats_watches_lists_skills_and_approves_a_tool_call(stack: DevStack) -> None:
+    """The README's session over httpx, with the pending approval created over gRPC with the
+    service key, as the agent runtime creates it."""
+    with user_client(stack, "bea@example.com") as http:
+        assert http.post("/v1/users:bootstrap", json={"name": "Bea"}).json()["created"] is True
+        me = http.get("/v1/users/me").json()["user"]
+        assert (me["email"], me["email_verified"], me["role"]) == ("bea@example.com", True, "ROLE_MEMBER")
+        cid = http.post("/v1/conversations", json={"title": "Trip"}).json()["conversation"]["id"]
+        assert http.post(f"/v1/conversations/{cid}/messages", json={"content": "Plan a trip"}).status_code == 200
+        with http.stream("GET", f"/v1/conversations/{cid}:watch") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(response.iter_lines())
+            _, position, current = next(events)
+            assert [m["content"] for m in current["messages"]] == ["Plan a trip"] and current["caught_up"]
+            http.post(f"/v1/conversations/{cid}/messages", json={"content": "In May"})
+            _, _, change = next(events)
+            assert [m["content"] for m in change["messages"]] == ["In May"]
+        with http.stream("GET", f"/v1/conversations/{cid}:watch", headers={"last-event-id": position}) as response:
+            _, _, resumed = next(sse_events(response.iter_lines()))
+            assert [m["content"] for m in resumed["messages"]] == ["In May"]
+
+        assert http.post("/v1/skills:seedRecommended").json()["created"] > 0
+        skills = http.get("/v1/skills").json()["skills"]
+        assert skills and all(s["name"] for s in skills)
+
+        job_id = pending_job_of(stack, cid)
+        with http.stream("GET", f"/v1/conversations/{cid}/pendingApprovals:watch") as response:
+            events = sse_events(response.iter_lines())
+            assert next(events)[2] == {"pending_approvals": []}
+            with grpc.insecure_channel(stack.grpc_address(ServiceName.APPROVALS)) as channel:
+                created = approvals_pb2_grpc.ApprovalsServiceStub(channel).CreateApproval(
+                    approvals_pb2.CreateApprovalRequest(
+                        conversation_id=cid, job_id=job_id, tool_name="book_flight",
+                        channel=types_pb2.CHANNEL_WEB, conversation_user_id=me["id"],
+                    ),
+                    metadata=(("x-service-key", stack.service_key),), timeout=5,
+                ).approval
+            [pending] = next(events)[2]["pending_approvals"]
+            assert (pending["id"], pending["status"]) == (created.id, "APPROVAL_STATUS_PENDING")
+            listed = http.get(f"/v1/conversations/{cid}/pendingApprovals").json()["approvals"]
+            assert [a["id"] for a in listed] == [created.id]
+            resolved = http.post(f"/v1/approvals/{created.id}:resolve", json={"status": "APPROVAL_STATUS_APPROVED"})
+            assert resolved.json()["approval"]["status"] == "APPROVAL_STATUS_APPROVED"
+            assert next(events)[2] == {"pending_approvals": []}
+        assert http.get(f"/v1/conversations/{cid}/processing").json() == {"processing": True}
+
+
+def test_the_readme_curl_session_works_as_written(stack: DevStack) -> None:
+    missing = [tool for tool in ("bash", "curl", "jq") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"the README's session needs {', '.join(missing)}")
+    script = readme.session_block().replace(readme.SESSION_GATEWAY_LINE, f"GW={stack.gateway_url}", 1)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**stack.env, "ZENTHOR_DEV_DATA_DIR": str(stack.data_dir)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    compact = re.sub(r"\s+", "", out)  # jq pretty-prints
+    assert '"created":true' in compact, out  # signed up
+    assert '"email":"ana@example.com"' in compact and '"email_verified":true' in compact, out  # /users/me at once
+    assert "event: change" in out and "Invite Bob to dinner on Friday" in out, out  # watched
+    skills = re.search(r'\[("[^"]+",?)+\]', compact)  # the names jq listed
+    assert skills and len(json.loads(skills.group(0))) > 0, out
+    assert '"status":"APPROVAL_STATUS_APPROVED"' in compact, out  # approved
+    with user_client(stack, "ana@example.com") as http:
+        [conversation] = http.get("/v1/conversations").json()["conversations"]
+        assert conversation["title"] == "Dinner"
+        assert http.get(f"/v1/conversations/{conversation['id']}/pendingApprovals").json()["approvals"] == []
 
 
 def test_a_crashed_service_is_restarted(stack: DevStack) -> None:

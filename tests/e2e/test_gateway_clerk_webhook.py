@@ -8,14 +8,18 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+import structlog
 from svix.webhooks import Webhook
 
 from tests.e2e.conftest import WEBHOOK_SECRET, gateway_settings, serve_gateway
 from tests.service.conftest import Running
 from tests.support.builders import bob, boss
 from tests.support.database import TestDatabase
+from tests.support.grpc_client import bearer, rpc_error
+from zenthor.gen.zenthor.identity.v1 import identity_pb2 as pb
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"n0t-the-k3y-n0t-the-k3y-n0t-th").decode()
 USER_COLUMNS = "external_id, name, email, role, image, status"
@@ -48,7 +52,10 @@ def user_event(
     emails: dict[str, str] | None = None,
     primary: str | None = None,
     image_url: str | None = None,
+    verified: bool = True,
 ) -> dict[str, Any]:
+    # Clerk marks each address `verified` or `unverified` (docs/hardening.md #2).
+    verification = {"status": "verified" if verified else "unverified", "strategy": "email_code"}
     return {
         "type": event_type,
         "object": "event",
@@ -57,7 +64,9 @@ def user_event(
             "first_name": first,
             "last_name": last,
             "primary_email_address_id": primary,
-            "email_addresses": [{"id": k, "email_address": v} for k, v in (emails or {}).items()],
+            "email_addresses": [
+                {"id": k, "email_address": v, "verification": verification} for k, v in (emails or {}).items()
+            ],
             "image_url": image_url,
         },
     }
@@ -72,8 +81,8 @@ GINA_CREATED = {
         "last_name": None,
         "primary_email_address_id": "idn_1",
         "email_addresses": [
-            {"id": "idn_0", "email_address": "old@x.com"},
-            {"id": "idn_1", "email_address": "Gina@Example.COM"},
+            {"id": "idn_0", "email_address": "old@x.com", "verification": {"status": "verified"}},
+            {"id": "idn_1", "email_address": "Gina@Example.COM", "verification": {"status": "verified"}},
         ],
         "image_url": "https://img/g.png",
     },
@@ -97,14 +106,21 @@ def assert_text(response: httpx.Response, status: int, body: str) -> None:
 # --- B.16 to B.19: rejection before any write ---
 
 
-async def test_webhook_without_secret_configured_answers_server_configuration_error(identity: Running) -> None:
+async def test_webhook_without_secret_configured_answers_503_and_the_gateway_says_so_at_start(
+    identity: Running,
+) -> None:
+    # A deployment that is not set up yet is unavailable, not broken: 503 with the fix in the body.
     settings = gateway_settings(f"127.0.0.1:{identity.server.port}", clerk_webhook_secret=None)
-    async with serve_gateway(settings) as gateway:
-        unsigned = await gateway.post("/clerk/webhook", content=b"anything")
-        signed = await deliver(gateway, GINA_CREATED)
-    assert_text(unsigned, 500, "Server configuration error")
-    assert_text(signed, 500, "Server configuration error")
+    with structlog.testing.capture_logs() as logs:
+        async with serve_gateway(settings) as gateway:
+            started = [entry for entry in logs if "CLERK_WEBHOOK_SECRET" in str(entry.get("problem", ""))]
+            unsigned = await gateway.post("/clerk/webhook", content=b"anything")
+            signed = await deliver(gateway, GINA_CREATED)
+    body = "Clerk webhook is not configured: set CLERK_WEBHOOK_SECRET"
+    assert_text(unsigned, 503, body)
+    assert_text(signed, 503, body)
     assert user_count(identity.db) == 0
+    assert started and "503" in started[0]["problem"]
 
 
 @pytest.mark.parametrize("header", ["svix-id", "svix-timestamp", "svix-signature"])
@@ -280,13 +296,13 @@ async def test_user_created_replayed_after_deletion_keeps_the_user_inactive(
     )
 
 
-# --- http.md step 4: a failure while handling ---
+# --- a failure while handling ---
 
 
-async def test_failure_while_handling_answers_internal_error(gateway: httpx.AsyncClient, identity: Running) -> None:
-    # A user event without data.id fails the upsert's argument validation, as in the original.
+async def test_user_event_without_data_id_is_rejected_as_invalid(gateway: httpx.AsyncClient, identity: Running) -> None:
+    # The original answered 500 here, so svix redelivered it for days: the event itself is wrong.
     event = {"type": "user.created", "data": {"first_name": "Nobody"}}
-    assert_text(await deliver(gateway, event), 500, "Internal error")
+    assert_text(await deliver(gateway, event), 400, "Invalid event: data.id is required")
     assert user_count(identity.db) == 0
 
 
@@ -301,3 +317,94 @@ async def test_webhook_answers_carry_a_request_id(gateway: httpx.AsyncClient) ->
     response = await gateway.post("/clerk/webhook", **signed_request("{}"))
     assert response.status_code == 200
     assert response.headers["x-request-id"]
+
+
+# --- docs/hardening.md #2: only an address Clerk verified makes an admin ---
+
+
+async def test_an_allowlisted_address_clerk_marks_unverified_is_not_admin_until_verified(
+    gateway: httpx.AsyncClient, identity: Running
+) -> None:
+    created = user_event("user.created", "user_o", emails={"idn_1": "ops@example.com"}, primary="idn_1", verified=False)
+    assert_text(await deliver(gateway, created, msg_id="msg_created"), 200, "OK")
+    assert user_row(identity.db, "user_o") == ("user_o", "User", "ops@example.com", None, None, "active")
+    assert identity.db.sql("SELECT email_verified FROM identity.users WHERE external_id = 'user_o'") == [(False,)]
+    token = identity.issuer.token("user_o")
+    denied = await rpc_error(identity.stub.ListUsers(pb.ListUsersRequest(), metadata=bearer(token)))
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Once the owner proves the address, Clerk's user.updated makes the admin.
+    verified = user_event("user.updated", "user_o", emails={"idn_1": "ops@example.com"}, primary="idn_1")
+    assert_text(await deliver(gateway, verified, msg_id="msg_verified"), 200, "OK")
+    assert user_row(identity.db, "user_o") == ("user_o", "User", "ops@example.com", "admin", None, "active")
+    await identity.stub.ListUsers(pb.ListUsersRequest(), metadata=bearer(token))
+
+
+# --- docs/hardening.md #38: a replayed delivery changes nothing ---
+
+
+async def test_a_replayed_delivery_changes_nothing_even_after_a_later_event(
+    gateway: httpx.AsyncClient, identity: Running
+) -> None:
+    created = user_event("user.created", "user_r", first="Rita", emails={"idn_1": "rita@example.com"}, primary="idn_1")
+    renamed = user_event("user.updated", "user_r", first="Ria", emails={"idn_1": "ria@example.com"}, primary="idn_1")
+    assert_text(await deliver(gateway, created, msg_id="msg_created"), 200, "OK")
+    assert_text(await deliver(gateway, renamed, msg_id="msg_renamed"), 200, "OK")
+    # svix redelivers msg_created (freshly signed, same svix-id): it must not undo the rename.
+    assert_text(await deliver(gateway, created, msg_id="msg_created"), 200, "OK")
+    assert user_row(identity.db, "user_r") == ("user_r", "Ria", "ria@example.com", "member", None, "active")
+    assert identity.db.sql("SELECT svix_id FROM identity.webhook_deliveries ORDER BY svix_id") == [
+        ("msg_created",), ("msg_renamed",),
+    ]
+
+
+async def test_a_replayed_deletion_after_the_user_came_back_changes_nothing(
+    gateway: httpx.AsyncClient, identity: Running
+) -> None:
+    bob(identity.db)
+    deleted = {"type": "user.deleted", "data": {"id": "user_bob", "deleted": True}}
+    assert_text(await deliver(gateway, deleted, msg_id="msg_deleted"), 200, "OK")
+    identity.db.sql("UPDATE identity.users SET status = 'active' WHERE external_id = 'user_bob'")  # an operator
+    assert_text(await deliver(gateway, deleted, msg_id="msg_deleted"), 200, "OK")
+    assert user_row(identity.db, "user_bob") == ("user_bob", "Bob", "bob@example.com", "member", None, "active")
+
+
+# --- signed but malformed: 400 naming the field, nothing written, never 500 ---
+
+
+def _with_data(**fields: Any) -> dict[str, Any]:
+    event = user_event("user.created", "user_m", first="Mia", emails={"idn_1": "mia@example.com"}, primary="idn_1")
+    event["data"].update(fields)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("event", "body"),
+    [
+        ({"type": "user.created", "data": "user_m"}, "Invalid event: data must be an object"),
+        ({"type": "user.updated"}, "Invalid event: data must be an object"),
+        (_with_data(id=42), "Invalid event: data.id must be a string"),
+        (_with_data(first_name=5), "Invalid event: data.first_name must be a string or null"),
+        (_with_data(last_name=["a"]), "Invalid event: data.last_name must be a string or null"),
+        (_with_data(image_url={"u": 1}), "Invalid event: data.image_url must be a string or null"),
+        (_with_data(primary_email_address_id=1), "Invalid event: data.primary_email_address_id must be a string or null"),
+        (_with_data(email_addresses="mia@example.com"), "Invalid event: data.email_addresses must be a list or null"),
+        (_with_data(email_addresses=[7]), "Invalid event: data.email_addresses[0] must be an object"),
+        (
+            _with_data(email_addresses=[{"id": "idn_1", "email_address": 7}]),
+            "Invalid event: data.email_addresses[0].email_address must be a string or null",
+        ),
+        (
+            _with_data(email_addresses=[{"id": "idn_1", "email_address": "m@x.com", "verification": "verified"}]),
+            "Invalid event: data.email_addresses[0].verification must be an object or null",
+        ),
+        ({"type": "user.deleted", "data": {"id": 42}}, "Invalid event: data.id must be a string"),
+        # Identity's own rules (a 201-character name) answer the same way.
+        (_with_data(first_name="N" * 201), "Invalid event: name: must be at most 200 characters"),
+    ],
+)
+async def test_a_signed_event_with_malformed_fields_is_400_naming_the_field(
+    gateway: httpx.AsyncClient, identity: Running, event: dict[str, Any], body: str
+) -> None:
+    assert_text(await deliver(gateway, event), 400, body)
+    assert user_count(identity.db) == 0
+    assert identity.db.sql("SELECT count(*) FROM identity.webhook_deliveries") == [(0,)]

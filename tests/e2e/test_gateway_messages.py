@@ -1,5 +1,6 @@
 """REST and SSE for the messages service at the edge, over HTTP against the real identity and
-messages servers: routes map 1:1 onto the user-mode RPCs with the caller's bearer token."""
+messages servers: routes map 1:1 onto the user-mode RPCs with the caller's bearer token; inputs
+are checked field by field; SSE streams resume, send heartbeats and are bounded."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import uvicorn
 
 from gateway import app as gateway_app
+from gateway.rest import SseConfig
 from services.messages.app import build_server as build_messages
 from tests.conftest import free_port
 from tests.e2e.conftest import gateway_settings
@@ -41,9 +44,9 @@ async def messages(identity: Running, settings_for: Any, db: TestDatabase, clerk
 
 
 @asynccontextmanager
-async def serve(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(settings: Any, sse: SseConfig | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway app under uvicorn on a socket bound here."""
-    app = gateway_app.create_app(settings)
+    app = gateway_app.create_app(settings, sse=sse)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
@@ -61,10 +64,15 @@ async def serve(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
         sock.close()
 
 
+def settings_for_peers(identity: Running, messages: Running, **overrides: object) -> Any:
+    return gateway_settings(
+        f"127.0.0.1:{identity.server.port}", messages_addr=f"127.0.0.1:{messages.server.port}", **overrides
+    )
+
+
 @pytest.fixture
 async def gateway(identity: Running, messages: Running) -> AsyncIterator[httpx.AsyncClient]:
-    settings = gateway_settings(f"127.0.0.1:{identity.server.port}", messages_addr=f"127.0.0.1:{messages.server.port}")
-    async with serve(settings) as client:
+    async with serve(settings_for_peers(identity, messages)) as client:
         yield client
 
 
@@ -179,3 +187,117 @@ async def test_conversation_list_watch_streams_snapshots(gateway: httpx.AsyncCli
         cid = (await gateway.post("/v1/conversations", json={"title": "New"}, headers=headers)).json()["conversation"]["id"]
         _, snapshot = await asyncio.wait_for(anext(events), READ_TIMEOUT_S)
         assert [r["conversation"]["id"] for r in snapshot["conversations"]] == [cid]
+
+
+# --- inputs: every bad one is a 400 naming its field, never a 500 ---
+
+
+async def test_a_number_out_of_its_fields_range_is_400_naming_it(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    for value in ("99999999999999", "-99999999999999", "1e3", "ten"):
+        response = await gateway.get("/v1/conversations", params={"page_size": value}, headers=headers)
+        assert response.status_code == 400, value
+        assert (response.json()["error"]["code"], response.json()["error"]["field"]) == ("INVALID_ARGUMENT", "page_size")
+
+
+async def test_unknown_or_repeated_query_parameters_are_400_naming_them(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    unknown = await gateway.get("/v1/conversations", params={"pagesize": "5"}, headers=headers)
+    assert (unknown.status_code, unknown.json()["error"]["field"]) == (400, "pagesize")
+    twice = await gateway.get("/v1/conversations?page_size=1&page_size=2", headers=headers)
+    assert (twice.status_code, twice.json()["error"]["field"]) == (400, "page_size")
+    camel = await gateway.get("/v1/conversations", params={"pageSize": "1"}, headers=headers)
+    assert camel.status_code == 200  # protobuf's JSON name is accepted as in a body
+
+
+async def test_a_bad_body_is_400_naming_the_field(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    wrong_type = await gateway.post("/v1/conversations", json={"title": 5}, headers=headers)
+    assert (wrong_type.status_code, wrong_type.json()["error"]["field"]) == (400, "title")
+    unknown = await gateway.post("/v1/conversations", json={"title": "x", "owner": "usr_1"}, headers=headers)
+    assert (unknown.status_code, unknown.json()["error"]["field"]) == (400, "owner")
+    not_json = await gateway.post("/v1/conversations", content=b"{title", headers=headers)
+    assert (not_json.status_code, not_json.json()["error"]["code"]) == (400, "INVALID_ARGUMENT")
+    not_object = await gateway.post("/v1/conversations", json=["x"], headers=headers)
+    assert not_object.status_code == 400
+    assert (await gateway.get("/v1/conversations", headers=headers)).json()["conversations"] == []
+
+
+async def test_a_path_variable_wins_over_the_same_field_in_the_body(gateway: httpx.AsyncClient, identity: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    cid = (await gateway.post("/v1/conversations", json={}, headers=headers)).json()["conversation"]["id"]
+    other = "conv_0190b1e0a0b07000800000000000dead"
+    sent = await gateway.post(f"/v1/conversations/{cid}/messages", json={"content": "hi", "conversation_id": other}, headers=headers)
+    assert sent.json()["message"]["conversation_id"] == cid
+
+
+# --- SSE: heartbeats, a bounded life, errors as events, a bounded first read ---
+
+
+async def test_an_idle_stream_sends_heartbeats(identity: Running, messages: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    async with serve(settings_for_peers(identity, messages), SseConfig(heartbeat_s=0.2)) as gateway:
+        cid = (await gateway.post("/v1/conversations", json={}, headers=headers)).json()["conversation"]["id"]
+        async with gateway.stream("GET", f"/v1/conversations/{cid}:watch", headers=headers) as response:
+            lines = response.aiter_lines()
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                while not (await anext(lines)).startswith(": ping"):
+                    pass
+
+
+async def test_a_stream_ends_after_its_lifetime_so_the_browser_reconnects(identity: Running, messages: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    async with serve(settings_for_peers(identity, messages), SseConfig(max_stream_s=1.0)) as gateway:
+        cid = (await gateway.post("/v1/conversations", json={}, headers=headers)).json()["conversation"]["id"]
+        async with gateway.stream("GET", f"/v1/conversations/{cid}:watch", headers=headers) as response:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                events = [event async for event in sse_events(response)]  # ends: the body completes
+    assert len(events) == 1 and events[0][1]["caught_up"]
+
+
+async def test_a_peer_failing_mid_stream_ends_it_with_an_error_event(identity: Running, messages: Running) -> None:
+    alice(identity.db)
+    headers = bearer(identity, "user_alice")
+    async with serve(settings_for_peers(identity, messages)) as gateway:
+        cid = (await gateway.post("/v1/conversations", json={}, headers=headers)).json()["conversation"]["id"]
+        async with gateway.stream("GET", f"/v1/conversations/{cid}:watch", headers=headers) as response:
+            lines = response.aiter_lines()
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                while not (await anext(lines)).startswith("data:"):
+                    pass
+                await messages.server.stop(0)
+                rest = [line async for line in lines]
+    assert "event: error" in rest
+    error = json.loads(next(line for line in rest if line.startswith("data:"))[5:])["error"]
+    assert error["code"] in {"UNAVAILABLE", "INTERNAL"} and "127.0.0.1" not in error["message"]
+
+
+async def test_a_watch_whose_peer_never_answers_is_503_within_the_deadline(identity: Running) -> None:
+    alice(identity.db)
+    never = asyncio.Event()
+
+    async def silent_watch(_request: bytes, _context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        await never.wait()  # a peer that accepted the stream and sends nothing
+        yield b""
+
+    silent = grpc.aio.server()
+    handler = grpc.unary_stream_rpc_method_handler(silent_watch)
+    silent.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "zenthor.messages.v1.MessagesService", {"WatchConversationList": handler}),))
+    port = silent.add_insecure_port("127.0.0.1:0")
+    await silent.start()
+    try:
+        settings = gateway_settings(f"127.0.0.1:{identity.server.port}", messages_addr=f"127.0.0.1:{port}", rpc_deadline_s=0.5)
+        async with serve(settings) as gateway:
+            response = await gateway.get("/v1/conversations:watch", headers=bearer(identity, "user_alice"))
+    finally:
+        never.set()
+        await silent.stop(0)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "DEADLINE_EXCEEDED"

@@ -10,6 +10,7 @@ import structlog
 
 from tests.service.conftest import Running
 from tests.support.builders import add_contact, alice, boss
+from zenthor.config import ServiceName
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -80,9 +81,9 @@ async def test_page_size_that_is_not_a_number_is_400_naming_it(gateway: httpx.As
 async def test_user_by_external_id_reveals_only_the_caller(gateway: httpx.AsyncClient, identity: Running) -> None:
     alice(identity.db)
     headers = bearer(identity, "user_alice")
-    other = await gateway.get("/v1/users:by-external-id/user_bob", headers=headers)
+    other = await gateway.get("/v1/users:lookup", params={"external_id": "user_bob"}, headers=headers)
     assert (other.status_code, other.json()) == (200, {"user": None})
-    own = await gateway.get("/v1/users:by-external-id/user_alice", headers=headers)
+    own = await gateway.get("/v1/users:lookup", params={"external_id": "user_alice"}, headers=headers)
     assert own.json()["user"]["external_id"] == "user_alice"
 
 
@@ -150,12 +151,12 @@ async def test_member_listing_contacts_is_403(gateway: httpx.AsyncClient, identi
 
 async def test_private_data_for_a_signed_in_user(gateway: httpx.AsyncClient, identity: Running) -> None:
     alice(identity.db)
-    response = await gateway.get("/v1/private-data", headers=bearer(identity, "user_alice"))
+    response = await gateway.get("/v1/privateData", headers=bearer(identity, "user_alice"))
     assert response.json() == {"message": "This is private"}
 
 
 async def test_public_health_check_needs_no_token(gateway: httpx.AsyncClient) -> None:
-    response = await gateway.get("/v1/health-check")
+    response = await gateway.get("/v1/healthCheck")
     assert (response.status_code, response.json()) == (200, {"status": "OK"})
 
 
@@ -196,7 +197,7 @@ async def test_unexpected_failure_is_500_with_request_id_and_no_internals(
 
 
 async def test_identity_unreachable_is_503(gateway_without_identity: httpx.AsyncClient) -> None:
-    response = await gateway_without_identity.get("/v1/health-check")
+    response = await gateway_without_identity.get("/v1/healthCheck")
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["code"] in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
@@ -217,22 +218,25 @@ async def test_healthz_is_ok(gateway: httpx.AsyncClient) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
-async def test_readyz_is_ok_when_identity_serves(gateway: httpx.AsyncClient) -> None:
+async def test_readyz_names_every_peer_and_is_503_until_all_seven_serve(gateway: httpx.AsyncClient) -> None:
+    # Only identity runs here; the stack test sees all seven SERVING and 200 (tests/e2e/test_devstack.py).
     response = await gateway.get("/readyz")
-    assert (response.status_code, response.json()) == (200, {"status": "ok", "peers": {"identity": "SERVING"}})
+    assert response.status_code == 503
+    others = {s.value: "UNAVAILABLE" for s in ServiceName if s is not ServiceName.IDENTITY}
+    assert response.json() == {"status": "unavailable", "peers": {"identity": "SERVING", **others}}
 
 
 async def test_readyz_is_503_when_identity_is_unreachable(gateway_without_identity: httpx.AsyncClient) -> None:
     response = await gateway_without_identity.get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "peers": {"identity": "UNAVAILABLE"}}
+    assert response.json()["peers"]["identity"] == "UNAVAILABLE"
 
 
 async def test_readyz_is_503_while_identity_stops(gateway: httpx.AsyncClient, identity: Running) -> None:
     await identity.server.health.enter_graceful_shutdown()
     response = await gateway.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["peers"] == {"identity": "NOT_SERVING"}
+    assert response.json()["peers"]["identity"] == "NOT_SERVING"
 
 
 async def test_docs_and_openapi_are_served(gateway: httpx.AsyncClient) -> None:
@@ -241,9 +245,9 @@ async def test_docs_and_openapi_are_served(gateway: httpx.AsyncClient) -> None:
     assert "swagger-ui" in docs.text
     paths = (await gateway.get("/openapi.json")).json()["paths"]
     assert {
-        "/healthz", "/readyz", "/clerk/webhook", "/v1/users/me", "/v1/users:by-external-id/{external_id}",
-        "/v1/users:bootstrap", "/v1/users", "/v1/contacts", "/v1/contacts/{id}", "/v1/private-data",
-        "/v1/health-check",
+        "/healthz", "/readyz", "/clerk/webhook", "/v1/users/me", "/v1/users:lookup",
+        "/v1/users:bootstrap", "/v1/users", "/v1/contacts", "/v1/contacts/{id}", "/v1/privateData",
+        "/v1/healthCheck",
     } <= set(paths)
 
 
@@ -253,13 +257,13 @@ async def test_docs_and_openapi_are_served(gateway: httpx.AsyncClient) -> None:
 async def test_phone_verification_round_trip_over_rest(gateway: httpx.AsyncClient, identity: Running) -> None:
     alice(identity.db)
     headers = bearer(identity, "user_alice")
-    requested = await gateway.post("/v1/phone-verification:request", json={"phone": "5511977776666"}, headers=headers)
+    requested = await gateway.post("/v1/phoneVerification:request", json={"phone": "5511977776666"}, headers=headers)
     assert requested.status_code == 200 and requested.json() == {"success": True}
-    status = await gateway.get("/v1/phone-verification", headers=headers)
+    status = await gateway.get("/v1/phoneVerification", headers=headers)
     assert status.json()["pending"]["phone"] == "5511977776666"
     [(content,)] = identity.db.sql("SELECT payload->>'content' FROM identity.outbox")
     code = re.search(r"code is: (\d{6})", content).group(1)  # type: ignore[union-attr]
-    confirmed = await gateway.post("/v1/phone-verification:confirm", json={"code": code}, headers=headers)
+    confirmed = await gateway.post("/v1/phoneVerification:confirm", json={"code": code}, headers=headers)
     assert confirmed.json() == {"success": True, "phone": "5511977776666"}
     unlinked = await gateway.delete("/v1/users/me/phone", headers=headers)
     assert unlinked.status_code == 200
@@ -268,6 +272,6 @@ async def test_phone_verification_round_trip_over_rest(gateway: httpx.AsyncClien
 
 async def test_malformed_phone_is_400_naming_the_field(gateway: httpx.AsyncClient, identity: Running) -> None:
     alice(identity.db)
-    response = await gateway.post("/v1/phone-verification:request", json={"phone": "+55 11"}, headers=bearer(identity, "user_alice"))
+    response = await gateway.post("/v1/phoneVerification:request", json={"phone": "+55 11"}, headers=bearer(identity, "user_alice"))
     assert response.status_code == 400
     assert (response.json()["error"]["field"], response.json()["error"]["code"]) == ("phone", "INVALID_ARGUMENT")

@@ -72,6 +72,12 @@ async def test_the_code_reaches_a_whatsapp_egress_claim_for_the_configured_accou
             break
     watch.cancel()
 
+    # The egress holds the account's lease first: only the holder claims (docs/hardening.md #41).
+    await delivery.UpsertWhatsAppAccount(
+        delivery_pb2.UpsertWhatsAppAccountRequest(account_id=ACCOUNT, phone=ACCOUNT, enabled=True), metadata=service()
+    )
+    lease = await delivery.AcquireLease(delivery_pb2.AcquireLeaseRequest(account_id=ACCOUNT, owner_id="egress-1"), metadata=service())
+    assert lease.acquired
     claimed = await delivery.ClaimOutbound(
         delivery_pb2.ClaimOutboundRequest(account_id=ACCOUNT, processor_id="egress-1", channel=types_pb2.CHANNEL_WHATSAPP, max_messages=10),
         metadata=service(),

@@ -49,7 +49,7 @@ async def test_bootstrap_creates_the_user_without_trusting_the_client_email(iden
 
 
 async def test_bootstrap_uses_the_jwt_email_claim_for_the_role(identity: Running) -> None:
-    token = identity.issuer.token("user_d", email="Ops@Example.com")
+    token = identity.issuer.token("user_d", email="Ops@Example.com", email_verified=True)
     await identity.stub.GetOrCreateUserFromClerk(
         pb.GetOrCreateUserFromClerkRequest(name="Dee", email="whatever@evil.com"), metadata=bearer(token)
     )
@@ -60,7 +60,7 @@ async def test_bootstrap_uses_the_jwt_email_claim_for_the_role(identity: Running
 async def test_bootstrap_for_an_existing_user_patches_only_a_missing_role(identity: Running) -> None:
     # The name stays, the same id comes back, a second call changes nothing.
     user_id = add_user(identity.db, "user_e", name="Old", email="x@example.com", role=None, email_verified=True)
-    token = identity.issuer.token("user_e", email="x@example.com")
+    token = identity.issuer.token("user_e", email="x@example.com", email_verified=True)
     request = pb.GetOrCreateUserFromClerkRequest(name="New", email="x@example.com")
     first = await identity.stub.GetOrCreateUserFromClerk(request, metadata=bearer(token))
     row = user_row(identity, "user_e")
@@ -68,6 +68,17 @@ async def test_bootstrap_for_an_existing_user_patches_only_a_missing_role(identi
     assert (row["name"], row["role"]) == ("Old", "member")
     await identity.stub.GetOrCreateUserFromClerk(request, metadata=bearer(token))
     assert user_row(identity, "user_e") == row
+
+
+@pytest.mark.parametrize("claims", [{}, {"email_verified": False}, {"email_verified": "true"}])
+async def test_bootstrap_with_an_unverified_email_claim_grants_no_admin(identity: Running, claims: dict[str, Any]) -> None:
+    # Only `email_verified: true` vouches for the claim (docs/hardening.md #2).
+    token = identity.issuer.token("user_d", email="Ops@Example.com", **claims)
+    await identity.stub.GetOrCreateUserFromClerk(pb.GetOrCreateUserFromClerkRequest(name="Dee"), metadata=bearer(token))
+    row = user_row(identity, "user_d")
+    assert (row["role"], row["email"], row["email_verified"]) == (None, "ops@example.com", False)
+    error = await rpc_error(identity.stub.ListUsers(pb.ListUsersRequest(), metadata=bearer(token)))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_bootstrap_needs_a_token(identity: Running) -> None:
@@ -214,6 +225,27 @@ async def test_bulk_sync_pages_through_clerk(settings_for: Any, db: Any, clerk_i
     assert (reply.synced, reply.created, reply.updated) == (230, 200, 30)
     assert clerk_api.offsets == [0, 100, 200]
     assert db.sql("SELECT email FROM identity.users WHERE external_id = 'user_007'") == [("u7@example.com",)]
+
+
+async def test_bulk_sync_makes_an_admin_only_of_an_address_clerk_verified(
+    settings_for: Any, db: Any, clerk_issuer: Any
+) -> None:
+    # docs/hardening.md #2: the bulk sync reads Clerk's verification status like the webhook.
+    verified, unverified = clerk_user(1), clerk_user(2)
+    verified["email_addresses"][0].update(email_address="Boss@Example.com", verification={"status": "verified"})
+    unverified["email_addresses"][0].update(email_address="ops@example.com", verification={"status": "unverified"})
+    api = FakeClerkApi([verified, unverified], secret="sk_test_123")
+    settings = settings_for(ServiceName.IDENTITY, clerk_secret_key="sk_test_123", clerk_api_url=api.url)
+    running = await start(await build_server(settings), identity_pb2_grpc.IdentityServiceStub, settings, db, clerk_issuer)
+    try:
+        await running.stub.SyncClerkUsers(pb.SyncClerkUsersRequest(), metadata=service(), timeout=60)
+    finally:
+        await stop(running)
+        api.close()
+    assert db.sql("SELECT external_id, role, email_verified FROM identity.users ORDER BY external_id") == [
+        ("user_001", "admin", True),
+        ("user_002", None, False),
+    ]
 
 
 async def test_bulk_sync_without_secret_key_fails_clearly(identity: Running) -> None:

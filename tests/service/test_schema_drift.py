@@ -48,8 +48,7 @@ def schema_drift(dsn: str, service: ServiceName) -> list[Any]:
 
 
 def test_every_migrated_service_is_checked() -> None:
-    # Todoist joins when its issue lands (tests/contract/test_service_template.py keeps it honest).
-    assert {s.value for s in MIGRATED} == {s.value for s in ServiceName} - {"todoist"}
+    assert {s.value for s in MIGRATED} == {s.value for s in ServiceName}
 
 
 @pytest.mark.parametrize("service", MIGRATED, ids=lambda s: s.value)

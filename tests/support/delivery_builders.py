@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
+
 from tests.service.conftest import Running
 from tests.support.grpc_client import service
 from zenthor import ids
@@ -41,9 +43,29 @@ async def enqueue(
     return reply.outbound
 
 
+async def hold_lease(delivery: Running, owner_id: str, *, account_id: str = "default", ttl_s: int = 600) -> pb.Lease:
+    """The account's WhatsApp lease for `owner_id`, as its egress holds it before claiming (only
+    the holder claims, completes and fails, docs/hardening.md #41): the account is upserted, and a
+    lease another owner still holds is released first, as that owner does when it stops."""
+    stub = delivery.stub
+    await stub.UpsertWhatsAppAccount(
+        pb.UpsertWhatsAppAccountRequest(account_id=account_id, phone=account_id, enabled=True), metadata=service()
+    )
+    acquire = pb.AcquireLeaseRequest(account_id=account_id, owner_id=owner_id, ttl=Duration(seconds=ttl_s))
+    reply = await stub.AcquireLease(acquire, metadata=service())
+    if not reply.acquired:
+        await stub.ReleaseLease(
+            pb.ReleaseLeaseRequest(account_id=account_id, owner_id=reply.lease.owner_id), metadata=service()
+        )
+        reply = await stub.AcquireLease(acquire, metadata=service())
+    assert reply.acquired, reply
+    return reply.lease
+
+
 async def claim(
     delivery: Running, processor_id: str, *, account_id: str = "default", max_messages: int = 1, **extra: Any
 ) -> list[pb.OutboundMessage]:
+    """ClaimOutbound as `processor_id` (who must hold the account's lease to get anything)."""
     reply = await delivery.stub.ClaimOutbound(
         pb.ClaimOutboundRequest(
             account_id=account_id, processor_id=processor_id, channel=extra.pop("channel", WHATSAPP),

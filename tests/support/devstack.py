@@ -22,6 +22,9 @@ from zenthor.devstack.__main__ import READY_LINE
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 240.0
+COMMAND_TIMEOUT_S = 60.0
+OWN_VARIABLES = frozenset({"SERVICE_KEY", "AGENT_SECRET", "ADMIN_EMAIL_ALLOWLIST", "CLERK_WEBHOOK_SECRET",
+                           "ZENTHOR_DEV_DATA_DIR", "CLERK_JWT_ISSUER_DOMAIN", "ZENTHOR_DEV_ISSUER"})
 
 
 def port_open(port: int) -> bool:
@@ -41,7 +44,9 @@ def free_offset() -> int:
 @dataclass
 class DevStack:
     data_dir: Path
-    ports: dict[str, int] = field(default_factory=lambda: {k: free_port() for k in ("pg", "temporal", "ui", "gateway")})
+    ports: dict[str, int] = field(
+        default_factory=lambda: {k: free_port() for k in ("pg", "temporal", "ui", "gateway", "issuer")}
+    )
     offset: int = field(default_factory=free_offset)
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
@@ -61,14 +66,19 @@ class DevStack:
     def output(self) -> str:
         return "".join(self.lines)
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The caller's environment without what would make this stack differ from a fresh
+        `make dev` (its own key, allowlist, webhook secret, data dir)."""
+        return {k: v for k, v in os.environ.items() if k not in OWN_VARIABLES}
+
     def start(self, *extra_args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "SERVICE_KEY"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zenthor.devstack", "--data-dir", str(self.data_dir),
              "--pg-port", str(self.ports["pg"]), "--temporal-port", str(self.ports["temporal"]),
              "--temporal-ui-port", str(self.ports["ui"]), "--gateway-port", str(self.ports["gateway"]),
-             "--port-offset", str(self.offset), *extra_args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+             "--issuer-port", str(self.ports["issuer"]), "--port-offset", str(self.offset), *extra_args],
+            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         # Drained all along: a full pipe would block the stack's own prints.
         threading.Thread(target=self._drain, daemon=True).start()
@@ -86,6 +96,18 @@ class DevStack:
             assert self.proc.poll() is None or text in self.output, f"stack exited:\n{self.output}"
             assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s:\n{self.output}"
             time.sleep(0.1)
+
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m zenthor.devstack <args>` against this stack, as a person runs it."""
+        return subprocess.run(
+            [sys.executable, "-m", "zenthor.devstack", *args], cwd=ROOT, capture_output=True, text=True,
+            env={**self.env, "ZENTHOR_DEV_DATA_DIR": str(self.data_dir)}, timeout=COMMAND_TIMEOUT_S,
+        )
+
+    def token(self, email: str, *, admin: bool = False) -> str:
+        result = self.command("token", "--email", email, *(["--admin"] if admin else []))
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
 
     def children(self) -> list[psutil.Process]:
         assert self.proc is not None

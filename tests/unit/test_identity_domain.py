@@ -35,7 +35,10 @@ def test_unverified_email_never_derives_admin() -> None:
 
 
 def test_bootstrap_prefers_the_jwt_email_claim() -> None:
-    assert bootstrap_email(Identity("s", email="Ops@Example.com"), "evil@x.com") == ("ops@example.com", True)
+    verified = Identity("s", email="Ops@Example.com", email_verified=True)
+    assert bootstrap_email(verified, "evil@x.com") == ("ops@example.com", True)
+    # A claim without `email_verified: true` is kept, but vouches for nothing (docs/hardening.md #2).
+    assert bootstrap_email(Identity("s", email="Ops@Example.com"), "evil@x.com") == ("ops@example.com", False)
     assert bootstrap_email(Identity("s"), "Me@X.com") == ("me@x.com", False)
 
 

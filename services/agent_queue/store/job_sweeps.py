@@ -4,7 +4,8 @@ by completion time (docs/hardening.md #20)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -37,47 +38,75 @@ async def lock_stale_jobs(conn: AsyncConnection, now: datetime, legacy_cutoff: d
     return [job_from_row(r) for r in rows]
 
 
-async def fail_stale(conn: AsyncConnection, job_ids: Sequence[uuid.UUID], reason: str, message: str, now: datetime) -> None:
+async def fail_stale(
+    conn: AsyncConnection, job_ids: Sequence[uuid.UUID], reason: str, message: str, now: datetime
+) -> list[Job]:
     """Stale leases out of attempts fail: attempt count, start and heartbeat times stay as
-    they were, as in the original."""
+    they were, as in the original. Returns the failed jobs."""
     if not job_ids:
-        return
-    await conn.execute(
-        sa.update(jobs)
-        .where(jobs.c.id.in_(list(job_ids)), jobs.c.status == JobStatus.PROCESSING.value)
-        .values(
-            status=JobStatus.FAILED.value,
-            error_reason=reason,
-            error_message=message,
-            processor_id=None,
-            locked_until=None,
-            finished_at=now,
+        return []
+    rows = (
+        await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(list(job_ids)), jobs.c.status == JobStatus.PROCESSING.value)
+            .values(
+                status=JobStatus.FAILED.value,
+                is_head=False,  # hands the conversation over (migration 0002)
+                error_reason=reason,
+                error_message=message,
+                processor_id=None,
+                locked_until=None,
+                finished_at=now,
+            )
+            .returning(jobs)
         )
-    )
+    ).all()
+    return [job_from_row(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class Requeue:
+    """A stale lease with attempts left: its next attempt and when RetryWorkflow releases it."""
+
+    job_id: uuid.UUID
+    attempt_count: int
+    next_attempt_at: datetime
+
+
+# One statement for the batch: each row its own attempt and retry time, from parallel arrays.
 REQUEUE_STALE = sa.text(
     """
-    UPDATE agent_queue.jobs
+    UPDATE agent_queue.jobs AS j
     SET status = 'waiting_retry',
-        attempt_count = :attempt_count,
-        next_attempt_at = :next_attempt_at,
+        attempt_count = v.attempt_count,
+        next_attempt_at = v.next_attempt_at,
         error_reason = :reason,
         error_message = :message,
         processor_id = NULL,
         locked_until = NULL,
         started_at = NULL,
         last_heartbeat_at = NULL
-    WHERE id = :id AND status = 'processing'
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:next_at AS timestamptz[]))
+         AS v(id, attempt_count, next_attempt_at)
+    WHERE j.id = v.id AND j.status = 'processing'
+    RETURNING j.*
     """
 )
 
 
-async def requeue_stale(conn: AsyncConnection, requeues: Sequence[Mapping[str, object]]) -> None:
+async def requeue_stale(conn: AsyncConnection, requeues: Sequence[Requeue], reason: str, message: str) -> list[Job]:
     """Stale leases with attempts left wait for their retry in WAITING_RETRY
-    (docs/hardening.md #14); one executemany for the batch."""
-    if requeues:
-        await conn.execute(REQUEUE_STALE, list(requeues))
+    (docs/hardening.md #14). Returns the requeued jobs."""
+    if not requeues:
+        return []
+    params = {
+        "ids": [r.job_id for r in requeues],
+        "attempts": [r.attempt_count for r in requeues],
+        "next_at": [r.next_attempt_at for r in requeues],
+        "reason": reason,
+        "message": message,
+    }
+    return [job_from_row(r) for r in (await conn.execute(REQUEUE_STALE, params)).all()]
 
 
 # --- retention (by completion time: docs/hardening.md #20) ---

@@ -1,20 +1,23 @@
 """SQL of the job queue. Every state change is one guarded statement; claims lock with
-SKIP LOCKED so concurrent workers never wait on each other's rows."""
+SKIP LOCKED so concurrent workers never wait on each other's rows and read only conversation
+heads (migration 0002). The hot statements (enqueue, claim, acknowledge, heartbeat) run alone on
+the direct pool, each its own transaction in one round trip; the rest inside a unit of work."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.agent_queue.domain.jobs import Job, JobStatus
-from services.agent_queue.store.tables import jobs
+from services.agent_queue.domain.jobs import Completion, Job, JobStatus
+from services.agent_queue.store.tables import JOBS_CHANNEL, PENDING_CHANNEL, jobs
+from zenthor.db import DirectPool
 from zenthor.pagination import PageRequest
 
 
@@ -40,8 +43,31 @@ def job_from_row(row: sa.Row[Any]) -> Job:
     )
 
 
+# A pending job for a message, unless the message has one (the outbox may deliver twice). The
+# insert trigger makes it its conversation's head when the conversation has none. Every new job
+# wakes WatchPendingJobs (its count changed; a head is claimable at once); a head also wakes the
+# conversation's typing indicator (it just became active).
+INSERT_JOB = f"""
+    WITH inserted AS (
+        INSERT INTO agent_queue.jobs (id, message_id, conversation_id, conversation_user_id,
+                                      conversation_contact_id, status, attempt_count, created_at)
+        VALUES (%(id)s, %(message_id)s, %(conversation_id)s, %(user_id)s, %(contact_id)s, 'pending', 0, %(now)s)
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING *
+    )
+    SELECT inserted.*,
+           pg_notify('{PENDING_CHANNEL}', replace(inserted.conversation_id::text, '-', '')) AS queued,
+           CASE WHEN inserted.is_head
+                THEN pg_notify('{JOBS_CHANNEL}', replace(inserted.conversation_id::text, '-', '')) END AS active
+      FROM inserted
+"""
+JOB_BY_MESSAGE = "SELECT * FROM agent_queue.jobs WHERE message_id = %(message_id)s"
+HEAD_KEY = "jobs_head_key"
+INSERT_ATTEMPTS = 3
+
+
 async def insert_job_if_absent(
-    conn: AsyncConnection,
+    db: DirectPool,
     *,
     job_id: uuid.UUID,
     message_id: uuid.UUID,
@@ -50,24 +76,31 @@ async def insert_job_if_absent(
     conversation_contact_id: uuid.UUID | None,
     now: datetime,
 ) -> Job | None:
-    """A pending job; None when the message already has one (outbox replay)."""
-    stmt = (
-        pg.insert(jobs)
-        .values(
-            id=job_id,
-            message_id=message_id,
-            conversation_id=conversation_id,
-            conversation_user_id=conversation_user_id,
-            conversation_contact_id=conversation_contact_id,
-            status=JobStatus.PENDING.value,
-            attempt_count=0,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[jobs.c.message_id])
-        .returning(jobs)
-    )
-    row = (await conn.execute(stmt)).first()
-    return job_from_row(row) if row else None
+    """The new pending job; None when the message already has one (outbox replay)."""
+    params = {
+        "id": job_id,
+        "message_id": message_id,
+        "conversation_id": conversation_id,
+        "user_id": conversation_user_id,
+        "contact_id": conversation_contact_id,
+        "now": now,
+    }
+    for attempt in range(INSERT_ATTEMPTS):
+        try:
+            rows = await db.fetch(INSERT_JOB, params)
+        except psycopg.errors.UniqueViolation as e:
+            # Two jobs queued into an idle conversation at the same instant both took the head;
+            # the index kept one. Again: this time the winner is seen and heads the queue.
+            if e.diag.constraint_name != HEAD_KEY or attempt == INSERT_ATTEMPTS - 1:
+                raise
+            continue
+        return job_from_row(rows[0]) if rows else None
+    return None  # unreachable: the last attempt returns or raises
+
+
+async def job_by_message(db: DirectPool, message_id: uuid.UUID) -> Job | None:
+    rows = await db.fetch(JOB_BY_MESSAGE, {"message_id": message_id})
+    return job_from_row(rows[0]) if rows else None
 
 
 async def get_job(conn: AsyncConnection, job_id: uuid.UUID) -> Job | None:
@@ -82,160 +115,184 @@ async def get_job_by_message(conn: AsyncConnection, message_id: uuid.UUID) -> Jo
 
 # --- claims ---
 
-# Claims up to :max_jobs pending jobs for one worker in one statement, returning them as
-# claimed (docs/hardening.md #13). Per-conversation exclusivity: the partial unique index
-# jobs_one_processing_per_conversation is the guarantee; these steps keep claims from
-# tripping over it.
-CLAIM_JOBS = sa.text(
-    """
+# The one rule of what a claim may take, shared by ClaimJobs and WatchPendingJobs so the
+# snapshot never offers a job the claim would refuse: a pending conversation head. A head is its
+# conversation's oldest unfinished job, so a conversation with a job processing or waiting for its
+# retry has no pending head: replies keep the order of the messages, and a released retry is the
+# head again and goes first (docs/hardening.md #42).
+CLAIMABLE = "j.status = 'pending' AND j.is_head"
+
+# Claims up to max_jobs claimable jobs for one worker in one statement, returning them as claimed
+# (docs/hardening.md #13). The partial index jobs_claimable_idx holds only pending heads, so the
+# scan touches at most max_jobs rows (plus the ones other claims hold) whatever the backlog.
+# Per-conversation exclusivity: one head per conversation (jobs_head_key) and SKIP LOCKED mean two
+# claims never take two jobs of one conversation; jobs_one_processing_per_conversation guarantees
+# it whatever the code does.
+CLAIM_JOBS = f"""
     WITH candidates AS (
         SELECT j.id
         FROM agent_queue.jobs AS j
-        WHERE j.status = 'pending'
-          -- restricted to the requested ids, when any were given
-          AND (:any_job OR j.id = ANY(CAST(:job_ids AS uuid[])))
-          -- skip busy conversations: any processing job blocks (stale ones were swept first)
-          AND NOT EXISTS (
-              SELECT 1 FROM agent_queue.jobs AS p
-              WHERE p.conversation_id = j.conversation_id AND p.status = 'processing'
-          )
-          -- only the oldest pending job of its conversation, so one claim never takes two
-          -- jobs of a conversation and a concurrent claim that holds that job makes us skip
-          -- the whole conversation instead of its next job
-          AND NOT EXISTS (
-              SELECT 1 FROM agent_queue.jobs AS o
-              WHERE o.conversation_id = j.conversation_id AND o.status = 'pending' AND o.id < j.id
-                AND (:any_job OR o.id = ANY(CAST(:job_ids AS uuid[])))
-          )
+        WHERE {CLAIMABLE}
+          -- restricted to the requested ids, when any were given (never past the order rule)
+          AND (%(any_job)s OR j.id = ANY(CAST(%(job_ids)s AS uuid[])))
         ORDER BY j.id  -- UUIDv7: oldest first
-        LIMIT :max_jobs
+        LIMIT %(max_jobs)s
         -- rows another claim holds are skipped, never waited for
         FOR UPDATE OF j SKIP LOCKED
     )
     UPDATE agent_queue.jobs AS jobs
     SET status = 'processing',
-        processor_id = :processor_id,
-        locked_until = :locked_until,
-        started_at = :now,
-        last_heartbeat_at = :now,
+        processor_id = %(processor_id)s,
+        locked_until = %(locked_until)s,
+        started_at = %(now)s,
+        last_heartbeat_at = %(now)s,
         error_reason = NULL,
         error_message = NULL,
         next_attempt_at = NULL
     FROM candidates
     WHERE jobs.id = candidates.id
     RETURNING jobs.*
-    """
-)
+"""
 
-# Both are the residue of races the statement cannot see (two claims naming different jobs
-# of one conversation; a job released while another of its conversation is being claimed):
-# the index refuses the second PROCESSING row, or the two claims deadlock on it.
+# The claim as ClaimJobs sends it: the same statement, and whether any lease is stale (the rule of
+# domain.is_job_stale, two probes of jobs_processing_lease_idx), so the use case sweeps only when
+# there is something to sweep instead of opening a transaction for it on every claim. One row
+# comes back even when nothing was claimed.
+CLAIM_JOBS_SEEING_STALE = f"""
+    WITH claimed AS ({CLAIM_JOBS}),
+    stale AS (
+        SELECT EXISTS (SELECT 1 FROM agent_queue.jobs
+                        WHERE status = 'processing' AND locked_until < %(now)s)
+            OR EXISTS (SELECT 1 FROM agent_queue.jobs
+                        WHERE status = 'processing' AND locked_until IS NULL
+                          AND COALESCE(started_at, created_at) < %(legacy_cutoff)s) AS found
+    )
+    SELECT stale.found AS stale_leases, claimed.* FROM stale LEFT JOIN claimed ON true
+"""
+
+# Both are the residue of races the statement cannot see (a claim naming a job whose conversation
+# another claim just took): the index refuses the second PROCESSING row, or two claims deadlock.
 UNIQUE_VIOLATION = "23505"
 DEADLOCK_DETECTED = "40P01"
 
 
 class ClaimConflict(Exception):
-    """A concurrent claim won a conversation this claim also picked; the transaction is
-    aborted and the caller retries (a fresh snapshot sees the winner's row)."""
+    """A concurrent claim won a conversation this claim also picked; nothing was written and the
+    caller retries (a fresh snapshot sees the winner's row)."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    jobs: list[Job]
+    # Some lease is past its end: the caller sweeps.
+    stale_leases: bool
 
 
 async def claim_jobs(
-    conn: AsyncConnection,
+    db: DirectPool,
     *,
     processor_id: str,
     max_jobs: int,
     now: datetime,
     locked_until: datetime,
+    legacy_cutoff: datetime,
     job_ids: Sequence[uuid.UUID],
-) -> list[Job]:
+) -> Claimed:
     params = {
         "processor_id": processor_id,
         "max_jobs": max_jobs,
         "now": now,
         "locked_until": locked_until,
+        "legacy_cutoff": legacy_cutoff,
         "any_job": not job_ids,
         "job_ids": list(job_ids),
     }
     try:
-        rows = (await conn.execute(CLAIM_JOBS, params)).all()
-    except DBAPIError as e:
-        if getattr(e.orig, "sqlstate", None) in (UNIQUE_VIOLATION, DEADLOCK_DETECTED):
-            raise ClaimConflict(str(e.orig)) from e
+        rows = await db.fetch(CLAIM_JOBS_SEEING_STALE, params)
+    except psycopg.Error as e:
+        if e.sqlstate in (UNIQUE_VIOLATION, DEADLOCK_DETECTED):
+            raise ClaimConflict(str(e)) from e
         raise
-    return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
+    claimed = sorted((job_from_row(r) for r in rows if r.id is not None), key=lambda j: j.id)
+    return Claimed(claimed, stale_leases=bool(rows and rows[0].stale_leases))
 
 
 # --- lease holder transitions (docs/hardening.md #12: only the holder, only from processing) ---
 
-HEARTBEAT = sa.text(
-    """
+HEARTBEAT = """
     UPDATE agent_queue.jobs
-    SET locked_until = :locked_until, last_heartbeat_at = :now
-    WHERE id = :id
+    SET locked_until = %(locked_until)s, last_heartbeat_at = %(now)s
+    WHERE id = %(id)s
       AND status = 'processing'
-      AND processor_id = :processor_id
+      AND processor_id = %(processor_id)s
       -- domain.is_heartbeat_valid: a lease that expired (but was not swept yet) is lost; an
       -- absent or zero lease is not checked
-      AND (locked_until IS NULL OR locked_until = 'epoch' OR :now <= locked_until)
+      AND (locked_until IS NULL OR locked_until = 'epoch' OR %(now)s <= locked_until)
     RETURNING *
-    """
-)
+"""
 
 
-async def heartbeat(
-    conn: AsyncConnection, job_id: uuid.UUID, processor_id: str, now: datetime, locked_until: datetime
-) -> Job | None:
-    row = (
-        await conn.execute(
-            HEARTBEAT, {"id": job_id, "processor_id": processor_id, "now": now, "locked_until": locked_until}
-        )
-    ).first()
-    return job_from_row(row) if row else None
+async def heartbeat(db: DirectPool, job_id: uuid.UUID, processor_id: str, now: datetime, locked_until: datetime) -> Job | None:
+    params = {"id": job_id, "processor_id": processor_id, "now": now, "locked_until": locked_until}
+    rows = await db.fetch(HEARTBEAT, params)
+    return job_from_row(rows[0]) if rows else None
 
 
-# The hot path of every job: one statement moves the job and queues the wake-up for
-# watchers of its conversation (pg_notify is sent at commit, never for a rollback).
-COMPLETE_JOB = sa.text(
-    """
-    WITH done AS (
-        UPDATE agent_queue.jobs
-        SET status = 'completed', model_used = :model_used, processor_id = NULL,
-            locked_until = NULL, finished_at = :now
-        -- only the lease holder, only from processing (docs/hardening.md #12)
-        WHERE id = :id AND status = 'processing' AND processor_id = :processor_id
-        RETURNING *
-    )
-    SELECT done.*, pg_notify(:channel, replace(done.conversation_id::text, '-', '')) AS notified FROM done
-    """
-)
+# The hot path of every job: the lease holder's acknowledgements, any number in one statement.
+# Only the holder, only from processing (docs/hardening.md #12); an ack that matches no row was
+# refused (the lease was lost to the stale sweep, or the id is not the caller's). Clearing is_head
+# fires the hand-over trigger (migration 0002): the conversation's next pending job becomes
+# claimable and WatchPendingJobs is woken, or the conversation is idle and its typing indicator is.
+COMPLETE_JOBS = """
+    UPDATE agent_queue.jobs AS j
+    SET status = 'completed', is_head = false, model_used = v.model_used, processor_id = NULL,
+        locked_until = NULL, finished_at = %(now)s
+    FROM unnest(CAST(%(ids)s AS uuid[]), CAST(%(models)s AS text[])) AS v(id, model_used)
+    WHERE j.id = v.id AND j.status = 'processing' AND j.processor_id = %(processor_id)s
+    RETURNING j.id
+"""
+# CompleteJob answers the job as stored.
+COMPLETE_JOB = """
+    UPDATE agent_queue.jobs
+    SET status = 'completed', is_head = false, model_used = %(model_used)s, processor_id = NULL,
+        locked_until = NULL, finished_at = %(now)s
+    WHERE id = %(id)s AND status = 'processing' AND processor_id = %(processor_id)s
+    RETURNING *
+"""
+
+
+async def complete_many(db: DirectPool, completions: Sequence[Completion], processor_id: str, now: datetime) -> set[uuid.UUID]:
+    """The ids completed; the others were refused."""
+    params = {
+        "ids": [c.job_id for c in completions],
+        "models": [c.model_used for c in completions],
+        "processor_id": processor_id,
+        "now": now,
+    }
+    return {r.id for r in await db.fetch(COMPLETE_JOBS, params)}
+
+
+async def complete(db: DirectPool, job_id: uuid.UUID, processor_id: str, model_used: str | None, now: datetime) -> Job | None:
+    params = {"id": job_id, "processor_id": processor_id, "model_used": model_used, "now": now}
+    rows = await db.fetch(COMPLETE_JOB, params)
+    return job_from_row(rows[0]) if rows else None
+
+
+async def get_job_direct(db: DirectPool, job_id: uuid.UUID) -> Job | None:
+    rows = await db.fetch("SELECT * FROM agent_queue.jobs WHERE id = %(id)s", {"id": job_id})
+    return job_from_row(rows[0]) if rows else None
+
 
 FAIL_JOB = sa.text(
     """
-    WITH done AS (
-        UPDATE agent_queue.jobs
-        SET status = 'failed', error_reason = :reason, error_message = :message, processor_id = NULL,
-            locked_until = NULL, finished_at = :now
-        -- only the lease holder, only from processing (docs/hardening.md #12)
-        WHERE id = :id AND status = 'processing' AND processor_id = :processor_id
-        RETURNING *
-    )
-    SELECT done.*, pg_notify(:channel, replace(done.conversation_id::text, '-', '')) AS notified FROM done
+    UPDATE agent_queue.jobs
+    SET status = 'failed', is_head = false, error_reason = :reason, error_message = :message,
+        processor_id = NULL, locked_until = NULL, finished_at = :now
+    -- only the lease holder, only from processing (docs/hardening.md #12)
+    WHERE id = :id AND status = 'processing' AND processor_id = :processor_id
+    RETURNING *
     """
 )
-
-
-async def complete(
-    conn: AsyncConnection,
-    job_id: uuid.UUID,
-    processor_id: str,
-    model_used: str | None,
-    now: datetime,
-    *,
-    notify_channel: str,
-) -> Job | None:
-    params = {"id": job_id, "processor_id": processor_id, "model_used": model_used, "now": now, "channel": notify_channel}
-    row = (await conn.execute(COMPLETE_JOB, params)).first()
-    return job_from_row(row) if row else None
 
 
 async def fail(
@@ -245,17 +302,8 @@ async def fail(
     reason: str | None,
     message: str | None,
     now: datetime,
-    *,
-    notify_channel: str,
 ) -> Job | None:
-    params = {
-        "id": job_id,
-        "processor_id": processor_id,
-        "reason": reason,
-        "message": message,
-        "now": now,
-        "channel": notify_channel,
-    }
+    params = {"id": job_id, "processor_id": processor_id, "reason": reason, "message": message, "now": now}
     row = (await conn.execute(FAIL_JOB, params)).first()
     return job_from_row(row) if row else None
 
@@ -307,6 +355,7 @@ async def fail_held(
             .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PROCESSING.value)
             .values(
                 status=JobStatus.FAILED.value,
+                is_head=False,  # hands the conversation over (migration 0002)
                 error_reason=reason,
                 error_message=message,
                 processor_id=None,
@@ -348,23 +397,8 @@ async def list_pending(conn: AsyncConnection, page: PageRequest) -> list[Job]:
     return [job_from_row(r) for r in (await conn.execute(query)).all()]
 
 
-# What ClaimJobs would take now: the oldest pending job of each idle conversation.
-CLAIMABLE_JOBS = sa.text(
-    """
-    SELECT j.* FROM agent_queue.jobs AS j
-    WHERE j.status = 'pending'
-      AND NOT EXISTS (
-          SELECT 1 FROM agent_queue.jobs AS p
-          WHERE p.conversation_id = j.conversation_id AND p.status = 'processing'
-      )
-      AND NOT EXISTS (
-          SELECT 1 FROM agent_queue.jobs AS o
-          WHERE o.conversation_id = j.conversation_id AND o.status = 'pending' AND o.id < j.id
-      )
-    ORDER BY j.id
-    LIMIT :limit
-    """
-)
+# What ClaimJobs would take now (the same CLAIMABLE rule), oldest first.
+CLAIMABLE_JOBS = sa.text(f"SELECT j.* FROM agent_queue.jobs AS j WHERE {CLAIMABLE} ORDER BY j.id LIMIT :limit")
 
 
 async def claimable_jobs(conn: AsyncConnection, limit: int) -> list[Job]:

@@ -9,6 +9,12 @@ from sqlalchemy.dialects import postgresql as pg
 from zenthor.outbox import outbox_table
 
 SCHEMA = "agent_queue"
+# LISTEN/NOTIFY channels, keyed by conversation id (hex). The head triggers of migration 0002
+# send on them by name too.
+# A conversation became active or idle (WatchConversationProcessing).
+JOBS_CHANNEL = "agent_queue_jobs"
+# A job was queued or became claimable (WatchPendingJobs).
+PENDING_CHANNEL = "agent_queue_pending"
 metadata = sa.MetaData(schema=SCHEMA)
 TS = sa.DateTime(timezone=True)
 UUID = pg.UUID(as_uuid=True)
@@ -34,6 +40,10 @@ jobs = sa.Table(
     sa.Column("finished_at", TS),
     sa.Column("next_attempt_at", TS),
     sa.Column("created_at", TS, nullable=False),
+    # The conversation's head: its one job that may be claimed, be processing or wait for its
+    # retry (the oldest unfinished one). Set on insert and handed over to the next pending job by
+    # the triggers of migration 0002 when a statement finishing the head clears it.
+    sa.Column("is_head", sa.Boolean, nullable=False, server_default=sa.false()),
     # EnqueueJob's idempotency key: the outbox may deliver twice.
     sa.UniqueConstraint("message_id", name="jobs_message_id_key"),
     sa.CheckConstraint(
@@ -52,6 +62,12 @@ jobs = sa.Table(
     sa.Index("jobs_conversation_status_idx", "conversation_id", "status"),
     sa.Index("jobs_finished_idx", "finished_at", postgresql_where=sa.text("status IN ('completed', 'failed')")),
     sa.Index("jobs_waiting_retry_idx", "next_attempt_at", postgresql_where=sa.text("status = 'waiting_retry'")),
+    # At most one head per conversation.
+    sa.Index("jobs_head_key", "conversation_id", unique=True, postgresql_where=sa.text("is_head")),
+    # The claim scan: pending heads, oldest first; at most one row per conversation.
+    sa.Index("jobs_claimable_idx", "id", postgresql_where=sa.text("status = 'pending' AND is_head")),
+    # The hand-over: a conversation's oldest pending job.
+    sa.Index("jobs_conversation_pending_idx", "conversation_id", "id", postgresql_where=sa.text("status = 'pending'")),
 )
 
 agents = sa.Table(

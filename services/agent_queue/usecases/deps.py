@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from zenthor.db import UnitOfWorkFactory
+from zenthor.db import DirectPool, UnitOfWorkFactory
 from zenthor.notify import ChangeFeed
 from zenthor.retries import DEFAULT_BASE_S
 
@@ -20,6 +20,8 @@ def _no_kick() -> None:
 class Deps:
     uow: UnitOfWorkFactory
     clock: Callable[[], datetime]
+    # The hot paths' single statements (enqueue, claim, acknowledge, heartbeat): no unit of work.
+    db: DirectPool
     # Jittered backoffs; tests pass a seeded one.
     rng: random.Random = field(default_factory=random.Random)
     # Delivers freshly committed outbox events at once (the relay re-drives failures).

@@ -10,24 +10,26 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.agent_queue.domain import jobs as domain
-from services.agent_queue.domain.jobs import Job, JobStatus
+from services.agent_queue.domain.jobs import Completion, Job, JobStatus
 from services.agent_queue.store import job_sweeps as sweeps
 from services.agent_queue.store import jobs as store
-from services.agent_queue.store.tables import outbox
+from services.agent_queue.store.tables import JOBS_CHANNEL, PENDING_CHANNEL, outbox
 from services.agent_queue.usecases.deps import Deps
 from zenthor import ids
 from zenthor.auth.principal import ResolvedUser
-from zenthor.errors import FailedPrecondition, NotFound
+from zenthor.errors import FailedPrecondition, InvalidArgument, NotFound
 from zenthor.notify import ChangeFeed, notify
+from zenthor.outbox import add_event
 from zenthor.pagination import Page, PageRequest, check_size, next_token
 from zenthor.retries import add_retry, retry_delay_s
 
-# One channel for every job change that matters to a watcher, keyed by conversation
-# (hex): a pending-jobs watcher listens to every key, a conversation watcher to its own.
-JOBS_CHANNEL = "agent_queue_jobs"
 RELEASE_TARGET = "agent_queue.ReleaseJob"
-# Stale leases swept inline by each claim (the original's claim cleaned up before its guard);
-# the schedule's RequeueStaleJobs takes the rest.
+# Outbox topic: a job that ends an attempt (requeued, waiting for its retry, failed for good)
+# has the open placeholders of that attempt failed by messages (FailJobPlaceholders,
+# docs/hardening.md #40), so a runtime that crashed mid-reply leaves no endless "typing".
+FAIL_PLACEHOLDERS_TOPIC = "messages.fail_job_placeholders"
+# Stale leases swept inline by a claim that saw one (the original's claim cleaned up before its
+# guard); the schedule's RequeueStaleJobs takes the rest.
 INLINE_STALE_BATCH = 50
 CLAIM_ATTEMPTS = 5
 
@@ -40,22 +42,20 @@ async def enqueue_job(
     conversation_user_id: uuid.UUID | None,
     conversation_contact_id: uuid.UUID | None,
 ) -> tuple[Job, bool]:
-    """Idempotent on the message id: a replay returns the existing job unchanged."""
-    async with deps.uow() as uow:
-        job = await store.insert_job_if_absent(
-            uow.conn,
-            job_id=ids.JOB.new(),
-            message_id=message_id,
-            conversation_id=conversation_id,
-            conversation_user_id=conversation_user_id,
-            conversation_contact_id=conversation_contact_id,
-            now=deps.clock(),
-        )
-        if job is not None:
-            await notify(uow.conn, JOBS_CHANNEL, conversation_id.hex)
-            await uow.commit()
-            return job, True
-        existing = await store.get_job_by_message(uow.conn, message_id)
+    """Idempotent on the message id: a replay returns the existing job unchanged. One statement
+    (the insert, its head and its wake-ups), no transaction around it."""
+    job = await store.insert_job_if_absent(
+        deps.db,
+        job_id=ids.JOB.new(),
+        message_id=message_id,
+        conversation_id=conversation_id,
+        conversation_user_id=conversation_user_id,
+        conversation_contact_id=conversation_contact_id,
+        now=deps.clock(),
+    )
+    if job is not None:
+        return job, True
+    existing = await store.job_by_message(deps.db, message_id)
     assert existing is not None  # the unique message id matched a committed row
     return existing, False
 
@@ -74,46 +74,76 @@ async def list_pending_jobs(deps: Deps, page: PageRequest) -> Page[Job]:
 # --- claims and the lease holder's calls ---
 
 
+@dataclass(frozen=True)
+class ClaimOutcome:
+    jobs: list[Job]
+    # Acknowledgements carried on the claim that were refused (the lease was lost, or the job was
+    # not the caller's), in the order they were sent.
+    refused: list[uuid.UUID]
+
+
 async def claim_jobs(
-    deps: Deps, *, processor_id: str, max_jobs: int, lease: timedelta | None, job_ids: Sequence[uuid.UUID]
-) -> list[Job]:
-    """One transaction: sweep a few stale leases (freeing their conversations), then claim.
-    A claim that lost a conversation to a concurrent one is retried, never surfaced."""
+    deps: Deps,
+    *,
+    processor_id: str,
+    max_jobs: int,
+    lease: timedelta | None,
+    job_ids: Sequence[uuid.UUID],
+    completed: Sequence[Completion] = (),
+) -> ClaimOutcome:
+    """The caller's finished jobs acknowledged first (so their conversations' next jobs are
+    claimable), then up to `max_jobs` claimed: one statement each, no transaction around them.
+    A claim that saw a stale lease sweeps a batch of them afterwards (freeing nothing claimable at
+    once: a swept job waits for its retry and holds its conversation). A claim that lost a
+    conversation to a concurrent one is retried, never surfaced."""
     processor_id = domain.check_processor_id(processor_id)
     max_jobs = domain.check_max_jobs(max_jobs)
     lease = domain.check_lease(lease)
     domain.check_claim_count(len(job_ids))
+    completed = domain.check_completions(completed, "completed")
+    refused = await _acknowledge(deps, processor_id, completed) if completed else []
+    claimed = store.Claimed([], stale_leases=False)
     for _ in range(CLAIM_ATTEMPTS):
         now = deps.clock()
         try:
-            async with deps.uow() as uow:
-                swept = await _sweep_stale(deps, uow.conn, now, INLINE_STALE_BATCH)
-                claimed = await store.claim_jobs(
-                    uow.conn,
-                    processor_id=processor_id,
-                    max_jobs=max_jobs,
-                    now=now,
-                    locked_until=now + lease,
-                    job_ids=job_ids,
-                )
-                await uow.commit()
+            claimed = await store.claim_jobs(
+                deps.db,
+                processor_id=processor_id,
+                max_jobs=max_jobs,
+                now=now,
+                locked_until=now + lease,
+                legacy_cutoff=now - domain.LEGACY_STALE,
+                job_ids=job_ids,
+            )
         except store.ClaimConflict:
             continue
-        if swept.requeued:
-            deps.kick_outbox()
-        return claimed
-    return []  # still contended: nothing claimed this time, the worker's next claim proceeds
+        break
+    # Still contended after CLAIM_ATTEMPTS: nothing claimed this time, the worker's next claim proceeds.
+    if claimed.stale_leases:
+        await requeue_stale_jobs(deps, INLINE_STALE_BATCH)
+    return ClaimOutcome(claimed.jobs, refused)
+
+
+async def complete_jobs(deps: Deps, processor_id: str, completed: Sequence[Completion]) -> list[uuid.UUID]:
+    """Many acknowledgements in one statement; answers the refused ones."""
+    processor_id = domain.check_processor_id(processor_id)
+    if not completed:
+        raise InvalidArgument("completions", "must hold at least one job")
+    return await _acknowledge(deps, processor_id, domain.check_completions(completed, "completions"))
+
+
+async def _acknowledge(deps: Deps, processor_id: str, completed: Sequence[Completion]) -> list[uuid.UUID]:
+    done = await store.complete_many(deps.db, completed, processor_id, deps.clock())
+    return [c.job_id for c in completed if c.job_id not in done]
 
 
 async def heartbeat_job(deps: Deps, job_id: uuid.UUID, processor_id: str, lease: timedelta | None) -> Job:
     processor_id = domain.check_processor_id(processor_id)
     lease = domain.check_lease(lease)
     now = deps.clock()
-    async with deps.uow() as uow:
-        job = await store.heartbeat(uow.conn, job_id, processor_id, now, now + lease)
-        if job is None:
-            raise await _refusal(uow.conn, job_id, processor_id, now, "heartbeat")
-        await uow.commit()
+    job = await store.heartbeat(deps.db, job_id, processor_id, now, now + lease)
+    if job is None:
+        raise _refusal(await store.get_job_direct(deps.db, job_id), processor_id, now, "heartbeat")
     return job
 
 
@@ -121,11 +151,9 @@ async def complete_job(deps: Deps, job_id: uuid.UUID, processor_id: str, model_u
     processor_id = domain.check_processor_id(processor_id)
     model_used = domain.check_model_used(model_used)
     now = deps.clock()
-    async with deps.uow() as uow:
-        job = await store.complete(uow.conn, job_id, processor_id, model_used, now, notify_channel=JOBS_CHANNEL)
-        if job is None:
-            raise await _refusal(uow.conn, job_id, processor_id, now, "complete")
-        await uow.commit()
+    job = await store.complete(deps.db, job_id, processor_id, model_used, now)
+    if job is None:
+        raise _refusal(await store.get_job_direct(deps.db, job_id), processor_id, now, "complete")
     return job
 
 
@@ -137,10 +165,12 @@ async def fail_job(
     message = domain.truncate_error_message(message)
     now = deps.clock()
     async with deps.uow() as uow:
-        job = await store.fail(uow.conn, job_id, processor_id, reason, message, now, notify_channel=JOBS_CHANNEL)
+        job = await store.fail(uow.conn, job_id, processor_id, reason, message, now)
         if job is None:
-            raise await _refusal(uow.conn, job_id, processor_id, now, "fail")
+            raise _refusal(await store.get_job(uow.conn, job_id), processor_id, now, "fail")
+        await _fail_placeholders_later(uow.conn, job, now)
         await uow.commit()
+    deps.kick_outbox()
     return job
 
 
@@ -181,10 +211,11 @@ async def retry_job(
         else:
             job = await store.fail_held(uow.conn, job_id, reason, message, now)
             scheduled = False
-        await notify(uow.conn, JOBS_CHANNEL, job.conversation_id.hex)
+        # A job waiting for its retry still holds its conversation: nothing became claimable. A
+        # job failed for good handed its conversation over (migration 0002's trigger woke watchers).
+        await _fail_placeholders_later(uow.conn, job, now)
         await uow.commit()
-    if scheduled:
-        deps.kick_outbox()
+    deps.kick_outbox()
     return RetryOutcome(job, scheduled)
 
 
@@ -198,18 +229,40 @@ async def release_job(deps: Deps, job_id: uuid.UUID, attempt_count: int) -> tupl
             if current is None:
                 raise NotFound("Job not found")
             return current, False
-        await notify(uow.conn, JOBS_CHANNEL, job.conversation_id.hex)
+        # Released, the job heads its conversation again: claimable now.
+        await notify(uow.conn, PENDING_CHANNEL, job.conversation_id.hex)
         await uow.commit()
     return job, True
 
 
-async def _refusal(
-    conn: AsyncConnection, job_id: uuid.UUID, processor_id: str, now: datetime, action: str
-) -> NotFound | FailedPrecondition:
-    job = await store.get_job(conn, job_id)
+def _refusal(job: Job | None, processor_id: str, now: datetime, action: str) -> NotFound | FailedPrecondition:
     if job is None:
         return NotFound("Job not found")
     return FailedPrecondition(domain.lease_refusal(job, processor_id, now, action))
+
+
+async def _fail_placeholders_later(conn: AsyncConnection, job: Job, now: datetime) -> None:
+    """In the caller's transaction, for a job that just left PROCESSING without completing: the
+    event that fails the placeholders its attempt left open.
+
+    A job waiting for its retry gets a next attempt, which may link a new placeholder to the same
+    job; a late (re-driven) delivery must not fail that one. The event therefore names only
+    placeholders created before the middle of the backoff: the ended attempt's are older than
+    `now`, the next attempt's newer than `next_attempt_at` (RetryWorkflow releases no earlier),
+    so each side is half a backoff away from the fence, whatever small clock difference there is
+    between the two services. A job failed for good has no next attempt: every open one goes."""
+    job_ref = ids.JOB.format(job.id)
+    created_before: datetime | None = None
+    if job.status is JobStatus.WAITING_RETRY and job.next_attempt_at is not None:
+        created_before = now + (job.next_attempt_at - now) / 2
+    payload = {
+        "job_id": job_ref,
+        "reason": job.error_reason or "",
+        "created_before": created_before.isoformat() if created_before is not None else None,
+    }
+    # One event per ended attempt: the attempt count moves on with each requeue.
+    key = f"{job_ref}:{job.status.value}:{job.attempt_count}"
+    await add_event(conn, outbox, FAIL_PLACEHOLDERS_TOPIC, key, payload, now)
 
 
 async def _schedule_release(conn: AsyncConnection, job: Job, delay_s: float, now: datetime) -> None:
@@ -243,7 +296,7 @@ async def requeue_stale_jobs(deps: Deps, batch_size: int) -> StaleSweep:
     async with deps.uow() as uow:
         swept = await _sweep_stale(deps, uow.conn, now, limit)
         await uow.commit()
-    if swept.requeued:
+    if swept.requeued or swept.failed:
         deps.kick_outbox()
     return swept
 
@@ -251,10 +304,11 @@ async def requeue_stale_jobs(deps: Deps, batch_size: int) -> StaleSweep:
 async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: int) -> StaleSweep:
     """The original's stale-lease cleanup over up to `limit` stale leases, with the fixes:
     attempts left → WAITING_RETRY and a RetryWorkflow (docs/hardening.md #14); none left →
-    FAILED `stale_lease`."""
+    FAILED `stale_lease`. Either way the crashed attempt's open placeholders are failed
+    (docs/hardening.md #40)."""
     candidates = await sweeps.lock_stale_jobs(conn, now, now - domain.LEGACY_STALE, limit)
     failed: list[uuid.UUID] = []
-    requeues: list[dict[str, object]] = []
+    requeues: list[sweeps.Requeue] = []
     for job in candidates:
         if not domain.is_job_stale(job, now):
             continue
@@ -263,15 +317,7 @@ async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: 
             continue
         attempt = job.attempt_count + 1
         delay_s = retry_delay_s(attempt, deps.rng, base_s=deps.retry_base_s)
-        requeues.append(
-            {
-                "id": job.id,
-                "attempt_count": attempt,
-                "next_attempt_at": now + timedelta(seconds=delay_s),
-                "reason": domain.STALE_LEASE_REASON,
-                "message": domain.STALE_LEASE_RETRY_MESSAGE,
-            }
-        )
+        requeues.append(sweeps.Requeue(job.id, attempt, now + timedelta(seconds=delay_s)))
         job_ref = ids.JOB.format(job.id)
         await add_retry(
             conn,
@@ -283,10 +329,12 @@ async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: 
             delay_s=delay_s,
             now=now,
         )
-    await sweeps.fail_stale(conn, failed, domain.STALE_LEASE_REASON, domain.STALE_LEASE_FAILED_MESSAGE, now)
-    await sweeps.requeue_stale(conn, requeues)
-    for conversation_id in {j.conversation_id for j in candidates}:
-        await notify(conn, JOBS_CHANNEL, conversation_id.hex)
+    ended = await sweeps.fail_stale(conn, failed, domain.STALE_LEASE_REASON, domain.STALE_LEASE_FAILED_MESSAGE, now)
+    ended += await sweeps.requeue_stale(conn, requeues, domain.STALE_LEASE_REASON, domain.STALE_LEASE_RETRY_MESSAGE)
+    # Requeued jobs still hold their conversations; failed ones handed them over (and woke their
+    # watchers) through migration 0002's trigger.
+    for job in ended:
+        await _fail_placeholders_later(conn, job, now)
     return StaleSweep(requeued=len(requeues), failed=len(failed), more=len(candidates) == limit)
 
 

@@ -5,19 +5,19 @@ straight to the newest snapshot."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from services.agent_queue.domain.jobs import WATCH_PENDING
+from services.agent_queue.store.tables import PENDING_CHANNEL
 from services.agent_queue.usecases.deps import Deps
 from services.agent_queue.usecases.jobs import (
-    JOBS_CHANNEL,
     PendingSnapshot,
     feed_of,
     pending_snapshot,
 )
 from zenthor.logs import get_logger
 from zenthor.pagination import check_size
+from zenthor.shutdown import cancel_and_wait
 
 log = get_logger("agent_queue.pending_watch")
 
@@ -61,15 +61,13 @@ class PendingJobsBroadcast:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task], what="pending-jobs broadcast")
             self._task = None
 
     async def _run(self) -> None:
         feed = feed_of(self._deps)
         self._limit_in_use = max(self._limits.values(), default=1)
-        async with feed.subscribe(JOBS_CHANNEL) as subscription:
+        async with feed.subscribe(PENDING_CHANNEL) as subscription:
             while True:
                 try:
                     snapshot = await pending_snapshot(self._deps, self._limit_in_use)

@@ -177,8 +177,16 @@ def error_text(error: str) -> str:
     return error.replace("\x00", "")[:MAX_ERROR_CHARS]
 
 
-def not_processing_reason(row: Outbound, processor_id: str) -> str:
-    """Why CompleteOutbound/FailOutbound was refused (docs/hardening.md #15), for FAILED_PRECONDITION."""
+def not_processing_reason(row: Outbound, processor_id: str, *, holds_lease: bool) -> str:
+    """Why CompleteOutbound/FailOutbound was refused (docs/hardening.md #15, #41), for
+    FAILED_PRECONDITION; `holds_lease`: the caller holds the row's account lease now."""
     if row.status is not OutboundStatus.PROCESSING:
         return f"outbound message is {row.status.value}, not processing: only a claimed message can be completed or failed"
-    return f"outbound message is leased by {row.processor_id!r}, not {processor_id!r}"
+    if row.processor_id != processor_id:
+        return f"outbound message is leased by {row.processor_id!r}, not {processor_id!r}"
+    if not holds_lease:
+        return (
+            f"{processor_id!r} no longer holds the WhatsApp lease of account {row.account_id!r}: only the"
+            " current lease holder completes or fails its messages"
+        )
+    return "outbound message changed concurrently"

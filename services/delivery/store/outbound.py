@@ -1,5 +1,6 @@
 """SQL of the outbound queue: idempotent enqueue, batch claim with SKIP LOCKED over recipient
-heads (per-recipient FIFO), guarded complete/fail/release, head hand-over, expired-lease reclaim."""
+heads (per-recipient FIFO) for the account's lease holder, guarded complete/fail/release, head
+hand-over, expired-lease reclaim."""
 
 from __future__ import annotations
 
@@ -23,18 +24,34 @@ from services.delivery.domain.outbound import (
     OutboundStatus,
 )
 from services.delivery.store.tables import outbound_messages as o
+from services.delivery.store.tables import whatsapp_leases as leases
 from zenthor.pagination import PageRequest
 
-# The claim: the oldest claimable rows of one account and channel, at most one per recipient.
+# The caller holds the account's WhatsApp lease now (docs/hardening.md #41). FOR SHARE: a
+# takeover (an update of the lease row) waits until the claiming transaction commits, and a claim
+# that meets a takeover in flight waits for it and re-checks the winner's row; so a sender whose
+# lease was taken claims nothing, and two senders never both claim for one account.
+HOLDS_LEASE = """
+    SELECT l.account_id
+      FROM delivery.whatsapp_leases AS l
+     WHERE l.account_id = :account_id AND l.owner_id = :processor_id AND l.expires_at > :now
+       FOR SHARE
+"""
+
+# The claim: the oldest claimable rows of one account and channel, at most one per recipient,
+# for the account's lease holder only.
 CLAIM = sa.text(
-    """
-    WITH heads AS (
+    f"""
+    WITH holder AS ({HOLDS_LEASE}),
+    heads AS (
         -- pending recipient heads of the account and channel, oldest first (smallest
         -- created_at); a recipient whose head is in flight or waiting for its retry has none, so
         -- its messages go out one at a time in order and a failing one holds back only itself
         SELECT c.id
           FROM delivery.outbound_messages AS c
          WHERE c.account_id = :account_id AND c.channel = :channel AND c.status = 'pending' AND c.is_head
+           -- nothing at all for a caller that does not hold the account's lease
+           AND EXISTS (SELECT 1 FROM holder)
          ORDER BY c.created_at, c.id
          LIMIT :max_messages
          -- concurrent claimers skip each other's rows instead of waiting (never the same row twice)
@@ -129,8 +146,24 @@ def _outbound(row: Any) -> Outbound:
     )
 
 
+def _holds_account_lease(processor_id: str, now: datetime) -> sa.ColumnElement[bool]:
+    """The row's account is leased to `processor_id`, unexpired (docs/hardening.md #41): a sender
+    whose lease was taken over (or lapsed) can no longer settle what it claimed."""
+    return (
+        sa.exists()
+        .where(leases.c.account_id == o.c.account_id, leases.c.owner_id == processor_id, leases.c.expires_at > now)
+    )
+
+
 def _fifo(rows: Sequence[Any]) -> list[Outbound]:
     return sorted((_outbound(r) for r in rows), key=lambda x: (x.created_at, x.id))
+
+
+async def holds_lease(conn: AsyncConnection, account_id: str, processor_id: str, now: datetime) -> bool:
+    """Whether the caller holds the account's lease now; the lease row stays share-locked until
+    commit, so it cannot be taken over while the caller's claim runs."""
+    params = {"account_id": account_id, "processor_id": processor_id, "now": now}
+    return (await conn.execute(sa.text(HOLDS_LEASE), params)).first() is not None
 
 
 async def lock_recipient(conn: AsyncConnection, account_id: str, channel: Channel, recipient_key: str) -> None:
@@ -259,7 +292,8 @@ async def claim(
 
 
 async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str, now: datetime) -> Outbound | None:
-    """PROCESSING → SENT, by the lease holder only (docs/hardening.md #15); None when that guard fails."""
+    """PROCESSING → SENT, by the claim holder still holding the account's lease only
+    (docs/hardening.md #15, #41); None when that guard fails."""
     row = (
         await conn.execute(
             sa.update(o)
@@ -267,6 +301,7 @@ async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: 
                 o.c.id == outbound_id,
                 o.c.status == OutboundStatus.PROCESSING.value,
                 o.c.processor_id == processor_id,
+                _holds_account_lease(processor_id, now),
             )
             .values(
                 status=OutboundStatus.SENT.value,
@@ -286,7 +321,8 @@ async def fail(
     conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str, error: str, retry: bool, now: datetime
 ) -> Outbound | None:
     """PROCESSING → WAITING_RETRY, or FAILED when told not to retry or at the attempt cap that
-    `retry` cannot bypass (docs/hardening.md #15); lease holder only. None when that guard fails."""
+    `retry` cannot bypass (docs/hardening.md #15); the claim holder still holding the account's
+    lease only (docs/hardening.md #41). None when that guard fails."""
     attempts = o.c.attempt_count + 1
     gives_up = sa.or_(sa.literal(not retry), attempts >= MAX_ATTEMPTS)
     row = (
@@ -296,6 +332,7 @@ async def fail(
                 o.c.id == outbound_id,
                 o.c.status == OutboundStatus.PROCESSING.value,
                 o.c.processor_id == processor_id,
+                _holds_account_lease(processor_id, now),
             )
             .values(
                 attempt_count=attempts,

@@ -25,6 +25,7 @@ from services.delivery.domain.outbound import (
     OutboundStatus,
 )
 from services.delivery.store import outbound as store
+from services.delivery.store import whatsapp as whatsapp_store
 from services.delivery.store.tables import OUTBOUND_CHANGES, outbox
 from services.delivery.usecases.deps import Deps
 from zenthor import ids
@@ -87,14 +88,19 @@ async def claim_outbound(
     max_messages: int,
     lease: timedelta | None,
 ) -> list[Outbound]:
-    """One transaction, one `now`: the account's expired leases are reclaimed counting an
-    attempt (docs/hardening.md #16), then up to `max_messages` recipient heads are leased (SKIP LOCKED)."""
+    """One transaction, one `now`, for the holder of the account's WhatsApp lease only
+    (docs/hardening.md #41; anyone else gets nothing and writes nothing): the account's expired
+    claims are reclaimed counting an attempt (docs/hardening.md #16), then up to `max_messages`
+    recipient heads are leased (SKIP LOCKED)."""
     domain.check_free_id(account_id, "account_id")
     domain.check_free_id(processor_id, "processor_id")
     batch = domain.claim_batch(max_messages)
     lease_for = domain.claim_lease(lease)
     now = deps.clock()
     async with deps.uow() as uow:
+        # Share-locks the lease row until commit: no takeover while this claim runs.
+        if not await store.holds_lease(uow.conn, account_id, processor_id, now):
+            return []
         reclaimed = await store.reclaim_expired(
             uow.conn, now, account_id=account_id, batch=domain.SWEEP_BATCH.default, error_prefix=domain.LEASE_EXPIRED_ERROR
         )
@@ -122,7 +128,7 @@ async def complete_outbound(deps: Deps, outbound_id: uuid.UUID, processor_id: st
     async with deps.uow() as uow:
         sent = await store.complete(uow.conn, outbound_id, processor_id, now)
         if sent is None:
-            await _refuse(uow.conn, outbound_id, processor_id)
+            await _refuse(uow.conn, outbound_id, processor_id, now)
             return None
         await _settle(deps, uow.conn, [sent], now)
         await uow.commit()
@@ -142,7 +148,7 @@ async def fail_outbound(
     async with deps.uow() as uow:
         failed = await store.fail(uow.conn, outbound_id, processor_id, domain.error_text(error), retry, now)
         if failed is None:
-            await _refuse(uow.conn, outbound_id, processor_id)
+            await _refuse(uow.conn, outbound_id, processor_id, now)
             return None
         settled = await _settle(deps, uow.conn, [failed], now)
         await uow.commit()
@@ -263,9 +269,13 @@ async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], n
     return settled
 
 
-async def _refuse(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str) -> None:
+async def _refuse(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str, now: datetime) -> None:
     """Why a guarded complete/fail matched nothing: unknown ids answer absent, as the
-    runtime expects (docs/hardening.md #30); anything else is FAILED_PRECONDITION saying which guard failed (docs/hardening.md #15)."""
+    runtime expects (docs/hardening.md #30); anything else is FAILED_PRECONDITION saying which
+    guard failed (docs/hardening.md #15, #41)."""
     current = await store.get(conn, outbound_id)
-    if current is not None:
-        raise FailedPrecondition(domain.not_processing_reason(current, processor_id))
+    if current is None:
+        return
+    lease = await whatsapp_store.get_lease(conn, current.account_id)
+    holds_lease = lease is not None and lease.owner_id == processor_id and lease.held_at(now)
+    raise FailedPrecondition(domain.not_processing_reason(current, processor_id, holds_lease=holds_lease))

@@ -38,6 +38,16 @@ def role_for_email(email: str | None, allowlist: frozenset[str]) -> Role:
     return Role.ADMIN if email and email.strip().lower() in allowlist else Role.MEMBER
 
 
+def clerk_role(email: str, email_verified: bool, allowlist: frozenset[str]) -> Role | None:
+    """The role a Clerk upsert stores for a user without one. An allow-listed address makes an
+    admin only once Clerk verified it (docs/hardening.md #2); until then no role is stored (the
+    effective role is member) so the verified update that follows decides."""
+    role = role_for_email(email, allowlist)
+    if role is Role.ADMIN and not email_verified:
+        return None
+    return role
+
+
 def effective_role(user: User, allowlist: frozenset[str]) -> Role:
     """The stored role wins; otherwise the allowlist decides, but only from an email Clerk
     vouched for (docs/hardening.md #2): a client-sent email (`email_verified = False`) never
@@ -51,9 +61,10 @@ def effective_role(user: User, allowlist: frozenset[str]) -> Role:
 
 def bootstrap_email(identity: Identity, client_email: str | None) -> tuple[str, bool]:
     """The email to store for a bootstrapped user and whether Clerk vouched for it: the JWT's
-    email claim when present, else the client's (unverified), lower-cased (docs/hardening.md #32)."""
+    email claim when present (verified only with `email_verified: true`), else the client's
+    (unverified), lower-cased (docs/hardening.md #2, #32)."""
     if identity.email:
-        return identity.email.strip().lower(), True
+        return identity.email.strip().lower(), identity.email_verified
     return (client_email or "").strip().lower(), False
 
 

@@ -1,5 +1,5 @@
 """The identity schema as the migrations create it (tests/service/test_schema_drift.py compares
-the two): users, contacts, phone_verifications and the kit's outbox."""
+the two): users, contacts, phone_verifications, webhook_deliveries and the kit's outbox."""
 
 from __future__ import annotations
 
@@ -67,3 +67,12 @@ phone_verifications = sa.Table(
 )
 
 outbox = outbox_table(metadata, SCHEMA)
+
+# svix-ids of processed Clerk webhook deliveries: a replay finds its id and changes nothing.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("svix_id", sa.Text, primary_key=True),
+    sa.Column("received_at", TS, nullable=False),
+    sa.Index("webhook_deliveries_received_at_idx", "received_at"),
+)

@@ -1,4 +1,7 @@
-"""SQL on identity.users: lookups, idempotent inserts, guarded role and phone writes."""
+"""SQL on identity.users: lookups, idempotent inserts, guarded role and phone writes. Every write
+that can change what a user resolves to (status, role, email_verified, linked phone) notifies
+PRINCIPAL_CHANGES in the same transaction, so every service's principal cache drops the user at
+commit (zenthor.auth.resolver)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from services.identity.domain.phone import PHONE_TAKEN
 from services.identity.domain.users import User
 from services.identity.store.tables import users
 from zenthor.auth.principal import Role, UserStatus
+from zenthor.auth.resolver import PRINCIPAL_CHANGES
 from zenthor.errors import AlreadyExists
+from zenthor.notify import notify
 from zenthor.pagination import PageRequest
 
 
@@ -101,24 +106,54 @@ async def insert_user_if_absent(
     return _user(row) if row else None
 
 
+async def _principal_changed(conn: AsyncConnection, external_id: str) -> None:
+    # Sent by Postgres at commit, dropped on rollback (zenthor.notify).
+    await notify(conn, PRINCIPAL_CHANGES, external_id)
+
+
 async def set_role_if_absent(conn: AsyncConnection, user_id: uuid.UUID, role: Role, now: datetime) -> bool:
     # Guarded: a role stored meanwhile (webhook) is never overwritten.
-    result = await conn.execute(
-        sa.update(users)
-        .where(users.c.id == user_id, users.c.role.is_(None))
-        .values(role=role.value, updated_at=now)
-    )
-    return result.rowcount == 1
+    external_id = (
+        await conn.execute(
+            sa.update(users)
+            .where(users.c.id == user_id, users.c.role.is_(None))
+            .values(role=role.value, updated_at=now)
+            .returning(users.c.external_id)
+        )
+    ).scalar_one_or_none()
+    if external_id is None:
+        return False
+    await _principal_changed(conn, external_id)
+    return True
 
 
 async def update_clerk_profile(
-    conn: AsyncConnection, user_id: uuid.UUID, *, name: str, email: str, role: Role, image: str | None, now: datetime
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    *,
+    name: str,
+    email: str,
+    role: Role | None,
+    email_verified: bool,
+    image: str | None,
+    now: datetime,
 ) -> None:
-    await conn.execute(
-        sa.update(users)
-        .where(users.c.id == user_id)
-        .values(name=name, email=email, role=role.value, email_verified=True, image=image, updated_at=now)
-    )
+    external_id = (
+        await conn.execute(
+            sa.update(users)
+            .where(users.c.id == user_id)
+            .values(
+                name=name,
+                email=email,
+                role=role.value if role else None,
+                email_verified=email_verified,
+                image=image,
+                updated_at=now,
+            )
+            .returning(users.c.external_id)
+        )
+    ).scalar_one()
+    await _principal_changed(conn, external_id)
 
 
 async def deactivate_user(conn: AsyncConnection, external_id: str, now: datetime) -> bool:
@@ -127,7 +162,10 @@ async def deactivate_user(conn: AsyncConnection, external_id: str, now: datetime
         .where(users.c.external_id == external_id)
         .values(status=UserStatus.INACTIVE.value, updated_at=now)
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    await _principal_changed(conn, external_id)
+    return True
 
 
 async def users_without_role(conn: AsyncConnection) -> list[User]:
@@ -156,8 +194,17 @@ async def set_user_phone(conn: AsyncConnection, user_id: uuid.UUID, phone: str |
     (docs/hardening.md #5): the loser gets AlreadyExists and its whole transaction rolls back."""
     try:
         async with conn.begin_nested():
-            await conn.execute(sa.update(users).where(users.c.id == user_id).values(phone=phone, updated_at=now))
+            external_id = (
+                await conn.execute(
+                    sa.update(users)
+                    .where(users.c.id == user_id)
+                    .values(phone=phone, updated_at=now)
+                    .returning(users.c.external_id)
+                )
+            ).scalar_one()
     except IntegrityError as e:
         if isinstance(e.orig, pg_errors.UniqueViolation):
             raise AlreadyExists(PHONE_TAKEN) from e
         raise
+    # The linked contact is part of the principal (ResolvedUser.contact_id).
+    await _principal_changed(conn, external_id)

@@ -13,6 +13,8 @@ MAX_CHANNEL_MESSAGE_ID = 256
 MAX_ACCOUNT_ID = 256
 # A registration is kept 24 h unless the sweep asks otherwise (the original's 86 400 000 ms).
 DEFAULT_DEDUPE_RETENTION = timedelta(hours=24)
+# The longest retention a sweep may ask for; a longer `older_than` is INVALID_ARGUMENT.
+MAX_DEDUPE_RETENTION = timedelta(days=365)
 # Rows one CleanupInboundDedupe call deletes: 0 means the default.
 CLEANUP_BATCH = PageLimits(default=1_000, maximum=10_000)
 

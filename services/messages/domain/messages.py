@@ -20,6 +20,8 @@ MAX_CONTENT = 100_000  # Unicode code points (Python `len`), not UTF-16 units
 MAX_TOOL_CALLS = 100
 MAX_TOOL_NAME = 200
 MAX_IDEMPOTENCY_KEY = 256
+# FailJobPlaceholders' `reason`: agent_queue's error reasons are at most 64 characters.
+MAX_JOB_FAILURE_REASON = 64
 # ListMessages page sizes as the contract documents them.
 MESSAGES_PAGE = PageLimits(default=200, maximum=1000)
 
@@ -63,6 +65,8 @@ class Message:
     revision: int
     # Last applied UpdateStreamingContent sequence (0: none or unsequenced).
     sequence: int
+    # The agent job a placeholder answers (CreatePlaceholder's `job_id`); None otherwise.
+    job_id: uuid.UUID | None = None
 
 
 # --- state rules ---
@@ -119,6 +123,10 @@ def check_sequence(value: int, field: str = "sequence") -> int:
 
 def check_idempotency_key(value: str, field: str = "idempotency_key") -> str | None:
     return optional_text(value, field, max_chars=MAX_IDEMPOTENCY_KEY) or None
+
+
+def check_job_failure_reason(value: str, field: str = "reason") -> str | None:
+    return optional_text(value, field, max_chars=MAX_JOB_FAILURE_REASON) or None
 
 
 def check_delivery_outcome(value: MessageStatus | None, field: str = "status") -> MessageStatus:

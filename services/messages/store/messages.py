@@ -50,6 +50,7 @@ def message_of(row: Any) -> Message:
         updated_at=row.updated_at,
         revision=row.revision,
         sequence=row.sequence,
+        job_id=row.job_id,
     )
 
 
@@ -65,6 +66,7 @@ async def insert_message(
     streaming: bool = False,
     tool_calls: Sequence[ToolCall] = (),
     idempotency_key: str | None = None,
+    job_id: uuid.UUID | None = None,
 ) -> Message:
     """A message on the conversation's own channel (docs/hardening.md #26) at the conversation's current
     revision (the caller bumped it)."""
@@ -82,6 +84,7 @@ async def insert_message(
                 status=status.value,
                 sequence=0,
                 idempotency_key=idempotency_key,
+                job_id=job_id,
                 revision=conversation.revision,
                 created_at=now,
                 updated_at=now,
@@ -153,6 +156,52 @@ async def close_placeholder(
         )
     ).first()
     return message_of(row) if row else None
+
+
+def _open_placeholders_of_job(job_id: uuid.UUID, created_before: datetime | None) -> list[sa.ColumnElement[bool]]:
+    """The placeholders of a job that still stream (role and streaming: as close_placeholder guards)."""
+    where = [
+        messages.c.job_id == job_id,
+        messages.c.role == MessageRole.ASSISTANT.value,
+        messages.c.streaming.is_(True),
+    ]
+    if created_before is not None:
+        where.append(messages.c.created_at < created_before)
+    return where
+
+
+async def conversations_with_open_placeholders(
+    conn: AsyncConnection, job_id: uuid.UUID, created_before: datetime | None
+) -> list[uuid.UUID]:
+    """The conversations holding open placeholders of the job, in id order (the lock order)."""
+    query = (
+        sa.select(messages.c.conversation_id)
+        .where(*_open_placeholders_of_job(job_id, created_before))
+        .distinct()
+        .order_by(messages.c.conversation_id)
+    )
+    return list((await conn.execute(query)).scalars().all())
+
+
+async def fail_open_placeholders_of_job(
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    created_before: datetime | None,
+    revision: int,
+    now: datetime,
+) -> list[Message]:
+    """Fails the job's placeholders in one (locked) conversation that still stream, partial
+    content kept; finalized and already failed ones do not match."""
+    rows = (
+        await conn.execute(
+            sa.update(messages)
+            .where(messages.c.conversation_id == conversation_id, *_open_placeholders_of_job(job_id, created_before))
+            .values(streaming=False, status=MessageStatus.FAILED.value, revision=revision, updated_at=now)
+            .returning(messages)
+        )
+    ).all()
+    return sorted((message_of(r) for r in rows), key=lambda m: m.id)
 
 
 async def mark_delivery(

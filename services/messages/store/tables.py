@@ -63,6 +63,8 @@ messages = sa.Table(
     sa.Column("revision", sa.BigInteger, nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # The agent job a placeholder answers (agent_queue's id, no foreign key across services).
+    sa.Column("job_id", UUID),
     sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="messages_role_check"),
     sa.CheckConstraint("channel IN ('web', 'whatsapp')", name="messages_channel_check"),
     sa.CheckConstraint("status IN ('pending', 'sent', 'delivered', 'failed')", name="messages_status_check"),
@@ -77,6 +79,8 @@ messages = sa.Table(
         unique=True,
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     ),
+    # FailJobPlaceholders: the placeholders of one job (docs/hardening.md #40).
+    sa.Index("messages_job_idx", "job_id", postgresql_where=sa.text("job_id IS NOT NULL")),
 )
 
 inbound_dedupe = sa.Table(

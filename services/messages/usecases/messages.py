@@ -23,10 +23,13 @@ from zenthor import ids
 from zenthor.auth.principal import ResolvedUser
 from zenthor.db import UnitOfWork
 from zenthor.errors import NotFound
+from zenthor.logs import get_logger
 from zenthor.outbox import add_event
 from zenthor.pagination import Page, PageRequest, next_token
 
 MESSAGE_NOT_FOUND = "Message not found"
+
+log = get_logger("messages.messages")
 
 
 async def _enqueue_job(conn: AsyncConnection, conversation: Conversation, message: Message, now: datetime) -> None:
@@ -148,7 +151,9 @@ async def create_system_message(
     return SystemMessage(message, created=True)
 
 
-async def create_placeholder(deps: Deps, conversation_id: uuid.UUID) -> Message:
+async def create_placeholder(deps: Deps, conversation_id: uuid.UUID, job_id: uuid.UUID | None = None) -> Message:
+    """An empty streaming assistant message, linked to the job it answers when the runtime
+    names one (FailJobPlaceholders fails it if the job ends its attempt first)."""
     async with deps.uow() as uow:
         conversation = await lock_conversation(uow, conversation_id)
         message = await store.insert_message(
@@ -159,6 +164,7 @@ async def create_placeholder(deps: Deps, conversation_id: uuid.UUID) -> Message:
             content="",
             status=MessageStatus.PENDING,
             streaming=True,
+            job_id=job_id,
             now=deps.clock(),
         )
         await announce(uow.conn, conversation)
@@ -228,6 +234,38 @@ async def fail_placeholder(deps: Deps, message_id: uuid.UUID) -> Message:
             raise rules.refuse_streaming_change(current, "FailPlaceholder")
         await announce(uow.conn, conversation)
         await uow.commit()
+    return failed
+
+
+async def fail_job_placeholders(
+    deps: Deps, job_id: uuid.UUID, reason: str, created_before: datetime | None
+) -> list[Message]:
+    """agent_queue requeued the job or failed it for good (its outbox calls this): every
+    placeholder linked to the job that still streams (created before `created_before`, when
+    given) fails as in fail_placeholder (docs/hardening.md #40). Finalized and already failed
+    ones are left alone, so a repeated delivery changes nothing."""
+    why = rules.check_job_failure_reason(reason)
+    failed: list[Message] = []
+    async with deps.uow() as uow:
+        now = deps.clock()
+        conversation_ids = await store.conversations_with_open_placeholders(uow.conn, job_id, created_before)
+        for conversation_id in conversation_ids:  # id order: two calls never wait on each other in a cycle
+            conversation = await lock_conversation(uow, conversation_id)
+            closed = await store.fail_open_placeholders_of_job(
+                uow.conn, job_id, conversation_id, created_before, conversation.revision, now
+            )
+            if closed:
+                await announce(uow.conn, conversation)
+            failed.extend(closed)
+        if not failed:
+            return []  # nothing was open (a repeat): no revision spent
+        await uow.commit()
+    log.info(
+        "messages.job_placeholders_failed",
+        job_id=ids.JOB.format(job_id),
+        reason=why,
+        message_ids=[ids.MESSAGE.format(m.id) for m in failed],
+    )
     return failed
 
 

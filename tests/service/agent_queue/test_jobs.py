@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from tests.service.conftest import Running
 from tests.support.agent_queue_builders import (
@@ -24,6 +26,7 @@ from tests.support.agent_queue_builders import (
     job_row,
     lease,
     ms,
+    msg_id,
 )
 from tests.support.builders import alice, bob
 from tests.support.grpc_client import bearer, rpc_error, service
@@ -77,6 +80,17 @@ async def release(aq: Running, job: uuid.UUID, attempt: int) -> pb.ReleaseJobRes
 
 async def sweep(aq: Running) -> pb.RequeueStaleJobsResponse:
     return await aq.stub.RequeueStaleJobs(pb.RequeueStaleJobsRequest(), metadata=service())
+
+
+async def until(
+    stream: Any, reached: Callable[[pb.WatchPendingJobsResponse], bool], timeout_s: float = 30
+) -> pb.WatchPendingJobsResponse:
+    """Reads WatchPendingJobs snapshots until one shows the awaited state (bounded)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            snapshot: pb.WatchPendingJobsResponse = await stream.read()
+            if reached(snapshot):
+                return snapshot
 
 
 def retry_events(aq: Running) -> list[tuple[str, dict[str, Any]]]:
@@ -154,13 +168,52 @@ async def test_a_legacy_processing_job_without_lease_blocks_until_stale_then_the
     clock.set(T0 + MINUTE)
     assert await claim(agent_queue, "w2", j2) == []
     clock.set(T0 + timedelta(minutes=5) + ms(1))
-    (claimed,) = await claim(agent_queue, "w2", j2)
-    assert claimed.id == job_id(j2)
-    # The inline cleanup counted the attempt; the retry waits for its backoff (docs/hardening.md #14).
+    # The claim's inline cleanup frees j1's lease and counts the attempt; the retry waits for its
+    # backoff (docs/hardening.md #14) and holds the conversation meanwhile (docs/hardening.md #42).
+    assert await claim(agent_queue, "w2", j2) == []
     row = job_row(agent_queue.db, j1)
     assert (row["status"], row["attempt_count"], row["processor_id"], row["error_reason"]) == (
         "waiting_retry", 1, None, "stale_lease",
     )
+    await release(agent_queue, j1, 1)
+    assert [c.id for c in await claim(agent_queue, "w2", max_jobs=10)] == [job_id(j1)]
+    await complete(agent_queue, j1, "w2")
+    (claimed,) = await claim(agent_queue, "w2", j2)
+    assert claimed.id == job_id(j2)
+
+
+async def test_a_job_waiting_for_its_retry_holds_its_conversation_and_goes_first(agent_queue: Running) -> None:
+    # docs/hardening.md #42: two messages of one conversation; the first's job fails retryably.
+    # The second's job is not claimable (its reply would come first); the first, released by its
+    # RetryWorkflow, is claimed first, then the second. Other conversations are not held back.
+    w1, other = conv(), conv()
+    first = add_job(agent_queue.db, w1)
+    second = add_job(agent_queue.db, w1)
+    elsewhere = add_job(agent_queue.db, other)
+    assert [c.id for c in await claim(agent_queue, "w1", max_jobs=10)] == [job_id(first), job_id(elsewhere)]
+    assert (await retry(agent_queue, first, "w1")).retry_scheduled
+    stream = agent_queue.stub.WatchPendingJobs(pb.WatchPendingJobsRequest(processor_id="observer"), metadata=service())
+    try:
+        # A job queued now in a third conversation: the snapshot that shows it was read after
+        # the retry, and what it offers agrees with the claims below.
+        third = (await agent_queue.stub.EnqueueJob(
+            pb.EnqueueJobRequest(message_id=msg_id(), conversation_id=conv_id(conv())), metadata=service()
+        )).job
+        snapshot = await until(stream, lambda s: third.id in [j.id for j in s.jobs])
+        assert ([j.id for j in snapshot.jobs], snapshot.pending_count) == ([third.id], 2)
+        assert await claim(agent_queue, "w2", second) == []  # not even by name
+        assert [c.id for c in await claim(agent_queue, "w2", max_jobs=10)] == [third.id]
+        assert job_row(agent_queue.db, second)["status"] == "pending"
+
+        await release(agent_queue, first, 1)
+        snapshot = await until(stream, lambda s: job_id(first) in [j.id for j in s.jobs])
+        assert ([j.id for j in snapshot.jobs], snapshot.pending_count) == ([job_id(first)], 2)  # not `second`
+    finally:
+        stream.cancel()
+    assert [c.id for c in await claim(agent_queue, "w2", max_jobs=10)] == [job_id(first)]
+    assert await claim(agent_queue, "w3", max_jobs=10) == []
+    await complete(agent_queue, first, "w2")
+    assert [c.id for c in await claim(agent_queue, "w3", max_jobs=10)] == [job_id(second)]
 
 
 # --- heartbeat ---
@@ -428,6 +481,21 @@ async def test_cleanup_deletes_jobs_finished_more_than_seven_days_ago(agent_queu
     left = {r[0] for r in db.sql("SELECT id FROM agent_queue.jobs")}
     assert left == {old_pending, recent, long_running}
     assert old_done not in left and old_failed not in left
+
+
+async def test_cleanup_refuses_a_retention_of_ten_thousand_years_naming_the_field(agent_queue: Running) -> None:
+    # It used to overflow the date arithmetic and answer INTERNAL.
+    old_done = add_job(agent_queue.db, conv(), status="completed", created_at=T0 - timedelta(days=30), finished_at=T0 - timedelta(days=30))
+    for older_than in (Duration(seconds=10_000 * 365 * 86_400), Duration(seconds=366 * 86_400), Duration(seconds=-1)):
+        error = await rpc_error(
+            agent_queue.stub.CleanupOldJobs(pb.CleanupOldJobsRequest(older_than=older_than), metadata=service())
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, older_than
+        assert violated_fields(error) == ["older_than"]
+    year = await agent_queue.stub.CleanupOldJobs(
+        pb.CleanupOldJobsRequest(older_than=Duration(seconds=365 * 86_400)), metadata=service()
+    )
+    assert year.deleted == 0 and job_row(agent_queue.db, old_done)["status"] == "completed"
 
 
 # --- pending list and watches ---

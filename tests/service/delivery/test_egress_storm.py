@@ -1,6 +1,7 @@
-"""Egress storm: 8 concurrent senders (4 per account) on 2 WhatsApp accounts drain thousands of
-queued messages through the real delivery server, woken by WatchOutbound (no polling), with
-retries carried by the real RetryWorkflow on a Temporal dev server.
+"""Egress storm: 8 concurrent senders (4 send loops of each account's lease holder) on 2 WhatsApp
+accounts drain thousands of queued messages through the real delivery server, woken by
+WatchOutbound (no polling), with retries carried by the real RetryWorkflow on a Temporal dev
+server.
 
 Each message is sent exactly once, each recipient's messages in enqueue order, and a message
 whose send always fails ends FAILED after 5 attempts and is never claimed again. The WhatsApp
@@ -23,7 +24,7 @@ from temporalio.client import Client
 from tests.service.conftest import Running
 from tests.service.delivery.conftest import DeliveryFactory
 from tests.service.delivery.test_retries_temporal import retry_worker
-from tests.support.delivery_builders import WHATSAPP, claim
+from tests.support.delivery_builders import WHATSAPP, claim, hold_lease
 from tests.support.grpc_client import service
 from zenthor import ids
 from zenthor.convert import utc_now
@@ -99,15 +100,21 @@ class Storm:
             self.done.set()
 
 
+def holder(account: str) -> str:
+    """The egress process holding the account's lease; its send loops claim under its id."""
+    return f"{account}-egress"
+
+
 async def sender(delivery: Running, storm: Storm, account: str, name: str) -> None:
-    """One egress process: wait for a wake-up, claim until a claim comes back short, send, report."""
+    """One send loop of the account's egress: wait for a wake-up, claim until a claim comes back
+    short, send, report."""
     stream = delivery.stub.WatchOutbound(pb.WatchOutboundRequest(account_id=account, channel=WHATSAPP), metadata=service())
     try:
         async for update in stream:
             if update.claimable_count == 0:
                 continue
             while True:
-                batch = await claim(delivery, name, account_id=account, max_messages=CLAIM_BATCH)
+                batch = await claim(delivery, holder(account), account_id=account, max_messages=CLAIM_BATCH)
                 for message in batch:
                     await send(delivery, storm, account, name, message)
                 if len(batch) < CLAIM_BATCH:
@@ -121,14 +128,18 @@ async def send(delivery: Running, storm: Storm, account: str, name: str, message
     if storm.is_poison(content):
         storm.fail_calls[content] += 1
         reply = await delivery.stub.FailOutbound(
-            pb.FailOutboundRequest(id=message.id, processor_id=name, error="send failed: socket closed", retry=True),
+            pb.FailOutboundRequest(
+                id=message.id, processor_id=holder(account), error="send failed: socket closed", retry=True
+            ),
             metadata=service(),
         )
         if reply.outbound.status == pb.OUTBOUND_STATUS_FAILED:
             storm.settle()
         return
     storm.sent.append((account, message.to, content, name))
-    await delivery.stub.CompleteOutbound(pb.CompleteOutboundRequest(id=message.id, processor_id=name), metadata=service())
+    await delivery.stub.CompleteOutbound(
+        pb.CompleteOutboundRequest(id=message.id, processor_id=holder(account)), metadata=service()
+    )
     storm.settle()
 
 
@@ -180,6 +191,8 @@ async def run_storm(
             build={"outbox_poll_s": 0.05, "retry_base_s": 0.02, "retry_cap_s": 0.1},
         )
         senders: list[asyncio.Task[None]] = []
+        for account in ACCOUNTS:
+            await hold_lease(delivery, holder(account), account_id=account)
 
         def start_senders() -> float:
             senders.extend(
@@ -234,7 +247,7 @@ def assert_storm_outcome(delivery: Running, storm: Storm, recorder: RecordingMes
     assert len(by_recipient) == len(ACCOUNTS) * storm.recipients_per_account
     for sequence in by_recipient.values():
         assert sequence == sorted(sequence)
-    # Every sender did some of the work (the queue was shared, not serialized on one claimer).
+    # Every send loop did some of the work (the queue was shared, not serialized on one claimer).
     assert len({s for _, _, _, s in storm.sent}) == len(ACCOUNTS) * SENDERS_PER_ACCOUNT
     # The poison message failed 5 times, then stopped: FAILED, attempt 5, four retries scheduled.
     for a, r, s in storm.poison:

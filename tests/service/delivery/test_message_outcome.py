@@ -15,7 +15,7 @@ from tests.service.conftest import Running, start, stop
 from tests.service.delivery.conftest import DeliveryFactory
 from tests.support.builders import add_contact, alice
 from tests.support.database import TestDatabase
-from tests.support.delivery_builders import claim, enqueue
+from tests.support.delivery_builders import claim, enqueue, hold_lease
 from tests.support.grpc_client import bearer, service
 from tests.support.jwks import FakeClerkIssuer
 from zenthor import ids
@@ -70,6 +70,7 @@ async def test_sent_and_failed_outbound_messages_mark_their_messages(
         await enqueue(delivery, to=PHONE, conversation_id=conversation_id, message_id=ids.MESSAGE.parse(m.id, "id"))
         for m in replies
     ]
+    await hold_lease(delivery, "wa1")
     (first,) = await claim(delivery, "wa1")
     await delivery.stub.CompleteOutbound(pb.CompleteOutboundRequest(id=first.id, processor_id="wa1"), metadata=service())
     (second,) = await claim(delivery, "wa1")

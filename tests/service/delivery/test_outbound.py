@@ -1,5 +1,6 @@
 """The outbound queue over gRPC: enqueue, claim, complete, fail, release, expired leases and the
-per-recipient order, with docs/hardening.md #10, #14, #15, #16 and #27 fixed."""
+per-recipient order, with docs/hardening.md #10, #14, #15, #16 and #27 fixed. Every sender holds
+its account's WhatsApp lease first (docs/hardening.md #41, tested in test_outbound_lease.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.support.delivery_builders import (
     claim,
     count_rows,
     enqueue,
+    hold_lease,
     outbox_events,
     row,
     set_attempts,
@@ -84,6 +86,7 @@ async def test_enqueue_without_an_account_gets_the_deployment_account(delivery_f
     delivery = await delivery_factory(whatsapp_account_id="wa-main")  # type: ignore[operator]
     queued = await enqueue(delivery, account_id=None, kind="phone_verification")
     assert queued.account_id == "wa-main"
+    await hold_lease(delivery, "wa1", account_id="wa-main")
     assert [m.id for m in await claim(delivery, "wa1", account_id="wa-main")] == [queued.id]
 
 
@@ -101,6 +104,7 @@ async def test_claim_takes_the_oldest_matching_rows_with_the_default_lease(deliv
     clock.set(T0 - timedelta(seconds=20))
     await enqueue(delivery, account_id="acc2", to=PHONE_C)
     clock.set(T0 + timedelta(seconds=1))
+    await hold_lease(delivery, "wa1")
     (first,) = await claim(delivery, "wa1")
     assert first.id == o2.id
     assert first.status == pb.OUTBOUND_STATUS_PROCESSING and first.processor_id == "wa1"
@@ -112,6 +116,7 @@ async def test_claim_takes_the_oldest_matching_rows_with_the_default_lease(deliv
 async def test_claim_lease_is_raised_to_one_second(delivery: Running) -> None:
     # A claim lease under 1 s is raised to 1 s.
     await enqueue(delivery)
+    await hold_lease(delivery, "wa1")
     (claimed,) = await claim(delivery, "wa1", lease=duration_pb2.Duration(nanos=10_000_000))
     assert at(claimed.lease_expire_time) == T0 + timedelta(seconds=1)
 
@@ -135,17 +140,24 @@ async def test_batch_claim_is_oldest_first_and_capped_at_one_hundred(delivery: R
     for i in range(105):
         clock.set(T0 + timedelta(milliseconds=i))
         queued.append(await enqueue(delivery, to=f"55119{i:08d}"))
+    await hold_lease(delivery, "wa1")
     first = await claim(delivery, "wa1", max_messages=1000)
     assert [m.id for m in first] == [q.id for q in queued[:100]]
     assert [m.id for m in await claim(delivery, "wa1", max_messages=0)] == [queued[100].id]
 
 
 async def test_concurrent_claimers_never_receive_the_same_row(delivery: Running) -> None:
+    # Twelve send loops of the lease holder claim at once (standbys beside them get nothing).
     queued = {(await enqueue(delivery, to=f"55119{i:08d}")).id for i in range(60)}
-    batches = await asyncio.gather(*(claim(delivery, f"wa{i}", max_messages=7) for i in range(12)))
-    claimed = [m.id for batch in batches for m in batch]
+    await hold_lease(delivery, "wa1")
+    batches = await asyncio.gather(
+        *(claim(delivery, "wa1", max_messages=7) for _ in range(12)),
+        *(claim(delivery, f"standby{i}", max_messages=7) for i in range(4)),
+    )
+    claimed = [m.id for batch in batches[:12] for m in batch]
     assert len(claimed) == len(set(claimed)) == 60
     assert set(claimed) == queued
+    assert [m for batch in batches[12:] for m in batch] == []
 
 
 # --- per-recipient order, no head-of-line blocking ---
@@ -155,10 +167,11 @@ async def test_a_recipients_messages_go_out_one_at_a_time_in_order(delivery: Run
     a1 = await enqueue(delivery, to=PHONE_A, content="1")
     a2 = await enqueue(delivery, to=PHONE_A, content="2")
     b1 = await enqueue(delivery, to=PHONE_B)
+    await hold_lease(delivery, "wa1")
     assert [m.id for m in await claim(delivery, "wa1", max_messages=10)] == [a1.id, b1.id]
-    assert await claim(delivery, "wa2", max_messages=10) == []  # a2 waits for a1
+    assert await claim(delivery, "wa1", max_messages=10) == []  # a2 waits for a1
     await complete(delivery, a1.id, "wa1")
-    assert [m.id for m in await claim(delivery, "wa2", max_messages=10)] == [a2.id]
+    assert [m.id for m in await claim(delivery, "wa1", max_messages=10)] == [a2.id]
 
 
 async def test_a_failing_message_holds_back_only_its_own_recipient(delivery: Running) -> None:
@@ -166,6 +179,7 @@ async def test_a_failing_message_holds_back_only_its_own_recipient(delivery: Run
     a1 = await enqueue(delivery, to=PHONE_A)
     a2 = await enqueue(delivery, to=PHONE_A)
     b1 = await enqueue(delivery, to=PHONE_B)
+    await hold_lease(delivery, "wa1")
     (claimed,) = await claim(delivery, "wa1")
     assert claimed.id == a1.id
     failed = (await fail(delivery, a1.id, "wa1")).outbound
@@ -184,8 +198,10 @@ async def test_expired_lease_is_reclaimed_counting_an_attempt(delivery: Running,
     # At T0 + lease (inclusive) the next claim reclaims O1 with attemptCount 1;
     # it waits for its backoff (RetryWorkflow), and the stale holder can no longer complete it.
     o1 = await enqueue(delivery)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1", lease=duration_pb2.Duration(seconds=30))
     clock.advance(seconds=30)
+    await hold_lease(delivery, "wa2")  # wa1 stopped; wa2 took over the account
     assert await claim(delivery, "wa2") == []
     stored = row(delivery, o1.id)
     assert (stored["status"], stored["attempt_count"], stored["processor_id"]) == ("waiting_retry", 1, None)
@@ -204,8 +220,10 @@ async def test_expired_lease_is_reclaimed_counting_an_attempt(delivery: Running,
 async def test_a_message_whose_sender_keeps_crashing_fails_at_the_cap(delivery: Running, clock: FakeClock) -> None:
     o1 = await enqueue(delivery)
     set_attempts(delivery, o1.id, 4)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     clock.advance(minutes=1)
+    await hold_lease(delivery, "wa2")
     await claim(delivery, "wa2")
     stored = row(delivery, o1.id)
     assert (stored["status"], stored["attempt_count"]) == ("failed", 5)
@@ -217,6 +235,7 @@ async def test_a_message_whose_sender_keeps_crashing_fails_at_the_cap(delivery: 
 async def test_stale_sweep_handles_every_account_in_batches(delivery: Running, clock: FakeClock) -> None:
     for account in ("a1", "a2", "a3"):
         await enqueue(delivery, account_id=account)
+        await hold_lease(delivery, "wa1", account_id=account)
         await claim(delivery, "wa1", account_id=account)
     clock.advance(minutes=1)
     first = await delivery.stub.RequeueStaleOutbound(pb.RequeueStaleOutboundRequest(batch_size=2), metadata=service())
@@ -235,6 +254,7 @@ async def test_default_failure_waits_for_its_backoff_and_the_fifth_failure_is_fi
     # Attempt 4 → WAITING_RETRY (not claimable until released), 5 → FAILED.
     o1 = await enqueue(delivery)
     set_attempts(delivery, o1.id, 3)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     waiting = (await fail(delivery, o1.id, "wa1", "socket closed")).outbound
     assert waiting.status == pb.OUTBOUND_STATUS_WAITING_RETRY and waiting.attempt_count == 4
@@ -256,6 +276,7 @@ async def test_retry_true_cannot_bypass_the_attempt_cap(delivery: Running) -> No
     # docs/hardening.md #15: the original retried forever with `retry: true`.
     o1 = await enqueue(delivery)
     set_attempts(delivery, o1.id, 4)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     final = (await fail(delivery, o1.id, "wa1", "x", retry=True)).outbound
     assert final.status == pb.OUTBOUND_STATUS_FAILED and final.attempt_count == 5
@@ -264,6 +285,7 @@ async def test_retry_true_cannot_bypass_the_attempt_cap(delivery: Running) -> No
 async def test_retry_false_fails_at_once_and_errors_are_truncated(delivery: Running) -> None:
     # Retry false at attempt 0 → FAILED; a 700-character error keeps 500.
     o1 = await enqueue(delivery)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     final = (await fail(delivery, o1.id, "wa1", "e" * 700, retry=False)).outbound
     assert final.status == pb.OUTBOUND_STATUS_FAILED and final.attempt_count == 1
@@ -284,6 +306,7 @@ async def test_only_the_lease_holder_can_complete_or_fail_a_processing_message(d
     o1 = await enqueue(delivery)
     error = await rpc_error(complete(delivery, o1.id, "wa1"))  # still pending
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "pending" in (error.details() or "")
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     for call in (complete(delivery, o1.id, "wa2"), fail(delivery, o1.id, "wa2")):
         error = await rpc_error(call)
@@ -301,6 +324,7 @@ async def test_only_the_lease_holder_can_complete_or_fail_a_processing_message(d
 async def test_complete_clears_the_lease_and_marks_the_message_delivered(delivery: Running) -> None:
     # docs/hardening.md #27: the linked message is marked through the outbox.
     o1 = await enqueue(delivery)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     await fail(delivery, o1.id, "wa1", "x")
     await release(delivery, o1.id, 1)
@@ -316,6 +340,7 @@ async def test_complete_clears_the_lease_and_marks_the_message_delivered(deliver
 
 async def test_release_is_fenced_by_the_attempt_it_was_scheduled_for(delivery: Running) -> None:
     o1 = await enqueue(delivery)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     await fail(delivery, o1.id, "wa1")
     assert not await release(delivery, o1.id, 2)  # not the attempt it waits for
@@ -333,6 +358,7 @@ async def test_pending_outbound_of_a_conversation_lists_unfinished_rows_oldest_f
     waiting = await enqueue(delivery, conversation_id=conversation, to=PHONE_B)
     pending = await enqueue(delivery, conversation_id=conversation, to=PHONE_C)
     await enqueue(delivery)  # another conversation
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1", max_messages=2)
     await complete(delivery, done.id, "wa1")
     await fail(delivery, waiting.id, "wa1")
@@ -346,6 +372,7 @@ async def test_watch_outbound_wakes_the_egress_on_every_change(delivery_factory:
     # No periodic re-read during the test: every answer below comes from a wake-up (and a re-read
     # between the claim and the complete would rightly report 0 first).
     delivery = await delivery_factory(build={"watch_resync_s": 60.0})
+    await hold_lease(delivery, "wa1")
     stream = delivery.stub.WatchOutbound(pb.WatchOutboundRequest(account_id="default", channel=WHATSAPP), metadata=service())
     assert (await stream.read()).claimable_count == 0
     a1 = await enqueue(delivery, to=PHONE_A)
@@ -360,6 +387,7 @@ async def test_watch_outbound_wakes_the_egress_on_every_change(delivery_factory:
 
 async def test_watch_outbound_counts_expired_leases_as_claimable(delivery: Running, clock: FakeClock) -> None:
     await enqueue(delivery)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     stream = delivery.stub.WatchOutbound(pb.WatchOutboundRequest(account_id="default", channel=WHATSAPP), metadata=service())
     assert (await stream.read()).claimable_count == 0
@@ -405,6 +433,7 @@ async def test_bad_enqueue_requests_name_the_field_and_write_nothing(
 
 async def test_malformed_ids_and_empty_holders_are_invalid(delivery: Running) -> None:
     o1 = await enqueue(delivery)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     cases = [
         (complete(delivery, "out_123", "wa1"), "id"),

@@ -14,7 +14,7 @@ from temporalio.worker import Replayer
 
 from tests.service.conftest import Running
 from tests.service.delivery.conftest import DeliveryFactory
-from tests.support.delivery_builders import WHATSAPP, claim, enqueue, row
+from tests.support.delivery_builders import WHATSAPP, claim, enqueue, hold_lease, row
 from tests.support.fake_clock import FakeClock
 from tests.support.grpc_client import SERVICE_KEY, service
 from workflows.retry import RetryWorkflow
@@ -55,6 +55,7 @@ async def test_a_failed_send_is_released_by_retry_workflow_after_its_backoff(
         build={"outbox_poll_s": 0.05, "retry_base_s": 0.2},
     )
     queued = await enqueue(delivery)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     waiting = (
         await delivery.stub.FailOutbound(
@@ -71,6 +72,7 @@ async def test_a_failed_send_is_released_by_retry_workflow_after_its_backoff(
         result = await handle.result()
     assert result == {"released": True}
     assert row(delivery, queued.id)["status"] == "pending"
+    await hold_lease(delivery, "wa2")
     (again,) = await claim(delivery, "wa2")
     assert again.id == queued.id and again.attempt_count == 1
     # Deterministic: the recorded history replays against today's workflow code.
@@ -86,8 +88,10 @@ async def test_an_expired_claim_lease_goes_through_the_same_retry_path(
         build={"outbox_poll_s": 0.05, "retry_base_s": 0.2},
     )
     queued = await enqueue(delivery)
+    await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     clock.advance(seconds=31)
+    await hold_lease(delivery, "wa2")
     async with retry_worker(client, task_queue, delivery):
         assert await claim(delivery, "wa2") == []  # reclaimed inline, counting an attempt
         await until_claimable(delivery)

@@ -7,11 +7,13 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from tests.service.conftest import Running
-from tests.support.grpc_client import service
+from tests.support.grpc_client import rpc_error, service
 from tests.support.messages_builders import T0, TestClock, count
+from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 
@@ -83,3 +85,19 @@ async def test_cleanup_works_through_a_backlog_batch_by_batch(messages: Running,
             break
     assert rounds == [10, 10, 5]
     assert count(messages.db, "inbound_dedupe") == 0
+
+
+async def test_cleanup_refuses_a_retention_of_ten_thousand_years_naming_the_field(messages: Running) -> None:
+    # It used to overflow the date arithmetic and answer INTERNAL; a year is the longest retention.
+    await check(messages, "3EB0OLD")
+    for older_than in (Duration(seconds=10_000 * 365 * 86_400), Duration(seconds=366 * 86_400)):
+        error = await rpc_error(
+            messages.stub.CleanupInboundDedupe(pb.CleanupInboundDedupeRequest(older_than=older_than), metadata=service())
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violated_fields(error) == ["older_than"]
+    assert count(messages.db, "inbound_dedupe") == 1
+    year = await messages.stub.CleanupInboundDedupe(
+        pb.CleanupInboundDedupeRequest(older_than=Duration(seconds=365 * 86_400)), metadata=service()
+    )
+    assert year.deleted == 0

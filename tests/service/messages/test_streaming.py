@@ -1,14 +1,18 @@
-"""The streaming placeholder lifecycle with its guards (docs/hardening.md #11, #28, #30) and
-delivery outcomes on messages (docs/hardening.md #27)."""
+"""The streaming placeholder lifecycle with its guards (docs/hardening.md #11, #28, #30), the
+placeholders of a job that ended its attempt (docs/hardening.md #40), and delivery outcomes on
+messages (docs/hardening.md #27)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.service.conftest import Running
 from tests.service.messages.conftest import People
 from tests.support.grpc_client import rpc_error, service
-from tests.support.messages_builders import web_conversation
+from tests.support.messages_builders import T0, TestClock, web_conversation
 from zenthor import ids
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 
@@ -167,3 +171,70 @@ async def test_delivery_outcome_is_recorded_on_the_message(messages: Running, pe
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "streaming" in error.details()
+
+
+# --- placeholders of a job that ended its attempt (docs/hardening.md #40) ---
+
+
+async def job_placeholder(messages: Running, conversation_id: str, job: str, text: str = "") -> pb.Message:
+    reply = await messages.stub.CreatePlaceholder(
+        pb.CreatePlaceholderRequest(conversation_id=conversation_id, job_id=job), metadata=service()
+    )
+    if text:
+        await update(messages, reply.message.id, text)
+    return reply.message
+
+
+def state(messages: Running) -> list[tuple]:
+    return messages.db.sql(
+        "SELECT id, content, streaming, status, revision, job_id FROM messages.messages ORDER BY id"
+    ) + messages.db.sql("SELECT id, revision FROM messages.conversations ORDER BY id")
+
+
+async def test_a_jobs_open_placeholders_fail_once_and_nothing_else_changes(
+    messages: Running, people: People, clock: TestClock
+) -> None:
+    w1 = await web_conversation(messages.stub, people.alice)
+    job, other_job = ids.JOB.format(ids.JOB.new()), ids.JOB.format(ids.JOB.new())
+    typing = await job_placeholder(messages, w1.id, job, "Half an ans")
+    finalized = await job_placeholder(messages, w1.id, job)
+    await messages.stub.FinalizeMessage(pb.FinalizeMessageRequest(message_id=finalized.id, content="done"), metadata=service())
+    others = [await job_placeholder(messages, w1.id, other_job, "other job"), await placeholder(messages, w1.id)]
+    untouched = [row(messages, m.id) for m in (finalized, *others)]
+    assert messages.db.sql("SELECT job_id FROM messages.messages WHERE id = %s", (ids.MESSAGE.parse(typing.id, "id"),)) == [
+        (ids.JOB.parse(job, "job_id"),)
+    ]
+
+    reply = await messages.stub.FailJobPlaceholders(pb.FailJobPlaceholdersRequest(job_id=job, reason="stale_lease"), metadata=service())
+    assert [(m.id, m.content, m.streaming, m.status) for m in reply.messages] == [
+        (typing.id, "Half an ans", False, pb.MESSAGE_STATUS_FAILED)
+    ]
+    assert row(messages, typing.id)[1:4] == ("Half an ans", False, "failed")
+    assert [row(messages, m.id) for m in (finalized, *others)] == untouched
+    assert ("Half an ans", False, pb.MESSAGE_STATUS_FAILED) in await listed(messages, people, w1.id)
+    # A replayed delivery fails nothing and spends no revision (watchers see no change).
+    before = state(messages)
+    again = await messages.stub.FailJobPlaceholders(pb.FailJobPlaceholdersRequest(job_id=job, reason="stale_lease"), metadata=service())
+    assert list(again.messages) == []
+    assert state(messages) == before
+    # A job nobody linked a placeholder to: nothing to do.
+    unknown = ids.JOB.format(ids.JOB.new())
+    assert list((await messages.stub.FailJobPlaceholders(pb.FailJobPlaceholdersRequest(job_id=unknown), metadata=service())).messages) == []
+
+
+async def test_a_requeued_jobs_fence_spares_the_placeholder_of_its_next_attempt(
+    messages: Running, people: People, clock: TestClock
+) -> None:
+    w1 = await web_conversation(messages.stub, people.alice)
+    job = ids.JOB.format(ids.JOB.new())
+    clock.set(T0)
+    ended = await job_placeholder(messages, w1.id, job, "first try")
+    clock.set(T0 + timedelta(seconds=10))
+    next_attempt = await job_placeholder(messages, w1.id, job, "second try")
+    fence = Timestamp()
+    fence.FromDatetime(T0 + timedelta(seconds=5))
+    reply = await messages.stub.FailJobPlaceholders(
+        pb.FailJobPlaceholdersRequest(job_id=job, reason="stale_lease", created_before=fence), metadata=service()
+    )
+    assert [m.id for m in reply.messages] == [ended.id]
+    assert row(messages, next_attempt.id)[1:4] == ("second try", True, "pending")

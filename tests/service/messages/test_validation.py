@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.messages.domain.watch import WatchPosition
 from tests.service.conftest import Running
@@ -41,6 +42,7 @@ def bad_requests(conv: str, msg: str, placeholder: str, user: Any) -> list[tuple
     foreign_position = WatchPosition(ids.CONVERSATION.new(), 1).encode()  # another conversation's
     s = service()
     wrong_prefix = ids.MESSAGE.format(ids.MESSAGE.new())
+    job = ids.JOB.format(ids.JOB.new())
     return [
         ("GetOrCreateConversation", "channel", lambda st: st.GetOrCreateConversation(pb.GetOrCreateConversationRequest(user_id=ids.USER.format(ids.USER.new())), metadata=s)),
         ("GetOrCreateConversation", "user_id", lambda st: st.GetOrCreateConversation(pb.GetOrCreateConversationRequest(channel=common.CHANNEL_WEB, user_id="usr_nothex"), metadata=s)),
@@ -79,6 +81,10 @@ def bad_requests(conv: str, msg: str, placeholder: str, user: Any) -> list[tuple
         ("CreateSystemMessage", "content", lambda st: st.CreateSystemMessage(pb.CreateSystemMessageRequest(conversation_id=conv, content=""), metadata=s)),
         ("CreateSystemMessage", "idempotency_key", lambda st: st.CreateSystemMessage(pb.CreateSystemMessageRequest(conversation_id=conv, content="hi", idempotency_key="k" * 257), metadata=s)),
         ("CreatePlaceholder", "conversation_id", lambda st: st.CreatePlaceholder(pb.CreatePlaceholderRequest(conversation_id=msg), metadata=s)),
+        ("CreatePlaceholder", "job_id", lambda st: st.CreatePlaceholder(pb.CreatePlaceholderRequest(conversation_id=conv, job_id=msg), metadata=s)),
+        ("FailJobPlaceholders", "job_id", lambda st: st.FailJobPlaceholders(pb.FailJobPlaceholdersRequest(job_id=""), metadata=s)),
+        ("FailJobPlaceholders", "reason", lambda st: st.FailJobPlaceholders(pb.FailJobPlaceholdersRequest(job_id=job, reason="r" * 65), metadata=s)),
+        ("FailJobPlaceholders", "created_before", lambda st: st.FailJobPlaceholders(pb.FailJobPlaceholdersRequest(job_id=job, created_before=Timestamp(seconds=10**13)), metadata=s)),
         ("UpdateStreamingContent", "message_id", lambda st: st.UpdateStreamingContent(pb.UpdateStreamingContentRequest(message_id=conv, content="x"), metadata=s)),
         ("UpdateStreamingContent", "content", lambda st: st.UpdateStreamingContent(pb.UpdateStreamingContentRequest(message_id=placeholder, content=TOO_LONG), metadata=s)),
         ("UpdateStreamingContent", "sequence", lambda st: st.UpdateStreamingContent(pb.UpdateStreamingContentRequest(message_id=placeholder, content="x", sequence=-1), metadata=s)),
@@ -101,6 +107,7 @@ def bad_requests(conv: str, msg: str, placeholder: str, user: Any) -> list[tuple
         ("CheckAndRegisterInbound", "channel_message_id", lambda st: st.CheckAndRegisterInbound(pb.CheckAndRegisterInboundRequest(channel=common.CHANNEL_WHATSAPP, channel_message_id="m" * 257), metadata=s)),
         ("CheckAndRegisterInbound", "account_id", lambda st: st.CheckAndRegisterInbound(pb.CheckAndRegisterInboundRequest(channel=common.CHANNEL_WHATSAPP, channel_message_id="m1", account_id="a" * 257), metadata=s)),
         ("CleanupInboundDedupe", "older_than", lambda st: st.CleanupInboundDedupe(pb.CleanupInboundDedupeRequest(older_than=Duration(seconds=-1)), metadata=s)),
+        ("CleanupInboundDedupe", "older_than", lambda st: st.CleanupInboundDedupe(pb.CleanupInboundDedupeRequest(older_than=Duration(seconds=10_000 * 365 * 86_400)), metadata=s)),
         ("CleanupInboundDedupe", "batch_size", lambda st: st.CleanupInboundDedupe(pb.CleanupInboundDedupeRequest(batch_size=-1), metadata=s)),
         ("CleanupInboundDedupe", "batch_size", lambda st: st.CleanupInboundDedupe(pb.CleanupInboundDedupeRequest(batch_size=10_001), metadata=s)),
         ("StoreMemory", "conversation_id", lambda st: st.StoreMemory(pb.StoreMemoryRequest(conversation_id=msg, content="x", embedding=VECTOR, source=pb.MEMORY_SOURCE_MANUAL), metadata=s)),

@@ -1,0 +1,120 @@
+"""Figure (i): what one claim costs as the pending backlog grows.
+
+For each backlog size and spread (one conversation per job; `backlog_conversations`
+conversations) the queue is filled server-side, vacuumed and analysed, then the service's own
+claim statement (`services.agent_queue.store.jobs.CLAIM_JOBS`, read at run time so a rewrite is
+measured as it lands) runs under EXPLAIN (ANALYZE, BUFFERS) a few times, each in a transaction
+that is rolled back, so the backlog stays as it was. The raw-SQL floor's claim runs beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from bench.core import Bench
+from bench.jobs import RAW_CLAIM, load_jobs
+
+# Values for every parameter the claim statement is known to take. A rewrite that adds one
+# fails loudly here; add its value and the figure runs again.
+CLAIM_PARAMS: dict[str, Any] = {
+    "processor_id": "bench-explain",
+    "max_jobs": 10,
+    "any_job": True,
+    "job_ids": [],
+    "now": None,  # filled per run
+    "locked_until": None,
+}
+
+
+def claim_statement() -> tuple[str, str]:
+    """(the claim SQL in psycopg's %(name)s style, where it came from)."""
+    from services.agent_queue.store import jobs as store
+
+    statement = store.CLAIM_JOBS
+    if isinstance(statement, str):
+        return statement, "services.agent_queue.store.jobs.CLAIM_JOBS"
+    from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
+
+    compiled = statement.compile(dialect=pg_psycopg.dialect())  # type: ignore[no-untyped-call]
+    return str(compiled), "services.agent_queue.store.jobs.CLAIM_JOBS"
+
+
+def _params(sql: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    values = {**CLAIM_PARAMS, "now": now, "locked_until": now + timedelta(seconds=60)}
+    names = set(re.findall(r"%\((\w+)\)s", sql))
+    unknown = names - values.keys()
+    if unknown:
+        raise RuntimeError(f"the claim statement takes {sorted(unknown)}: add values to CLAIM_PARAMS in bench/backlog.py")
+    return {k: values[k] for k in names}
+
+
+def explain(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any], fmt: str = "JSON") -> Any:
+    """EXPLAIN (ANALYZE, BUFFERS) of one execution, rolled back."""
+    with conn.transaction(force_rollback=True):
+        rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT {fmt}) {sql}", params).fetchall()
+    return rows[0][0] if fmt == "JSON" else "\n".join(r[0] for r in rows)
+
+
+def _costs(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any], repeats: int) -> dict[str, float]:
+    times: list[float] = []
+    buffers: list[float] = []
+    rows_claimed: list[float] = []
+    for _ in range(repeats):
+        plan = explain(conn, sql, params)
+        root = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+        times.append(float(root["Execution Time"]))
+        node = root["Plan"]
+        buffers.append(float(node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)))
+        rows_claimed.append(float(node.get("Actual Rows", 0)))
+    return {
+        "min_ms": min(times),
+        "median_ms": statistics.median(times),
+        "max_ms": max(times),
+        "buffers": statistics.median(buffers),
+        "rows": statistics.median(rows_claimed),
+    }
+
+
+def measure_backlog(bench: Bench) -> dict[str, Any]:
+    """{"source", "series": {spread: {size: {"ours": costs, "raw": costs}}}, "plans": {…}}."""
+    opts, dsn = bench.options, bench.stack.admin_dsn()
+    claim_sql, source = claim_statement()
+    params = _params(claim_sql)
+    raw_params = {"n": CLAIM_PARAMS["max_jobs"], "p": "bench-explain"}
+    spreads = {"1 conversation/job": 0, f"{opts.backlog_conversations:,} conversations": opts.backlog_conversations}
+    series: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    plans: dict[str, str] = {}
+    for label, conversations in spreads.items():
+        series[label] = {}
+        for size in opts.backlog_sizes:
+            bench.say(f"(i) backlog {size:,} pending, {label}: loading, then EXPLAIN ×{opts.explain_repeats}")
+            load_jobs(dsn, size, conversations)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                ours = _costs(conn, claim_sql, params, opts.explain_repeats)
+                raw = _costs(conn, RAW_CLAIM, raw_params, opts.explain_repeats)
+                if size in (opts.backlog_sizes[0], opts.backlog_sizes[-1]):
+                    plans[f"{label}, {size:,} pending"] = explain(conn, claim_sql, params, "TEXT")
+            series[label][str(size)] = {"ours": ours, "raw": raw}
+            bench.say(
+                f"(i) backlog {size:,}, {label}: claim {ours['median_ms']:.2f} ms, {ours['buffers']:.0f} buffers"
+                f" (raw SQL {raw['median_ms']:.2f} ms, {raw['buffers']:.0f} buffers)"
+            )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE agent_queue.jobs")
+    return {"source": source, "statement": claim_sql.strip(), "series": series, "plans": plans}
+
+
+def flatness(series: dict[str, dict[str, dict[str, float]]], who: str, key: str = "min_ms") -> float:
+    """Largest cost over the smallest backlog's cost (1.0 = flat). The fastest of the repeated
+    runs by default: the statement is deterministic, the machine's noise only adds."""
+    sizes = sorted(series, key=int)
+    base = series[sizes[0]][who][key]
+    worst = max(series[s][who][key] for s in sizes)
+    return worst / base if base else float("inf")

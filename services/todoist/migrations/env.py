@@ -1,0 +1,3 @@
+from zenthor.migrate import run_env
+
+run_env()

@@ -1,0 +1,1 @@
+"""All SQL of the todoist service (schema `todoist`), one module per table."""
