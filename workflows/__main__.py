@@ -1,4 +1,5 @@
-"""`python -m workflows`: run the Temporal worker, or `--check` that Temporal is reachable."""
+"""`python -m workflows`: run the Temporal worker, `--check` that Temporal is reachable (readiness),
+or `--alive` that a running worker's heartbeat is fresh (liveness)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import asyncio
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-from workflows import worker
-from zenthor.config import Settings
-from zenthor.logs import configure_logging
+from workflows.heartbeat import alive
+
+if TYPE_CHECKING:
+    from zenthor.config import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +26,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="connect to Temporal once and exit 0 if it answers, 1 if not (liveness probe)",
+        help="connect to Temporal once and exit 0 if it answers, 1 if not (readiness probe)",
+    )
+    parser.add_argument(
+        "--alive",
+        action="store_true",
+        help="exit 0 if a running worker's heartbeat is fresh, 1 if not (liveness probe; "
+        "does not contact Temporal)",
     )
     args = parser.parse_args(argv)
+    if args.alive:  # the liveness probe: answered before Temporal's SDK is even imported
+        return 0 if alive() else 1
+    from workflows import worker
+    from zenthor.config import Settings
+    from zenthor.logs import configure_logging
+
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format, service="workflows")
     if args.check:
@@ -38,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings) -> None:
+    from workflows import worker
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

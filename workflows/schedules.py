@@ -46,7 +46,7 @@ def every(interval: timedelta) -> ScheduleSpec:
 
 @dataclass(frozen=True)
 class ScheduledSweep:
-    """One cron job: its exact spec name (the schedule id), when it runs, what it calls."""
+    """One cron job: its exact name from the original (the schedule id), when it runs, what it calls."""
 
     name: str
     spec: ScheduleSpec

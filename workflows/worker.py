@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from workflows.heartbeat import heartbeat
 from workflows.retry import RetryActivities, RetryWorkflow
 from workflows.schedules import upsert_schedules
 from workflows.sweep import SweepActivities, SweepWorkflow
@@ -27,6 +28,7 @@ CONNECT_DEADLINE_S = 120.0
 CONNECT_BACKOFF_FIRST_S = 0.5
 CONNECT_BACKOFF_MAX_S = 10.0
 CHECK_TIMEOUT = timedelta(seconds=5)
+
 
 
 async def connect(settings: Settings) -> Client:
@@ -106,6 +108,16 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Serves until `stop` is set, then lets running activities finish within the grace."""
     if settings.service_key is None and not settings.dev_insecure:
         log.warning("service_key.missing", note="services will refuse every sweep call")
+    beating = asyncio.create_task(heartbeat(stop))
+    try:
+        await _run(settings, stop)
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+
+
+async def _run(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect_with_backoff(settings, stop)
     if client is None:
         return

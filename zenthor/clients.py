@@ -33,7 +33,7 @@ GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 
 
-class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+class _OutgoingMetadata:
     """Adds the service key and the current request id; gives unary calls a deadline."""
 
     def __init__(self, service_key: str | None, deadline_s: float) -> None:
@@ -55,11 +55,17 @@ class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStre
         wait = True if details.wait_for_ready is None else details.wait_for_ready
         return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, wait)
 
+
+# grpc.aio files an interceptor object under the FIRST call type it implements, so one object
+# for both would leave server streams (Watch…) without the service key: one class per type.
+class _UnaryMetadata(_OutgoingMetadata, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(self._details(client_call_details, unary=True), request)
 
+
+class _StreamMetadata(_OutgoingMetadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
@@ -100,11 +106,30 @@ def violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
     return fields
 
 
-def open_channel(address: str, service_key: str | None, deadline_s: float = 5.0) -> grpc.aio.Channel:
+# Target schemes that resolve to several addresses (`dns:///svc:port` on a headless Service in
+# Kubernetes, `ipv4:a:p,b:p`): calls are spread over all of them. A bare `host:port` keeps gRPC's
+# default pick_first (one connection), which is what `make dev`'s single processes need.
+BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+
+
+def lb_policy_for(address: str) -> str:
+    """The load-balancing policy an address gets: ZENTHOR_<SERVICE>_ADDR=dns:///… is the setting
+    that turns round_robin on (deploy/k8s/base/config.env)."""
+    return "round_robin" if address.startswith(BALANCED_SCHEMES) else "pick_first"
+
+
+def open_channel(
+    address: str,
+    service_key: str | None,
+    deadline_s: float = 5.0,
+    *,
+    lb_policy: str | None = None,
+) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         address,
-        interceptors=[_OutgoingMetadata(service_key, deadline_s)],
+        interceptors=[_UnaryMetadata(service_key, deadline_s), _StreamMetadata(service_key, deadline_s)],
         options=[
+            ("grpc.lb_policy_name", lb_policy or lb_policy_for(address)),
             ("grpc.enable_retries", 1),
             ("grpc.keepalive_time_ms", 30_000),
             # Reconnect quickly after a peer restarts (default backoff starts at 1 s and grows to 120 s).

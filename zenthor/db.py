@@ -51,7 +51,7 @@ IDLE_PING_S = 30.0
 RECYCLE_S = 1800
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, pool_size: int = 10, *, idle_ping_s: float = IDLE_PING_S) -> AsyncEngine:
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
@@ -71,7 +71,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         """A connection idle past IDLE_PING_S is pinged; a dead one makes the pool retry the
         checkout with a fresh connection (DisconnectionError)."""
         idle_since = record.info.pop("checked_in_at", None)
-        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+        if idle_since is None or time.monotonic() - idle_since < idle_ping_s:
             return
         try:
             dialect.do_ping(dbapi_connection)
@@ -141,15 +141,18 @@ class DirectPool:
     unless `prepare` is off (a PgBouncer in transaction mode hands a session different server
     connections)."""
 
-    def __init__(self, url: str, max_size: int, *, prepare: bool = True, min_size: int = 1) -> None:
+    def __init__(
+        self, url: str, max_size: int, *, prepare: bool = True, min_size: int = 1, timeout_s: float = 10.0
+    ) -> None:
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             libpq_url(url),
             min_size=min(min_size, max_size),
             max_size=max_size,
             open=False,
             kwargs={"autocommit": True, "prepare_threshold": 0 if prepare else None},
-            # As the engine's pool_timeout: a starved pool surfaces as UNAVAILABLE quickly.
-            timeout=10,
+            # As the engine's pool_timeout: a starved pool (or a database that is down) surfaces as
+            # UNAVAILABLE quickly.
+            timeout=timeout_s,
             max_lifetime=RECYCLE_S,
             name="direct",
         )

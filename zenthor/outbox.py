@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -115,6 +115,33 @@ async def add_event(
             payload=dict(payload),
             created_at=now,
             next_attempt_at=now,
+        )
+        .on_conflict_do_nothing(constraint="outbox_topic_key_uq")
+    )
+    await conn.execute(stmt)
+
+
+async def add_events(
+    conn: AsyncConnection, table: sa.Table, events: Sequence[tuple[str, str, Mapping[str, Any]]], now: datetime
+) -> None:
+    """Many (topic, key, payload) events in one statement, each as `add_event` stores it: a batch
+    use case (many rows acknowledged at once) pays one round trip, not one per event."""
+    if not events:
+        return
+    stmt = (
+        pg.insert(table)
+        .values(
+            [
+                {
+                    "id": OUTBOX_EVENT.new(),
+                    "topic": topic,
+                    "key": key,
+                    "payload": dict(payload),
+                    "created_at": now,
+                    "next_attempt_at": now,
+                }
+                for topic, key, payload in events
+            ]
         )
         .on_conflict_do_nothing(constraint="outbox_topic_key_uq")
     )

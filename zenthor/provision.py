@@ -3,7 +3,8 @@ no other service role (docs/architecture.md §6)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 
 import psycopg
 from psycopg import sql
@@ -11,9 +12,29 @@ from psycopg import sql
 from zenthor.config import ServiceName
 
 
-def provision(admin_dsn: str, services: Iterable[ServiceName], passwords: dict[ServiceName, str] | None = None) -> None:
-    """Idempotent: safe to run on every start and from the migration Job."""
-    passwords = passwords or {}
+def password_env(service: ServiceName) -> str:
+    """`ZENTHOR_<PKG>_DB_PASSWORD`: the login password of the service's role. The migration Job
+    takes each from the Secret that also holds the service's database URL (deploy/k8s)."""
+    return f"ZENTHOR_{service.value.upper()}_DB_PASSWORD"
+
+
+def passwords_from_env(
+    services: Iterable[ServiceName], environ: Mapping[str, str] | None = None
+) -> dict[ServiceName, str]:
+    env = os.environ if environ is None else environ
+    return {s: env[password_env(s)] for s in services if env.get(password_env(s))}
+
+
+def provision(
+    admin_dsn: str,
+    services: Iterable[ServiceName],
+    passwords: dict[ServiceName, str] | None = None,
+) -> None:
+    """Idempotent: safe to run on every start and from the migration Job. Without `passwords`,
+    each role whose ZENTHOR_<PKG>_DB_PASSWORD is set gets (or keeps, on rotation) that password;
+    a role without one keeps what it has (local stacks trust loopback)."""
+    services = list(services)
+    passwords = passwords_from_env(services) if passwords is None else passwords
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         # pgvector's type lives in `public`; every role may use it, none may create there.
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public")

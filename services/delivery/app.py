@@ -13,7 +13,7 @@ from services.delivery.store.tables import OUTBOUND_CHANGES, outbox
 from services.delivery.usecases.deps import Deps
 from zenthor.config import Settings
 from zenthor.convert import utc_now
-from zenthor.db import UnitOfWork, create_engine
+from zenthor.db import DirectPool, UnitOfWork, create_engine
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from zenthor.notify import ChangeFeed
 from zenthor.outbox import OutboxRelay
@@ -42,6 +42,7 @@ async def build_server(
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the delivery service")
     engine = create_engine(settings.database_url, settings.db_pool_size)
+    db = DirectPool(settings.database_url, settings.db_pool_size, prepare=settings.db_prepared_statements)
     resolver, peers = peer_resolver(settings)
     feed = ChangeFeed(settings.database_url, [OUTBOUND_CHANGES], resync_s=watch_resync_s)
     starter = retry_starter(temporal or TemporalClientProvider.from_settings(settings), settings.temporal_task_queue)
@@ -51,6 +52,7 @@ async def build_server(
     deps = Deps(
         uow=lambda: UnitOfWork(engine),
         clock=clock,
+        db=db,
         feed=feed,
         default_account_id=settings.whatsapp_account_id,
         kick_outbox=relay.kick,
@@ -64,6 +66,9 @@ async def build_server(
         servicer=DeliveryServicer(deps),
         add_to_server=delivery_pb2_grpc.add_DeliveryServiceServicer_to_server,
     )
+    await db.open()
     await feed.start()
     relay.start()
-    return GrpcServer(settings, [registration], resolver, on_stop=[relay.stop, feed.stop, peers.close, engine.dispose])
+    return GrpcServer(
+        settings, [registration], resolver, on_stop=[relay.stop, feed.stop, peers.close, db.close, engine.dispose]
+    )

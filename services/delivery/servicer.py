@@ -33,19 +33,31 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         return pb.EnqueueOutboundResponse(outbound=wire.outbound_pb(result.outbound), created=result.created)
 
     async def ClaimOutbound(self, request: pb.ClaimOutboundRequest, context: Ctx) -> pb.ClaimOutboundResponse:
-        claimed = await outbound_uc.claim_outbound(
+        outcome = await outbound_uc.claim_outbound(
             self._deps,
             account_id=request.account_id,
             processor_id=request.processor_id,
             channel=wire.channel(request.channel),
             max_messages=request.max_messages,
             lease=wire.claim_lease(request),
+            completed=wire.outbound_ids(request.completed_ids, "completed_ids"),
         )
-        return pb.ClaimOutboundResponse(outbound_messages=[wire.outbound_pb(r) for r in claimed])
+        return pb.ClaimOutboundResponse(
+            outbound_messages=[wire.outbound_pb(r) for r in outcome.claimed],
+            refused_ids=wire.outbound_refs(outcome.refused),
+        )
 
     async def CompleteOutbound(self, request: pb.CompleteOutboundRequest, context: Ctx) -> pb.CompleteOutboundResponse:
         row = await outbound_uc.complete_outbound(self._deps, wire.outbound_id(request.id), request.processor_id)
         return pb.CompleteOutboundResponse(outbound=wire.optional_outbound_pb(row))
+
+    async def CompleteOutboundMessages(
+        self, request: pb.CompleteOutboundMessagesRequest, context: Ctx
+    ) -> pb.CompleteOutboundMessagesResponse:
+        refused = await outbound_uc.complete_outbound_messages(
+            self._deps, request.processor_id, wire.outbound_ids(request.ids, "ids")
+        )
+        return pb.CompleteOutboundMessagesResponse(refused_ids=wire.outbound_refs(refused))
 
     async def FailOutbound(self, request: pb.FailOutboundRequest, context: Ctx) -> pb.FailOutboundResponse:
         row = await outbound_uc.fail_outbound(

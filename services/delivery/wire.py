@@ -5,6 +5,7 @@ live in domain/."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -68,6 +69,14 @@ def message_id(value: str, field: str = "message_id") -> uuid.UUID:
 
 def outbound_id(value: str, field: str = "id") -> uuid.UUID:
     return ids.OUTBOUND.parse(value, field)
+
+
+def outbound_ids(values: Sequence[str], field: str) -> list[uuid.UUID]:
+    return [ids.OUTBOUND.parse(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def outbound_refs(values: Sequence[uuid.UUID]) -> list[str]:
+    return [ids.OUTBOUND.format(v) for v in values]
 
 
 def outbound_metadata(request: pb.EnqueueOutboundRequest) -> OutboundMetadata | None:

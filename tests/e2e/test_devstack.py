@@ -1,15 +1,13 @@
-"""`make dev` end to end, on one stack started as `make dev` starts it: every process answers
-its health check, `/readyz` sees all seven services, reflection lists every service, the stack
-is never open, a newcomer signs in with the dev issuer and goes through the README's session
-(sign up, chat, watch, skills, approve a tool call), a crashed process is restarted, and
-Ctrl-C stops everything with no stray process."""
+"""`make dev` end to end, on one stack started as `make dev` starts it (without the agent
+runtime, which these tests play): every process answers its health check, `/readyz` sees all
+seven services, reflection lists every service, the stack is never open, a newcomer signs in with
+the dev issuer and goes through the steps of the README's session (sign up, chat, watch, skills,
+approve a tool call), a crashed process is restarted, and Ctrl-C stops everything with no stray
+process. The README's session as written runs in tests/e2e/test_runtime_demo.py."""
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +19,7 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.support import readme
-from tests.support.devstack import ROOT, DevStack, port_open
+from tests.support.devstack import DevStack, port_open
 from tests.support.reflection import ReflectionClient
 from zenthor.clients import HEALTH_CHECK_METHOD
 from zenthor.config import ServiceName
@@ -38,7 +35,9 @@ pytestmark = pytest.mark.timeout(600)
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     stack = DevStack(tmp_path_factory.mktemp("devstack") / "data")
     try:
-        stack.start()
+        # Without the agent runtime: these tests play it (tests/e2e/test_runtime_demo.py runs
+        # the stack with it, and the README's session).
+        stack.start("--no-runtime")
         yield stack
     finally:
         stack.stop()
@@ -191,30 +190,6 @@ def test_a_new_user_signs_up_chats_watches_lists_skills_and_approves_a_tool_call
             assert resolved.json()["approval"]["status"] == "APPROVAL_STATUS_APPROVED"
             assert next(events)[2] == {"pending_approvals": []}
         assert http.get(f"/v1/conversations/{cid}/processing").json() == {"processing": True}
-
-
-def test_the_readme_curl_session_works_as_written(stack: DevStack) -> None:
-    missing = [tool for tool in ("bash", "curl", "jq") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"the README's session needs {', '.join(missing)}")
-    script = readme.session_block().replace(readme.SESSION_GATEWAY_LINE, f"GW={stack.gateway_url}", 1)
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**stack.env, "ZENTHOR_DEV_DATA_DIR": str(stack.data_dir)},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    compact = re.sub(r"\s+", "", out)  # jq pretty-prints
-    assert '"created":true' in compact, out  # signed up
-    assert '"email":"ana@example.com"' in compact and '"email_verified":true' in compact, out  # /users/me at once
-    assert "event: change" in out and "Invite Bob to dinner on Friday" in out, out  # watched
-    skills = re.search(r'\[("[^"]+",?)+\]', compact)  # the names jq listed
-    assert skills and len(json.loads(skills.group(0))) > 0, out
-    assert '"status":"APPROVAL_STATUS_APPROVED"' in compact, out  # approved
-    with user_client(stack, "ana@example.com") as http:
-        [conversation] = http.get("/v1/conversations").json()["conversations"]
-        assert conversation["title"] == "Dinner"
-        assert http.get(f"/v1/conversations/{conversation['id']}/pendingApprovals").json()["approvals"] == []
 
 
 def test_a_crashed_service_is_restarted(stack: DevStack) -> None:

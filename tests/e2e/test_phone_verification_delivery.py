@@ -19,6 +19,7 @@ from tests.conftest import free_port
 from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer, service
+from tests.support.streams import read_until
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.common.v1 import types_pb2
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2, delivery_pb2_grpc
@@ -62,14 +63,10 @@ async def test_the_code_reaches_a_whatsapp_egress_claim_for_the_configured_accou
     watch = delivery.WatchOutbound(
         delivery_pb2.WatchOutboundRequest(account_id=ACCOUNT, channel=types_pb2.CHANNEL_WHATSAPP), metadata=service()
     )
-    async for update in watch:
-        if update.claimable_count == 0:
-            break
+    await read_until(watch, lambda update: update.claimable_count == 0)
     reply = await identity.RequestPhoneVerification(identity_pb2.RequestPhoneVerificationRequest(phone=PHONE), metadata=user)
     assert reply.success
-    async for update in watch:
-        if update.claimable_count > 0:
-            break
+    await read_until(watch, lambda update: update.claimable_count > 0)
     watch.cancel()
 
     # The egress holds the account's lease first: only the holder claims (docs/hardening.md #41).

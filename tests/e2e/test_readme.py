@@ -1,6 +1,6 @@
 """Every command in the README's shell blocks works as written: the ones that need no stack are
 run here (`make` targets dry-run, `--help`), and the one block that needs `make dev` running —
-the curl session — is run by tests/e2e/test_devstack.py against a stack started as `make dev`
+the curl session — is run by tests/e2e/test_runtime_demo.py against a stack started as `make dev`
 starts it. A command neither covers fails here."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_every_readme_command_outside_the_session_runs_as_written() -> None:
     checked = []
     for block in readme.shell_blocks():
         if block == session:
-            continue  # needs a running stack: tests/e2e/test_devstack.py runs it
+            continue  # needs a running stack: tests/e2e/test_runtime_demo.py runs it
         for command in readme.commands(block):
             make = re.fullmatch(r"make ([a-z-]+)", command)
             if make:

@@ -3,8 +3,9 @@ request id, and a rejected call leaves every row as it was — for every RPC of 
 services, with requests generated from the contracts' descriptors (a new RPC or field is
 covered without touching this file; tests/support/hostile_strategies.py).
 
-The default run sends a derandomized sample of SAMPLE_CASES per RPC; `make soak` sends
-SOAK_CASES per RPC from a fresh seed (printed; set HOSTILE_SEED to replay one)."""
+The default run sends a derandomized sample of SAMPLE_CASES per RPC (HOSTILE_SAMPLE_CASES
+overrides it); `make soak` sends SOAK_CASES per RPC from a fresh seed (printed; set
+HOSTILE_SEED to replay one). `-v` prints every RPC's cases and status codes."""
 
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ def check(census: Census, service: ServiceName, examples: int) -> None:
     assert not findings, "\n".join(findings)
 
 
+@pytest.mark.timeout(900)  # a loaded 2-core machine takes minutes for the larger services
 @pytest.mark.parametrize("service", list(ServiceName), ids=lambda s: s.value)
 async def test_hostile_requests_are_answered_without_internal_errors_or_partial_writes(
     service: ServiceName,

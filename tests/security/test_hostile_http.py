@@ -4,8 +4,9 @@ the seven real services behind it. Cases come from schemathesis (valid and inval
 per the document), with the credentials each route's RPC asks for, garbage `Last-Event-ID`
 on the SSE routes and svix-signed Clerk webhook bodies (tests/support/hostile_http.py).
 
-The default run sends a derandomized sample of SAMPLE_CASES per route; `make soak` sends
-SOAK_CASES per route from a fresh seed (printed; set HOSTILE_SEED to replay one)."""
+The default run sends a derandomized sample of SAMPLE_CASES per route
+(HOSTILE_HTTP_SAMPLE_CASES overrides it); `make soak` sends SOAK_CASES per route from a fresh
+seed (printed; set HOSTILE_SEED to replay one). `-v` prints every route's statuses."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ async def run_hostile_http(
     assert not findings, "\n".join(findings)
 
 
+@pytest.mark.timeout(900)  # a loaded 2-core machine takes minutes
 async def test_hostile_http_requests_are_never_answered_5xx(
     censuses: dict[str, Census], settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer
 ) -> None:

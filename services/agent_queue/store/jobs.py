@@ -108,11 +108,6 @@ async def get_job(conn: AsyncConnection, job_id: uuid.UUID) -> Job | None:
     return job_from_row(row) if row else None
 
 
-async def get_job_by_message(conn: AsyncConnection, message_id: uuid.UUID) -> Job | None:
-    row = (await conn.execute(sa.select(jobs).where(jobs.c.message_id == message_id))).first()
-    return job_from_row(row) if row else None
-
-
 # --- claims ---
 
 # The one rule of what a claim may take, shared by ClaimJobs and WatchPendingJobs so the
@@ -154,20 +149,22 @@ CLAIM_JOBS = f"""
     RETURNING jobs.*
 """
 
-# The claim as ClaimJobs sends it: the same statement, and whether any lease is stale (the rule of
-# domain.is_job_stale, two probes of jobs_processing_lease_idx), so the use case sweeps only when
-# there is something to sweep instead of opening a transaction for it on every claim. One row
-# comes back even when nothing was claimed.
+# Whether any lease is stale (the rule of domain.is_job_stale, two probes of
+# jobs_processing_lease_idx), asked by every claim so the use case sweeps only when there is
+# something to sweep instead of opening a transaction for it on every claim.
+STALE_LEASES = """
+    SELECT EXISTS (SELECT 1 FROM agent_queue.jobs
+                    WHERE status = 'processing' AND locked_until < %(now)s)
+        OR EXISTS (SELECT 1 FROM agent_queue.jobs
+                    WHERE status = 'processing' AND locked_until IS NULL
+                      AND COALESCE(started_at, created_at) < %(legacy_cutoff)s) AS found
+"""
+
+# The claim as ClaimJobs sends it: one row comes back even when nothing was claimed.
 CLAIM_JOBS_SEEING_STALE = f"""
     WITH claimed AS ({CLAIM_JOBS}),
-    stale AS (
-        SELECT EXISTS (SELECT 1 FROM agent_queue.jobs
-                        WHERE status = 'processing' AND locked_until < %(now)s)
-            OR EXISTS (SELECT 1 FROM agent_queue.jobs
-                        WHERE status = 'processing' AND locked_until IS NULL
-                          AND COALESCE(started_at, created_at) < %(legacy_cutoff)s) AS found
-    )
-    SELECT stale.found AS stale_leases, claimed.* FROM stale LEFT JOIN claimed ON true
+    stale AS ({STALE_LEASES})
+    SELECT stale.found AS stale_leases, NULL::uuid[] AS acked, claimed.* FROM stale LEFT JOIN claimed ON true
 """
 
 # Both are the residue of races the statement cannot see (a claim naming a job whose conversation
@@ -179,42 +176,6 @@ DEADLOCK_DETECTED = "40P01"
 class ClaimConflict(Exception):
     """A concurrent claim won a conversation this claim also picked; nothing was written and the
     caller retries (a fresh snapshot sees the winner's row)."""
-
-
-@dataclass(frozen=True)
-class Claimed:
-    jobs: list[Job]
-    # Some lease is past its end: the caller sweeps.
-    stale_leases: bool
-
-
-async def claim_jobs(
-    db: DirectPool,
-    *,
-    processor_id: str,
-    max_jobs: int,
-    now: datetime,
-    locked_until: datetime,
-    legacy_cutoff: datetime,
-    job_ids: Sequence[uuid.UUID],
-) -> Claimed:
-    params = {
-        "processor_id": processor_id,
-        "max_jobs": max_jobs,
-        "now": now,
-        "locked_until": locked_until,
-        "legacy_cutoff": legacy_cutoff,
-        "any_job": not job_ids,
-        "job_ids": list(job_ids),
-    }
-    try:
-        rows = await db.fetch(CLAIM_JOBS_SEEING_STALE, params)
-    except psycopg.Error as e:
-        if e.sqlstate in (UNIQUE_VIOLATION, DEADLOCK_DETECTED):
-            raise ClaimConflict(str(e)) from e
-        raise
-    claimed = sorted((job_from_row(r) for r in rows if r.id is not None), key=lambda j: j.id)
-    return Claimed(claimed, stale_leases=bool(rows and rows[0].stale_leases))
 
 
 # --- lease holder transitions (docs/hardening.md #12: only the holder, only from processing) ---
@@ -251,6 +212,60 @@ COMPLETE_JOBS = """
     WHERE j.id = v.id AND j.status = 'processing' AND j.processor_id = %(processor_id)s
     RETURNING j.id
 """
+# Acknowledgements carried on a claim, and the claim, in one statement (one round trip). The claim
+# reads the snapshot from before the acks: a head the acks hand over is claimable from the next
+# statement on (the use case claims again when this one came back short).
+ACK_THEN_CLAIM_JOBS = f"""
+    WITH acked AS ({COMPLETE_JOBS}),
+    claimed AS ({CLAIM_JOBS}),
+    stale AS ({STALE_LEASES})
+    SELECT stale.found AS stale_leases, ARRAY(SELECT id FROM acked) AS acked, claimed.*
+      FROM stale LEFT JOIN claimed ON true
+"""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    jobs: list[Job]
+    # The acknowledgements that went through (the others were refused).
+    acked: set[uuid.UUID]
+    # Some lease is past its end: the caller sweeps.
+    stale_leases: bool
+
+
+async def claim_jobs(
+    db: DirectPool,
+    *,
+    processor_id: str,
+    max_jobs: int,
+    now: datetime,
+    locked_until: datetime,
+    legacy_cutoff: datetime,
+    job_ids: Sequence[uuid.UUID],
+    completed: Sequence[Completion] = (),
+) -> Claimed:
+    """Acknowledges `completed` (if any), then claims, in one statement."""
+    params = {
+        "processor_id": processor_id,
+        "max_jobs": max_jobs,
+        "now": now,
+        "locked_until": locked_until,
+        "legacy_cutoff": legacy_cutoff,
+        "any_job": not job_ids,
+        "job_ids": list(job_ids),
+        "ids": [c.job_id for c in completed],
+        "models": [c.model_used for c in completed],
+    }
+    try:
+        rows = await db.fetch(ACK_THEN_CLAIM_JOBS if completed else CLAIM_JOBS_SEEING_STALE, params)
+    except psycopg.Error as e:
+        if e.sqlstate in (UNIQUE_VIOLATION, DEADLOCK_DETECTED):
+            raise ClaimConflict(str(e)) from e
+        raise
+    claimed = sorted((job_from_row(r) for r in rows if r.id is not None), key=lambda j: j.id)
+    return Claimed(claimed, acked=set(rows[0].acked or ()), stale_leases=bool(rows[0].stale_leases))
+
+
 # CompleteJob answers the job as stored.
 COMPLETE_JOB = """
     UPDATE agent_queue.jobs
@@ -397,17 +412,20 @@ async def list_pending(conn: AsyncConnection, page: PageRequest) -> list[Job]:
     return [job_from_row(r) for r in (await conn.execute(query)).all()]
 
 
-# What ClaimJobs would take now (the same CLAIMABLE rule), oldest first.
-CLAIMABLE_JOBS = sa.text(f"SELECT j.* FROM agent_queue.jobs AS j WHERE {CLAIMABLE} ORDER BY j.id LIMIT :limit")
+# WatchPendingJobs' snapshot in one statement (one snapshot, one round trip): what ClaimJobs would
+# take now (the same CLAIMABLE rule), oldest first, and how many jobs are pending at all. One row
+# comes back even when nothing is claimable.
+PENDING_SNAPSHOT = f"""
+    SELECT (SELECT count(*) FROM agent_queue.jobs WHERE status = 'pending') AS pending_count, c.*
+      FROM (SELECT 1) AS one
+      LEFT JOIN LATERAL (SELECT j.* FROM agent_queue.jobs AS j WHERE {CLAIMABLE} ORDER BY j.id LIMIT %(limit)s) AS c
+        ON true
+"""
 
 
-async def claimable_jobs(conn: AsyncConnection, limit: int) -> list[Job]:
-    return [job_from_row(r) for r in (await conn.execute(CLAIMABLE_JOBS, {"limit": limit})).all()]
-
-
-async def count_pending(conn: AsyncConnection) -> int:
-    query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == JobStatus.PENDING.value)
-    return int((await conn.execute(query)).scalar_one())
+async def pending_snapshot(db: DirectPool, limit: int) -> tuple[list[Job], int]:
+    rows = await db.fetch(PENDING_SNAPSHOT, {"limit": limit})
+    return [job_from_row(r) for r in rows if r.id is not None], int(rows[0].pending_count)
 
 
 ACTIVE_STATUSES = (JobStatus.PENDING.value, JobStatus.PROCESSING.value, JobStatus.WAITING_RETRY.value)

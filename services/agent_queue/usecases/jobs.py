@@ -91,22 +91,47 @@ async def claim_jobs(
     job_ids: Sequence[uuid.UUID],
     completed: Sequence[Completion] = (),
 ) -> ClaimOutcome:
-    """The caller's finished jobs acknowledged first (so their conversations' next jobs are
-    claimable), then up to `max_jobs` claimed: one statement each, no transaction around them.
-    A claim that saw a stale lease sweeps a batch of them afterwards (freeing nothing claimable at
-    once: a swept job waits for its retry and holds its conversation). A claim that lost a
-    conversation to a concurrent one is retried, never surfaced."""
+    """The caller's finished jobs acknowledged, then up to `max_jobs` claimed: one statement, no
+    transaction around it. A job the acks just made claimable (its conversation's previous one
+    was acknowledged) is not in that statement's snapshot, so a claim that came back short after
+    acks runs once more. A claim that saw a stale lease sweeps a batch of them afterwards (it frees
+    nothing claimable at once: a swept job waits for its retry and holds its conversation). A
+    claim that lost a conversation to a concurrent one is retried, never surfaced."""
     processor_id = domain.check_processor_id(processor_id)
     max_jobs = domain.check_max_jobs(max_jobs)
     lease = domain.check_lease(lease)
     domain.check_claim_count(len(job_ids))
     completed = domain.check_completions(completed, "completed")
-    refused = await _acknowledge(deps, processor_id, completed) if completed else []
-    claimed = store.Claimed([], stale_leases=False)
+    claimed = await _claim(deps, processor_id, max_jobs, lease, job_ids, completed)
+    if claimed is None:
+        # Still contended after CLAIM_ATTEMPTS: nothing claimed this time (the worker's next claim
+        # proceeds), but the acks must not wait for it.
+        return ClaimOutcome([], await _acknowledge(deps, processor_id, completed) if completed else [])
+    refused = [c.job_id for c in completed if c.job_id not in claimed.acked]
+    jobs = claimed.jobs
+    stale = claimed.stale_leases
+    if claimed.acked and len(jobs) < max_jobs:
+        more = await _claim(deps, processor_id, max_jobs - len(jobs), lease, job_ids, ())
+        if more is not None:
+            jobs, stale = sorted(jobs + more.jobs, key=lambda j: j.id), stale or more.stale_leases
+    if stale:
+        await requeue_stale_jobs(deps, INLINE_STALE_BATCH)
+    return ClaimOutcome(jobs, refused)
+
+
+async def _claim(
+    deps: Deps,
+    processor_id: str,
+    max_jobs: int,
+    lease: timedelta,
+    job_ids: Sequence[uuid.UUID],
+    completed: Sequence[Completion],
+) -> store.Claimed | None:
+    """None when every attempt lost to a concurrent claim (nothing was written)."""
     for _ in range(CLAIM_ATTEMPTS):
         now = deps.clock()
         try:
-            claimed = await store.claim_jobs(
+            return await store.claim_jobs(
                 deps.db,
                 processor_id=processor_id,
                 max_jobs=max_jobs,
@@ -114,14 +139,11 @@ async def claim_jobs(
                 locked_until=now + lease,
                 legacy_cutoff=now - domain.LEGACY_STALE,
                 job_ids=job_ids,
+                completed=completed,
             )
         except store.ClaimConflict:
             continue
-        break
-    # Still contended after CLAIM_ATTEMPTS: nothing claimed this time, the worker's next claim proceeds.
-    if claimed.stale_leases:
-        await requeue_stale_jobs(deps, INLINE_STALE_BATCH)
-    return ClaimOutcome(claimed.jobs, refused)
+    return None
 
 
 async def complete_jobs(deps: Deps, processor_id: str, completed: Sequence[Completion]) -> list[uuid.UUID]:
@@ -379,9 +401,7 @@ class PendingSnapshot:
 
 
 async def pending_snapshot(deps: Deps, max_jobs: int) -> PendingSnapshot:
-    async with deps.uow() as uow:
-        claimable = await store.claimable_jobs(uow.conn, max_jobs)
-        count = await store.count_pending(uow.conn)
+    claimable, count = await store.pending_snapshot(deps.db, max_jobs)
     return PendingSnapshot(claimable, count)
 
 

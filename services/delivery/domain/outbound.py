@@ -36,6 +36,9 @@ MAX_ATTEMPTS = 5
 # A failure's text is kept to its first 500 characters.
 MAX_ERROR_CHARS = 500
 MAX_CLAIM_BATCH = 100
+# One call acknowledges at most a claim's worth of rows (CompleteOutboundMessages, or acks
+# carried on ClaimOutbound).
+MAX_ACKS = MAX_CLAIM_BATCH
 MAX_FREE_ID = 128
 # WhatsApp's own limit for one text message.
 MAX_CONTENT_CHARS = 65_536
@@ -166,6 +169,12 @@ def claim_batch(max_messages: int) -> int:
     if max_messages < 0:
         raise InvalidArgument("max_messages", "must not be negative")
     return min(max(max_messages, 1), MAX_CLAIM_BATCH)
+
+
+def check_ack_count(count: int, field: str) -> int:
+    if count > MAX_ACKS:
+        raise InvalidArgument(field, f"must hold at most {MAX_ACKS} ids")
+    return count
 
 
 def sweep_batch(batch_size: int) -> int:

@@ -1,11 +1,14 @@
 """SQL of the outbound queue: idempotent enqueue, batch claim with SKIP LOCKED over recipient
-heads (per-recipient FIFO) for the account's lease holder, guarded complete/fail/release, head
-hand-over, expired-lease reclaim."""
+heads (per-recipient FIFO) for the account's lease holder, guarded complete/fail/release (one row
+or a batch), expired-lease reclaim. A head that leaves for good is handed over by migration
+0003's trigger in the statement that finishes it. The claim runs alone on the direct pool (one
+statement, one round trip); the rest inside a unit of work."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +17,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.delivery.domain.outbound import (
+    MARK_DELIVERY_TOPIC,
     MAX_ATTEMPTS,
     MAX_ERROR_CHARS,
     UNFINISHED,
@@ -25,6 +29,8 @@ from services.delivery.domain.outbound import (
 )
 from services.delivery.store.tables import outbound_messages as o
 from services.delivery.store.tables import whatsapp_leases as leases
+from zenthor.db import DirectPool
+from zenthor.ids import MESSAGE, OUTBOUND, OUTBOX_EVENT
 from zenthor.pagination import PageRequest
 
 # The caller holds the account's WhatsApp lease now (docs/hardening.md #41). FOR SHARE: a
@@ -34,14 +40,16 @@ from zenthor.pagination import PageRequest
 HOLDS_LEASE = """
     SELECT l.account_id
       FROM delivery.whatsapp_leases AS l
-     WHERE l.account_id = :account_id AND l.owner_id = :processor_id AND l.expires_at > :now
+     WHERE l.account_id = %(account_id)s AND l.owner_id = %(processor_id)s AND l.expires_at > %(now)s
        FOR SHARE
 """
 
 # The claim: the oldest claimable rows of one account and channel, at most one per recipient,
-# for the account's lease holder only.
-CLAIM = sa.text(
-    f"""
+# for the account's lease holder only. It also answers whether the caller holds the lease and
+# whether any of the account's claims expired, so the use case reclaims those (in a transaction of
+# its own) only when there are some: a reclaimed row waits for its retry and still heads its
+# recipient, so reclaiming after the claim instead of before it changes no claim.
+CLAIM = f"""
     WITH holder AS ({HOLDS_LEASE}),
     heads AS (
         -- pending recipient heads of the account and channel, oldest first (smallest
@@ -49,22 +57,31 @@ CLAIM = sa.text(
         -- its messages go out one at a time in order and a failing one holds back only itself
         SELECT c.id
           FROM delivery.outbound_messages AS c
-         WHERE c.account_id = :account_id AND c.channel = :channel AND c.status = 'pending' AND c.is_head
+         WHERE c.account_id = %(account_id)s AND c.channel = %(channel)s AND c.status = 'pending' AND c.is_head
            -- nothing at all for a caller that does not hold the account's lease
            AND EXISTS (SELECT 1 FROM holder)
          ORDER BY c.created_at, c.id
-         LIMIT :max_messages
+         LIMIT %(max_messages)s
          -- concurrent claimers skip each other's rows instead of waiting (never the same row twice)
          FOR UPDATE SKIP LOCKED
+    ),
+    claimed AS (
+        -- lease them to the caller
+        UPDATE delivery.outbound_messages AS m
+           SET status = 'processing', processor_id = %(processor_id)s, locked_until = %(locked_until)s,
+               updated_at = %(now)s
+          FROM heads
+         WHERE m.id = heads.id
+        RETURNING m.*
+    ),
+    seen AS (
+        SELECT EXISTS (SELECT 1 FROM holder) AS holds_lease,
+               EXISTS (SELECT 1 FROM delivery.outbound_messages AS x
+                        WHERE x.status = 'processing' AND x.locked_until <= %(now)s
+                          AND x.account_id = %(account_id)s) AS expired_claims
     )
-    -- lease them to the caller
-    UPDATE delivery.outbound_messages AS m
-       SET status = 'processing', processor_id = :processor_id, locked_until = :locked_until, updated_at = :now
-      FROM heads
-     WHERE m.id = heads.id
-    RETURNING m.*
-    """
-)
+    SELECT seen.holds_lease, seen.expired_claims, claimed.* FROM seen LEFT JOIN claimed ON true
+"""
 
 # What WatchOutbound reports: rows a claim would take now, plus expired leases a claim would reclaim.
 CLAIMABLE_COUNT = sa.text(
@@ -78,33 +95,11 @@ CLAIMABLE_COUNT = sa.text(
 )
 
 # Serializes the head bookkeeping of one recipient: an enqueue deciding whether its row is the
-# head, and a head leaving for good handing over to the next row, never interleave (else a row
-# queued while the head leaves could be left without a head forever). Held until commit.
+# head, and a head leaving for good handing over to the next row (migration 0003's trigger takes
+# the same lock), never interleave (else a row queued while the head leaves could be left without
+# a head forever). Held until commit.
 LOCK_RECIPIENT = sa.text(
     "SELECT pg_advisory_xact_lock(hashtextextended(:account_id || chr(31) || :channel || chr(31) || :recipient_key, 0))"
-)
-
-# After a head left for good: its recipient's oldest unfinished row becomes the head.
-PROMOTE_NEXT = sa.text(
-    """
-    UPDATE delivery.outbound_messages AS m
-       SET is_head = true
-     WHERE m.id = (
-               -- the oldest row of the recipient still to be delivered
-               SELECT n.id
-                 FROM delivery.outbound_messages AS n
-                WHERE n.account_id = :account_id AND n.channel = :channel AND n.recipient_key = :recipient_key
-                  AND n.status IN ('pending', 'processing', 'waiting_retry')
-                ORDER BY n.created_at, n.id
-                LIMIT 1)
-       -- unless the recipient already has a head (one per recipient, a unique index says so too)
-       AND NOT EXISTS (
-               SELECT 1
-                 FROM delivery.outbound_messages AS h
-                WHERE h.account_id = :account_id AND h.channel = :channel AND h.recipient_key = :recipient_key
-                  AND h.is_head)
-    RETURNING m.id
-    """
 )
 
 # Informational: when each row given a retry becomes claimable (RetryWorkflow releases it).
@@ -159,13 +154,6 @@ def _fifo(rows: Sequence[Any]) -> list[Outbound]:
     return sorted((_outbound(r) for r in rows), key=lambda x: (x.created_at, x.id))
 
 
-async def holds_lease(conn: AsyncConnection, account_id: str, processor_id: str, now: datetime) -> bool:
-    """Whether the caller holds the account's lease now; the lease row stays share-locked until
-    commit, so it cannot be taken over while the caller's claim runs."""
-    params = {"account_id": account_id, "processor_id": processor_id, "now": now}
-    return (await conn.execute(sa.text(HOLDS_LEASE), params)).first() is not None
-
-
 async def lock_recipient(conn: AsyncConnection, account_id: str, channel: Channel, recipient_key: str) -> None:
     params = {"account_id": account_id, "channel": channel.value, "recipient_key": recipient_key}
     await conn.execute(LOCK_RECIPIENT, params)
@@ -214,16 +202,6 @@ async def insert_if_absent(conn: AsyncConnection, outbound_id: uuid.UUID, new: N
     return _outbound(row) if row else None
 
 
-async def promote_next_heads(conn: AsyncConnection, left: Sequence[Outbound]) -> None:
-    """Hands each recipient whose head left for good (SENT/FAILED) over to its next row. Locks
-    the recipients in a fixed order, so two transactions never wait on each other in a cycle."""
-    recipients = sorted({(r.account_id, r.channel.value, r.recipient_key) for r in left})
-    for account_id, channel, recipient_key in recipients:
-        params = {"account_id": account_id, "channel": channel, "recipient_key": recipient_key}
-        await conn.execute(LOCK_RECIPIENT, params)
-        await conn.execute(PROMOTE_NEXT, params)
-
-
 async def get_by_message(conn: AsyncConnection, message_id: uuid.UUID, channel: Channel) -> Outbound | None:
     row = (await conn.execute(sa.select(o).where(o.c.message_id == message_id, o.c.channel == channel.value))).first()
     return _outbound(row) if row else None
@@ -270,8 +248,17 @@ async def reclaim_expired(
     return _fifo((await conn.execute(stmt)).all())
 
 
+@dataclass(frozen=True)
+class Claimed:
+    rows: list[Outbound]
+    # False: the caller does not hold the account's lease (nothing was claimed).
+    holds_lease: bool
+    # Some of the account's claims are past their lease: the caller reclaims them.
+    expired_claims: bool
+
+
 async def claim(
-    conn: AsyncConnection,
+    db: DirectPool,
     *,
     account_id: str,
     channel: Channel,
@@ -279,7 +266,7 @@ async def claim(
     max_messages: int,
     now: datetime,
     locked_until: datetime,
-) -> list[Outbound]:
+) -> Claimed:
     params = {
         "account_id": account_id,
         "channel": channel.value,
@@ -288,33 +275,83 @@ async def claim(
         "now": now,
         "locked_until": locked_until,
     }
-    return _fifo((await conn.execute(CLAIM, params)).all())
+    rows = await db.fetch(CLAIM, params)
+    first = rows[0]
+    return Claimed(_fifo([r for r in rows if r.id is not None]), first.holds_lease, first.expired_claims)
+
+
+def _complete(ids: sa.ColumnElement[bool], processor_id: str, now: datetime) -> sa.Update:
+    """PROCESSING → SENT, by the claim holder still holding the account's lease only
+    (docs/hardening.md #15, #41). Clearing is_head hands the recipient over (migration 0003)."""
+    return (
+        sa.update(o)
+        .where(
+            ids,
+            o.c.status == OutboundStatus.PROCESSING.value,
+            o.c.processor_id == processor_id,
+            _holds_account_lease(processor_id, now),
+        )
+        .values(
+            status=OutboundStatus.SENT.value,
+            is_head=False,
+            processor_id=None,
+            locked_until=None,
+            last_error=None,
+            updated_at=now,
+        )
+        .returning(o)
+    )
 
 
 async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: str, now: datetime) -> Outbound | None:
-    """PROCESSING → SENT, by the claim holder still holding the account's lease only
-    (docs/hardening.md #15, #41); None when that guard fails."""
-    row = (
-        await conn.execute(
-            sa.update(o)
-            .where(
-                o.c.id == outbound_id,
-                o.c.status == OutboundStatus.PROCESSING.value,
-                o.c.processor_id == processor_id,
-                _holds_account_lease(processor_id, now),
-            )
-            .values(
-                status=OutboundStatus.SENT.value,
-                is_head=False,
-                processor_id=None,
-                locked_until=None,
-                last_error=None,
-                updated_at=now,
-            )
-            .returning(o)
-        )
-    ).first()
+    """None when the guard fails."""
+    row = (await conn.execute(_complete(o.c.id == outbound_id, processor_id, now))).first()
     return _outbound(row) if row else None
+
+
+# Many rows SENT in one statement (the guard of _complete, row by row), and for each the outbox event
+# that marks its message delivered (docs/hardening.md #27), as zenthor.outbox.add_event stores it:
+# one round trip, and a row is never sent without its event. Clearing is_head hands each
+# recipient over (migration 0003's trigger).
+COMPLETE_MANY = """
+    WITH sent AS (
+        UPDATE delivery.outbound_messages AS m
+           SET status = 'sent', is_head = false, processor_id = NULL, locked_until = NULL, last_error = NULL,
+               updated_at = %(now)s
+          FROM unnest(CAST(%(ids)s AS uuid[]), CAST(%(event_ids)s AS uuid[]), CAST(%(keys)s AS text[]))
+               AS v(id, event_id, key)
+         WHERE m.id = v.id AND m.status = 'processing' AND m.processor_id = %(processor_id)s
+           AND EXISTS (SELECT 1 FROM delivery.whatsapp_leases AS l
+                        WHERE l.account_id = m.account_id AND l.owner_id = %(processor_id)s
+                          AND l.expires_at > %(now)s)
+        RETURNING m.id, m.message_id, v.event_id, v.key
+    ),
+    marked AS (
+        INSERT INTO delivery.outbox (id, topic, key, payload, created_at, next_attempt_at)
+        SELECT sent.event_id, %(topic)s, sent.key,
+               -- the message's id as zenthor.ids formats it: prefix, then the UUID in hex
+               jsonb_build_object('message_id', %(message_prefix)s || replace(sent.message_id::text, '-', ''),
+                                  'outcome', 'delivered'),
+               %(now)s, %(now)s
+          FROM sent
+        ON CONFLICT ON CONSTRAINT outbox_topic_key_uq DO NOTHING
+    )
+    SELECT id FROM sent
+"""
+
+
+async def complete_many(db: DirectPool, outbound_ids: Sequence[uuid.UUID], processor_id: str, now: datetime) -> set[uuid.UUID]:
+    """The ids marked sent; the others failed the guard."""
+    params = {
+        "ids": list(outbound_ids),
+        "event_ids": [OUTBOX_EVENT.new() for _ in outbound_ids],
+        "keys": [OUTBOUND.format(i) for i in outbound_ids],
+        "processor_id": processor_id,
+        "now": now,
+        "topic": MARK_DELIVERY_TOPIC,
+        "message_prefix": MESSAGE.format(uuid.UUID(int=0)).removesuffix(uuid.UUID(int=0).hex),
+    }
+    return {r.id for r in await db.fetch(COMPLETE_MANY, params)}
 
 
 async def fail(

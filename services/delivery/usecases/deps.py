@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from zenthor.db import UnitOfWorkFactory
+from zenthor.db import DirectPool, UnitOfWorkFactory
 from zenthor.notify import ChangeFeed
 from zenthor.retries import DEFAULT_BASE_S, DEFAULT_CAP_S
 
@@ -16,6 +16,8 @@ from zenthor.retries import DEFAULT_BASE_S, DEFAULT_CAP_S
 class Deps:
     uow: UnitOfWorkFactory
     clock: Callable[[], datetime]
+    # The claim's single statement: no unit of work around it.
+    db: DirectPool
     feed: ChangeFeed
     # The deployment's WhatsApp account (`WHATSAPP_ACCOUNT_ID`): rows enqueued without one get
     # it, so no row is unclaimable (docs/hardening.md #10).

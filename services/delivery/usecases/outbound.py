@@ -9,7 +9,7 @@ account's watchers are woken.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -29,9 +29,9 @@ from services.delivery.store import whatsapp as whatsapp_store
 from services.delivery.store.tables import OUTBOUND_CHANGES, outbox
 from services.delivery.usecases.deps import Deps
 from zenthor import ids
-from zenthor.errors import FailedPrecondition
+from zenthor.errors import FailedPrecondition, InvalidArgument
 from zenthor.notify import notify
-from zenthor.outbox import add_event
+from zenthor.outbox import add_events
 from zenthor.pagination import Page, PageRequest, next_token
 from zenthor.retries import add_retry, retry_delay_s
 
@@ -79,6 +79,14 @@ async def enqueue_outbound(
     return Enqueued(row, created=True)
 
 
+@dataclass(frozen=True)
+class ClaimOutcome:
+    claimed: list[Outbound]
+    # Acknowledgements carried on the claim that were refused (CompleteOutboundMessages), in the
+    # order sent.
+    refused: list[uuid.UUID]
+
+
 async def claim_outbound(
     deps: Deps,
     *,
@@ -87,38 +95,60 @@ async def claim_outbound(
     channel: Channel,
     max_messages: int,
     lease: timedelta | None,
-) -> list[Outbound]:
-    """One transaction, one `now`, for the holder of the account's WhatsApp lease only
-    (docs/hardening.md #41; anyone else gets nothing and writes nothing): the account's expired
-    claims are reclaimed counting an attempt (docs/hardening.md #16), then up to `max_messages`
-    recipient heads are leased (SKIP LOCKED)."""
+    completed: Sequence[uuid.UUID] = (),
+) -> ClaimOutcome:
+    """The caller's sent rows acknowledged first (so their recipients' next messages are
+    claimable), then, for the holder of the account's WhatsApp lease only (docs/hardening.md #41;
+    anyone else gets nothing and writes nothing), up to `max_messages` recipient heads leased
+    (SKIP LOCKED) in one statement. A claim that saw expired claims of the account reclaims them
+    afterwards, counting an attempt (docs/hardening.md #16)."""
     domain.check_free_id(account_id, "account_id")
     domain.check_free_id(processor_id, "processor_id")
     batch = domain.claim_batch(max_messages)
     lease_for = domain.claim_lease(lease)
+    domain.check_ack_count(len(completed), "completed_ids")
+    refused = await _acknowledge(deps, processor_id, completed) if completed else []
     now = deps.clock()
-    async with deps.uow() as uow:
-        # Share-locks the lease row until commit: no takeover while this claim runs.
-        if not await store.holds_lease(uow.conn, account_id, processor_id, now):
-            return []
-        reclaimed = await store.reclaim_expired(
-            uow.conn, now, account_id=account_id, batch=domain.SWEEP_BATCH.default, error_prefix=domain.LEASE_EXPIRED_ERROR
-        )
-        events = await _settle(deps, uow.conn, reclaimed, now)
-        claimed = await store.claim(
-            uow.conn,
-            account_id=account_id,
-            channel=channel,
-            processor_id=processor_id,
-            max_messages=batch,
-            now=now,
-            locked_until=now + lease_for,
-        )
-        # No wake-up for the claim itself: taking rows makes nothing claimable for others.
-        await uow.commit()
-    if events:
+    # The lease row is share-locked for the statement: no takeover while this claim runs.
+    found = await store.claim(
+        deps.db,
+        account_id=account_id,
+        channel=channel,
+        processor_id=processor_id,
+        max_messages=batch,
+        now=now,
+        locked_until=now + lease_for,
+    )
+    # No wake-up for the claim itself: taking rows makes nothing claimable for others.
+    if found.holds_lease and found.expired_claims:
+        async with deps.uow() as uow:
+            reclaimed = await store.reclaim_expired(
+                uow.conn, now, account_id=account_id, batch=domain.SWEEP_BATCH.default,
+                error_prefix=domain.LEASE_EXPIRED_ERROR,
+            )
+            events = await _settle(deps, uow.conn, reclaimed, now)
+            await uow.commit()
+        if events:
+            deps.kick_outbox()
+    return ClaimOutcome(found.rows, refused)
+
+
+async def complete_outbound_messages(deps: Deps, processor_id: str, outbound_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Many rows SENT in one statement, each as CompleteOutbound would; answers the refused ones
+    (guard failed, or unknown)."""
+    domain.check_free_id(processor_id, "processor_id")
+    if not outbound_ids:
+        raise InvalidArgument("ids", "must hold at least one id")
+    domain.check_ack_count(len(outbound_ids), "ids")
+    return await _acknowledge(deps, processor_id, outbound_ids)
+
+
+async def _acknowledge(deps: Deps, processor_id: str, outbound_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """One statement: the rows sent, their messages' outcome events, their recipients handed over."""
+    done = await store.complete_many(deps.db, outbound_ids, processor_id, deps.clock())
+    if done:
         deps.kick_outbox()
-    return claimed
+    return [i for i in outbound_ids if i not in done]
 
 
 async def complete_outbound(deps: Deps, outbound_id: uuid.UUID, processor_id: str) -> Outbound | None:
@@ -234,10 +264,13 @@ async def watch_outbound(deps: Deps, account_id: str, channel: Channel) -> Async
 
 
 async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], now: datetime) -> dict[uuid.UUID, Outbound]:
-    """In the caller's transaction: schedules the retries of WAITING_RETRY rows, marks the
-    messages of SENT/FAILED rows and wakes their accounts' watchers. Returns the rows as updated."""
+    """In the caller's transaction: schedules the retries of WAITING_RETRY rows and marks the
+    messages of SENT/FAILED rows. A final row has already handed its recipient over to the next
+    message (and woken the account's watchers) through migration 0003's trigger; a row waiting
+    for its retry stays the head and frees nothing. Returns the rows as updated."""
     settled: dict[uuid.UUID, Outbound] = {}
     retry_times: dict[uuid.UUID, datetime] = {}
+    outcomes: list[tuple[str, str, dict[str, str]]] = []
     for row in rows:
         if row.status is OutboundStatus.WAITING_RETRY:
             delay_s = retry_delay_s(row.attempt_count, deps.rng, base_s=deps.retry_base_s, cap_s=deps.retry_cap_s)
@@ -257,15 +290,10 @@ async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], n
         elif row.status in FINAL:
             outcome = "delivered" if row.status is OutboundStatus.SENT else "failed"
             payload = {"message_id": ids.MESSAGE.format(row.message_id), "outcome": outcome}
-            await add_event(conn, outbox, MARK_DELIVERY_TOPIC, ids.OUTBOUND.format(row.id), payload, now)
+            outcomes.append((MARK_DELIVERY_TOPIC, ids.OUTBOUND.format(row.id), payload))
             settled[row.id] = row
+    await add_events(conn, outbox, outcomes, now)
     await store.set_retry_times(conn, retry_times)
-    # A final row hands its recipient over to the next message; a row waiting for its retry
-    # stays the head and frees nothing.
-    left = [r for r in settled.values() if r.status in FINAL]
-    await store.promote_next_heads(conn, left)
-    for account_id in sorted({r.account_id for r in left}):
-        await notify(conn, OUTBOUND_CHANGES, account_id)
     return settled
 
 

@@ -19,6 +19,7 @@ from tests.service.agent_queue.conftest import AgentQueueFactory
 from tests.support.agent_queue_builders import lease
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import service
+from tests.support.streams import next_message
 from zenthor import ids
 from zenthor.convert import utc_now
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
@@ -81,7 +82,7 @@ async def storm(address: str, workers: int, total: int, claim_batch: int) -> tup
                     )
                     if not reply.jobs:
                         # Sleep until the service says something is claimable (or all is done).
-                        while not (await watch.read()).jobs and len(completed) < total:
+                        while not (await next_message(watch)).jobs and len(completed) < total:
                             pass
                         continue
                     done = await asyncio.gather(

@@ -30,6 +30,7 @@ from tests.support.agent_queue_builders import (
 )
 from tests.support.builders import alice, bob
 from tests.support.grpc_client import bearer, rpc_error, service
+from tests.support.streams import next_message, read_until
 from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
 
@@ -517,22 +518,19 @@ async def test_watch_pending_jobs_pushes_new_jobs_and_released_conversations(age
     w1 = conv()
     stream = agent_queue.stub.WatchPendingJobs(pb.WatchPendingJobsRequest(processor_id="w1"), metadata=service())
     try:
-        first = await stream.read()
+        first = await next_message(stream)
         assert list(first.jobs) == [] and first.pending_count == 0
         j1 = (await agent_queue.stub.EnqueueJob(
             pb.EnqueueJobRequest(message_id=msg_id(), conversation_id=conv_id(w1)), metadata=service()
         )).job
-        pushed = await stream.read()
-        assert [j.id for j in pushed.jobs] == [j1.id]
+        await read_until(stream, lambda r: [j.id for j in r.jobs] == [j1.id])
         await claim(agent_queue, "w1", uuid.UUID(hex=j1.id[4:]))
         j2 = (await agent_queue.stub.EnqueueJob(
             pb.EnqueueJobRequest(message_id=msg_id(), conversation_id=conv_id(w1)), metadata=service()
         )).job
-        busy = await stream.read()
-        assert list(busy.jobs) == [] and busy.pending_count == 1  # its conversation is busy
+        await read_until(stream, lambda r: list(r.jobs) == [] and r.pending_count == 1)  # its conversation is busy
         await complete(agent_queue, uuid.UUID(hex=j1.id[4:]), "w1")
-        freed = await stream.read()
-        assert [j.id for j in freed.jobs] == [j2.id]
+        await read_until(stream, lambda r: [j.id for j in r.jobs] == [j2.id])
     finally:
         stream.cancel()
 
@@ -547,15 +545,15 @@ async def test_watch_conversation_processing_sends_each_change(agent_queue: Runn
         metadata=bearer(agent_queue.issuer.token("user_alice")),
     )
     try:
-        assert not (await stream.read()).processing
+        assert not (await next_message(stream)).processing
         job = (await agent_queue.stub.EnqueueJob(
             pb.EnqueueJobRequest(message_id=msg_id(), conversation_id=conv_id(w1), conversation_user_id=f"usr_{alice_id.hex}"),
             metadata=service(),
         )).job
-        assert (await stream.read()).processing
+        await read_until(stream, lambda r: r.processing)
         raw = uuid.UUID(hex=job.id[4:])
         await claim(agent_queue, "w1", raw)
         await complete(agent_queue, raw, "w1")
-        assert not (await stream.read()).processing
+        await read_until(stream, lambda r: not r.processing)
     finally:
         stream.cancel()

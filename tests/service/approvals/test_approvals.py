@@ -16,6 +16,7 @@ from tests.service.conftest import Running
 from tests.support.builders import add_contact, alice, bob
 from tests.support.fake_clock import T0, FakeClock
 from tests.support.grpc_client import bearer, rpc_error, service
+from tests.support.streams import READ_TIMEOUT_S, next_message, read_until, stream_end
 from zenthor import ids
 from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.approvals.v1 import approvals_pb2 as pb
@@ -295,12 +296,12 @@ async def test_concurrent_resolutions_of_one_approval_have_exactly_one_winner(
 async def test_runtime_wait_ends_with_the_users_decision(approvals: Running, web: dict[str, uuid.UUID]) -> None:
     approval = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     stream = approvals.stub.WaitForApproval(pb.WaitForApprovalRequest(approval_id=approval.id), metadata=service())
-    first = await stream.read()
+    first = await next_message(stream)
     assert first.approval.status == PENDING
     await resolve(approvals, "user_alice", approval.id, APPROVED)
-    final = await stream.read()
+    final = await read_until(stream, lambda r: r.approval.status != PENDING)
     assert final.approval.status == APPROVED
-    assert await stream.read() == grpc.aio.EOF
+    await stream_end(stream)
     assert await stream.code() == grpc.StatusCode.OK
 
 
@@ -310,12 +311,12 @@ async def test_runtime_wait_ends_expired_at_the_ttl_even_if_nobody_swept(
     # docs/hardening.md #18: the wait ends EXPIRED at 5 minutes; a late approval fails.
     approval = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     stream = approvals.stub.WaitForApproval(pb.WaitForApprovalRequest(approval_id=approval.id), metadata=service())
-    assert (await stream.read()).approval.status == PENDING
+    assert (await next_message(stream)).approval.status == PENDING
     clock.advance(minutes=5)
-    final = await stream.read()
+    final = await read_until(stream, lambda r: r.approval.status != PENDING)
     assert final.approval.status == EXPIRED
     assert final.approval.resolve_time == final.approval.expire_time
-    assert await stream.read() == grpc.aio.EOF
+    await stream_end(stream)
     assert stored_status(approvals, approval.id)[0] == "expired"
     error = await rpc_error(resolve(approvals, "user_alice", approval.id, APPROVED))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -326,9 +327,10 @@ async def test_runtime_wait_started_after_the_ttl_answers_expired_at_once(
 ) -> None:
     approval = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
     clock.advance(minutes=7)
-    replies = [r async for r in approvals.stub.WaitForApproval(
-        pb.WaitForApprovalRequest(approval_id=approval.id), metadata=service()
-    )]
+    async with asyncio.timeout(READ_TIMEOUT_S):
+        replies = [r async for r in approvals.stub.WaitForApproval(
+            pb.WaitForApprovalRequest(approval_id=approval.id), metadata=service()
+        )]
     assert [r.approval.status for r in replies] == [EXPIRED]
 
 
@@ -340,9 +342,9 @@ async def test_runtime_wait_with_a_shorter_timeout_ends_after_the_pending_state(
         pb.WaitForApprovalRequest(approval_id=approval.id, timeout=duration_pb2.Duration(seconds=30)),
         metadata=service(),
     )
-    assert (await stream.read()).approval.status == PENDING
+    assert (await next_message(stream)).approval.status == PENDING
     clock.advance(seconds=30)
-    assert await stream.read() == grpc.aio.EOF
+    await stream_end(stream)
     assert await stream.code() == grpc.StatusCode.OK
     assert stored_status(approvals, approval.id) == ("pending", None)
 
@@ -351,7 +353,7 @@ async def test_waiting_for_an_unknown_approval_is_not_found(approvals: Running) 
     stream = approvals.stub.WaitForApproval(
         pb.WaitForApprovalRequest(approval_id=ids.APPROVAL.format(ids.APPROVAL.new())), metadata=service()
     )
-    error = await rpc_error(stream.read())
+    error = await rpc_error(next_message(stream))
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -365,11 +367,11 @@ async def test_owner_watch_streams_the_pending_set_on_every_change(
         pb.WatchApprovalsRequest(conversation_id=ids.CONVERSATION.format(web["w1"])),
         metadata=token(approvals, "user_alice"),
     )
-    assert list((await stream.read()).pending_approvals) == []
+    assert list((await next_message(stream)).pending_approvals) == []
     approval = await create(approvals, web["w1"], web["job"], user_id=web["alice"])
-    assert [a.id for a in (await stream.read()).pending_approvals] == [approval.id]
+    await read_until(stream, lambda r: [a.id for a in r.pending_approvals] == [approval.id])
     await resolve(approvals, "user_alice", approval.id, REJECTED)
-    assert list((await stream.read()).pending_approvals) == []
+    await read_until(stream, lambda r: list(r.pending_approvals) == [])
     stream.cancel()
 
 
@@ -381,9 +383,9 @@ async def test_watch_drops_an_approval_when_its_ttl_passes(
         pb.WatchApprovalsRequest(conversation_id=ids.CONVERSATION.format(web["w1"])),
         metadata=token(approvals, "user_alice"),
     )
-    assert [a.id for a in (await stream.read()).pending_approvals] == [approval.id]
+    assert [a.id for a in (await next_message(stream)).pending_approvals] == [approval.id]
     clock.advance(minutes=5)
-    assert list((await stream.read()).pending_approvals) == []
+    await read_until(stream, lambda r: list(r.pending_approvals) == [])
     stream.cancel()
 
 
@@ -395,7 +397,7 @@ async def test_watching_someone_elses_conversation_is_not_found(
         pb.WatchApprovalsRequest(conversation_id=ids.CONVERSATION.format(web["w1"])),
         metadata=token(approvals, "user_bob"),
     )
-    error = await rpc_error(stream.read())
+    error = await rpc_error(next_message(stream))
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -441,10 +443,10 @@ async def test_resolving_to_pending_or_with_a_malformed_id_is_invalid(
     error = await rpc_error(resolve(approvals, "user_alice", "apv_zz", APPROVED))
     assert (error.code(), violated_fields(error)) == (grpc.StatusCode.INVALID_ARGUMENT, ["approval_id"])
     error = await rpc_error(
-        approvals.stub.WaitForApproval(
+        next_message(approvals.stub.WaitForApproval(
             pb.WaitForApprovalRequest(approval_id=approval.id, timeout=duration_pb2.Duration(seconds=-1)),
             metadata=service(),
-        ).read()
+        ))
     )
     assert (error.code(), violated_fields(error)) == (grpc.StatusCode.INVALID_ARGUMENT, ["timeout"])
     assert stored_status(approvals, approval.id) == ("pending", None)

@@ -18,6 +18,7 @@ from tests.support.database import TestDatabase
 from tests.support.delivery_builders import claim, enqueue, hold_lease
 from tests.support.grpc_client import bearer, service
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.streams import READ_TIMEOUT_S
 from zenthor import ids
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.common.v1 import types_pb2
@@ -60,10 +61,11 @@ async def test_sent_and_failed_outbound_messages_mark_their_messages(
         metadata=bearer(clerk_issuer.token("user_alice")),
     )
     status: dict[str, int] = {}
-    async for update in watch:
-        status.update({m.id: m.status for m in update.messages})
-        if update.caught_up:
-            break
+    async with asyncio.timeout(READ_TIMEOUT_S):
+        async for update in watch:
+            status.update({m.id: m.status for m in update.messages})
+            if update.caught_up:
+                break
 
     conversation_id = ids.CONVERSATION.parse(conversation.id, "conversation_id")
     outbound = [

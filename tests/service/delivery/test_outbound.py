@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -27,6 +28,7 @@ from tests.support.delivery_builders import (
 )
 from tests.support.fake_clock import T0, FakeClock
 from tests.support.grpc_client import rpc_error, service
+from tests.support.streams import next_message, read_until
 from zenthor import ids
 from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
@@ -368,20 +370,27 @@ async def test_pending_outbound_of_a_conversation_lists_unfinished_rows_oldest_f
     assert [m.id for m in reply.outbound_messages] == [waiting.id, pending.id]
 
 
-async def test_watch_outbound_wakes_the_egress_on_every_change(delivery_factory: DeliveryFactory) -> None:
+def observed_since(moment: datetime) -> Callable[[pb.WatchOutboundResponse], bool]:
+    return lambda update: update.observe_time.ToDatetime(tzinfo=UTC) >= moment
+
+
+async def test_watch_outbound_wakes_the_egress_on_every_change(delivery_factory: DeliveryFactory, clock: FakeClock) -> None:
     # No periodic re-read during the test: every answer below comes from a wake-up (and a re-read
-    # between the claim and the complete would rightly report 0 first).
+    # between the claim and the complete would rightly report 0 first). Each change happens at a
+    # later (fake) time, so the answer it caused is the first one observed since then.
     delivery = await delivery_factory(build={"watch_resync_s": 60.0})
     await hold_lease(delivery, "wa1")
     stream = delivery.stub.WatchOutbound(pb.WatchOutboundRequest(account_id="default", channel=WHATSAPP), metadata=service())
-    assert (await stream.read()).claimable_count == 0
+    assert (await next_message(stream)).claimable_count == 0
     a1 = await enqueue(delivery, to=PHONE_A)
-    assert (await stream.read()).claimable_count == 1
+    await read_until(stream, lambda update: update.claimable_count == 1)
+    moment = clock.advance(seconds=1)
     await enqueue(delivery, to=PHONE_A)  # behind a1: not claimable yet, but the egress is told
-    assert (await stream.read()).claimable_count == 1
+    assert (await read_until(stream, observed_since(moment))).claimable_count == 1
     await claim(delivery, "wa1")  # taking rows wakes nobody
+    moment = clock.advance(seconds=1)
     await complete(delivery, a1.id, "wa1")  # a1 left: a2 is claimable now
-    assert (await stream.read()).claimable_count == 1
+    assert (await read_until(stream, observed_since(moment))).claimable_count == 1
     stream.cancel()
 
 
@@ -390,9 +399,10 @@ async def test_watch_outbound_counts_expired_leases_as_claimable(delivery: Runni
     await hold_lease(delivery, "wa1")
     await claim(delivery, "wa1")
     stream = delivery.stub.WatchOutbound(pb.WatchOutboundRequest(account_id="default", channel=WHATSAPP), metadata=service())
-    assert (await stream.read()).claimable_count == 0
+    assert (await next_message(stream)).claimable_count == 0
     clock.advance(seconds=30)
-    assert (await stream.read()).claimable_count == 1  # noticed without a write: a claim reclaims it
+    # Noticed without a write (a claim reclaims it).
+    await read_until(stream, lambda update: update.claimable_count == 1)
     stream.cancel()
 
 

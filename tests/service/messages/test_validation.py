@@ -3,6 +3,7 @@ limited to 100 000 Unicode characters (messages.proto), titles to 200."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from tests.service.conftest import Running
 from tests.service.messages.conftest import People
 from tests.support.grpc_client import service
 from tests.support.messages_builders import counts, web_conversation
+from tests.support.streams import READ_TIMEOUT_S
 from zenthor import ids
 from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
@@ -28,8 +30,9 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
     """The error of a unary or server-streaming call that must fail."""
     try:
         if hasattr(call, "read"):
-            async for _ in call:
-                pass
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                async for _ in call:
+                    pass
         else:
             await call
     except grpc.aio.AioRpcError as e:

@@ -12,6 +12,7 @@ from tests.service.conftest import Running
 from tests.service.messages.conftest import People
 from tests.support.grpc_client import service
 from tests.support.messages_builders import web_conversation, whatsapp_conversation
+from tests.support.streams import read_until
 from zenthor import ids
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 
@@ -47,17 +48,17 @@ async def test_watch_sends_the_current_state_first_then_each_change(messages: Ru
         placeholder = (
             await messages.stub.CreatePlaceholder(pb.CreatePlaceholderRequest(conversation_id=w1.id), metadata=service())
         ).message
-        created = await next_response(call)
+        created = await read_until(call, lambda r: any(m.id == placeholder.id for m in r.messages), READ_TIMEOUT_S)
         assert [(m.id, m.streaming) for m in created.messages] == [(placeholder.id, True)]
         assert not created.HasField("conversation")  # title and status did not change
         await messages.stub.UpdateStreamingContent(
             pb.UpdateStreamingContentRequest(message_id=placeholder.id, content="Hi"), metadata=service()
         )
-        grown = await next_response(call)
+        grown = await read_until(call, lambda r: any(m.content == "Hi" for m in r.messages), READ_TIMEOUT_S)
         assert [(m.id, m.content) for m in grown.messages] == [(placeholder.id, "Hi")]
         await messages.stub.UpdateConversationTitle(pb.UpdateConversationTitleRequest(id=w1.id, title="Renamed"), metadata=people.alice)
-        renamed = await next_response(call)
-        assert renamed.conversation.title == "Renamed" and list(renamed.messages) == []
+        renamed = await read_until(call, lambda r: r.conversation.title == "Renamed", READ_TIMEOUT_S)
+        assert list(renamed.messages) == []
     finally:
         call.cancel()
 
@@ -192,7 +193,8 @@ async def test_watching_someone_elses_or_a_missing_conversation_gets_one_empty_a
     await send(messages, people, w1.id, "secret")
     for conversation_id in (w1.id, ids.CONVERSATION.format(ids.CONVERSATION.new())):
         call = messages.stub.WatchConversation(pb.WatchConversationRequest(conversation_id=conversation_id), metadata=people.bob)
-        responses = [r async for r in call]
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            responses = [r async for r in call]
         assert len(responses) == 1
         assert responses[0].caught_up and list(responses[0].messages) == []
         assert not responses[0].HasField("conversation")
@@ -211,15 +213,12 @@ async def test_conversation_list_watch_sends_a_snapshot_then_one_after_each_chan
         await messages.stub.SendMessageAsService(
             pb.SendMessageAsServiceRequest(conversation_id=wa1.id, content="oi"), metadata=service()
         )
-        after_send = await next_response(call)
+        after_send = await read_until(call, lambda r: r.conversations[0].last_message.content == "oi", READ_TIMEOUT_S)
         assert after_send.conversations[0].conversation.id == wa1.id
-        assert after_send.conversations[0].last_message.content == "oi"
         await send(messages, people, w1.id, "web again")
-        reordered = await next_response(call)
-        assert [r.conversation.id for r in reordered.conversations] == [w1.id, wa1.id]
+        await read_until(call, lambda r: [c.conversation.id for c in r.conversations] == [w1.id, wa1.id], READ_TIMEOUT_S)
         await messages.stub.ArchiveConversation(pb.ArchiveConversationRequest(id=w1.id), metadata=people.alice)
-        archived = await next_response(call)
-        assert [r.conversation.id for r in archived.conversations] == [wa1.id]
+        await read_until(call, lambda r: [c.conversation.id for c in r.conversations] == [wa1.id], READ_TIMEOUT_S)
         # Bob's watch stayed silent: nothing of Alice's changed anything he can see.
         try:
             extra = await asyncio.wait_for(bobs.read(), 0.5)

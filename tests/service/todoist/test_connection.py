@@ -4,7 +4,6 @@ can be rotated; the status is also a live watch."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import grpc
@@ -24,6 +23,7 @@ from tests.support.builders import alice
 from tests.support.fake_clock import T0
 from tests.support.grpc_client import service
 from tests.support.messages_builders import eventually, web_conversation
+from tests.support.streams import next_message, read_until
 from zenthor.gen.zenthor.todoist.v1 import todoist_pb2 as pb
 
 
@@ -127,16 +127,14 @@ async def test_status_watch_sees_the_connection_arrive_and_leave(oauth: TodoistS
         pb.WatchTodoistConnectionStatusRequest(), metadata=alice_user(oauth.issuer)
     )
     try:
-        async with asyncio.timeout(30):
-            first = await stream.read()
-            assert not first.status.connected
-            oauth.clock.advance(seconds=1)
-            await complete_oauth(oauth, "c0de", state_of(await start_oauth(oauth)))
-            second = await stream.read()
-            assert second.status.connected and second.status.account_email == "alice@todo.com"
-            await disconnect(oauth)
-            third = await stream.read()
-            assert not third.status.connected
+        first = await next_message(stream)
+        assert not first.status.connected
+        oauth.clock.advance(seconds=1)
+        await complete_oauth(oauth, "c0de", state_of(await start_oauth(oauth)))
+        second = await read_until(stream, lambda r: r.status.connected)
+        assert second.status.account_email == "alice@todo.com"
+        await disconnect(oauth)
+        await read_until(stream, lambda r: not r.status.connected)
     finally:
         stream.cancel()
 
