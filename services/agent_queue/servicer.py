@@ -47,10 +47,9 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
     async def WatchPendingJobs(
         self, request: pb.WatchPendingJobsRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchPendingJobsResponse]:
+        converted = wire.JobPbMemo()  # consecutive snapshots share most jobs: each is converted once
         async for snapshot in self._pending.watch(request.max_jobs):
-            yield pb.WatchPendingJobsResponse(
-                jobs=[wire.job_pb(j) for j in snapshot.claimable], pending_count=snapshot.pending_count
-            )
+            yield pb.WatchPendingJobsResponse(jobs=converted(snapshot.claimable), pending_count=snapshot.pending_count)
 
     async def ClaimJobs(self, request: pb.ClaimJobsRequest, context: Ctx) -> pb.ClaimJobsResponse:
         outcome = await jobs.claim_jobs(

@@ -226,6 +226,22 @@ def job_pb(job: Job) -> pb.Job:
     )
 
 
+class JobPbMemo:
+    """Converts a stream's successive job lists, reusing the message of a job that did not change
+    since the list before (a WatchPendingJobs snapshot repeats most of the previous one)."""
+
+    def __init__(self) -> None:
+        self._last: dict[uuid.UUID, tuple[Job, pb.Job]] = {}
+
+    def __call__(self, found: Sequence[Job]) -> list[pb.Job]:
+        current: dict[uuid.UUID, tuple[Job, pb.Job]] = {}
+        for job in found:
+            seen = self._last.get(job.id)
+            current[job.id] = seen if seen is not None and seen[0] == job else (job, job_pb(job))
+        self._last = current
+        return [current[j.id][1] for j in found]
+
+
 def job_basic_pb(job: Job) -> pb.Job:
     """JOB_VIEW_BASIC: what a worker reads of a job it claimed (ClaimJobs `view`)."""
     return pb.Job(
