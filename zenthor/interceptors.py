@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any, TypeAlias, cast
 
@@ -60,31 +60,30 @@ def metadata_dict(details: grpc.HandlerCallDetails) -> dict[str, str]:
     return {k.lower(): v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
 
 
-def wrap_handler(handler: Handler, scope: CallScope) -> Handler:
-    """The handler run inside `scope`, keeping its (de)serializers. Only unary requests
-    exist in our contracts."""
+def wrap_handler(handler: Handler, scope: CallScope, *, decode: Callable[[bytes], Any] | None = None) -> Handler:
+    """The handler run inside `scope`, keeping its serializers. With `decode`, the wrapped
+    handler receives the request's raw bytes and decodes them itself, inside the scope.
+    Only unary requests exist in our contracts."""
+    deserializer = handler.request_deserializer if decode is None else None
+    prepare: Callable[[Any], Any] = decode or (lambda request: request)
     if handler.unary_unary is not None:
         # grpc.aio handlers are coroutine functions; the type stubs describe the sync API.
         inner_unary = cast(UnaryBehavior, handler.unary_unary)
 
         async def unary(request: Any, context: Ctx) -> Any:
             async with scope(context):
-                return await inner_unary(request, context)
+                return await inner_unary(prepare(request), context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(unary, deserializer, handler.response_serializer)
     if handler.unary_stream is not None:
         inner_stream = cast(StreamBehavior, handler.unary_stream)
 
         async def stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
             async with scope(context):
-                async for item in inner_stream(request, context):
+                async for item in inner_stream(prepare(request), context):
                     yield item
 
-        return grpc.unary_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_stream_rpc_method_handler(stream, deserializer, handler.response_serializer)
     raise TypeError("client-streaming RPCs are not part of any Zenthor contract")
 
 
@@ -201,6 +200,10 @@ class UnbuiltMethodInterceptor(grpc.aio.ServerInterceptor):
         return wrap_handler(handler, refuse)
 
 
+def _no_scope(_context: Ctx) -> AbstractAsyncContextManager[None]:
+    return nullcontext()
+
+
 def _decoded(deserialize: Callable[[bytes], Any], raw: bytes) -> Any:
     try:
         request = deserialize(raw)
@@ -229,19 +232,4 @@ class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
         deserialize = handler.request_deserializer
         if deserialize is None:
             return handler
-        if handler.unary_unary is not None:
-            inner_unary = cast(UnaryBehavior, handler.unary_unary)
-
-            async def unary(raw: bytes, context: Ctx) -> Any:
-                return await inner_unary(_decoded(deserialize, raw), context)
-
-            return grpc.unary_unary_rpc_method_handler(unary, None, handler.response_serializer)
-        if handler.unary_stream is not None:
-            inner_stream = cast(StreamBehavior, handler.unary_stream)
-
-            async def stream(raw: bytes, context: Ctx) -> AsyncIterator[Any]:
-                async for item in inner_stream(_decoded(deserialize, raw), context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(stream, None, handler.response_serializer)
-        raise TypeError("client-streaming RPCs are not part of any Zenthor contract")
+        return wrap_handler(handler, _no_scope, decode=lambda raw: _decoded(deserialize, raw))

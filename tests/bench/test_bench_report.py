@@ -13,9 +13,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("pgqueuer", reason="the bench extra is not installed (make bench installs it)")
-pytest.importorskip("asyncpg", reason="the bench extra is not installed (make bench installs it)")
-
 ROUND_FIGURES = ("a", "b", "c", "d", "f", "g", "h", "j", "k", "l")
 SERVICES = ("identity", "messages", "agent_queue", "delivery", "approvals")
 DRAIN_METRICS = ("rate", "cpu_client_ms_per_1k", "cpu_postgres_ms_per_1k", "cpu_total_ms_per_1k")

@@ -157,9 +157,9 @@ def echo_of(content: str, nth: int) -> str:
 
 
 def test_the_readme_session_gets_a_streamed_reply_and_an_approval_as_written(stack: RuntimeStack) -> None:
+    # The README tells its reader to have these; a machine without them fails here, loudly.
     missing = [tool for tool in ("bash", "curl", "jq", "grep") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"the README's session needs {', '.join(missing)}")
+    assert not missing, f"the README's session needs {', '.join(missing)} on PATH"
     script = readme.session_block().replace(readme.SESSION_GATEWAY_LINE, f"GW={stack.gateway_url}", 1)
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -11,9 +11,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.agent_queue.domain.jobs import Job, JobStatus
-from services.agent_queue.store.jobs import job_from_row
-from services.agent_queue.store.tables import jobs
+from services.agent_queue.domain.jobs import Job
+from services.agent_queue.store.jobs import fail_processing, job_from_row
 
 # --- stale leases ---
 
@@ -41,26 +40,10 @@ async def lock_stale_jobs(conn: AsyncConnection, now: datetime, legacy_cutoff: d
 async def fail_stale(
     conn: AsyncConnection, job_ids: Sequence[uuid.UUID], reason: str, message: str, now: datetime
 ) -> list[Job]:
-    """Stale leases out of attempts fail: attempt count, start and heartbeat times stay as
-    they were, as in the original. Returns the failed jobs."""
+    """Stale leases out of attempts fail (store.jobs.fail_processing). Returns the failed jobs."""
     if not job_ids:
         return []
-    rows = (
-        await conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.id.in_(list(job_ids)), jobs.c.status == JobStatus.PROCESSING.value)
-            .values(
-                status=JobStatus.FAILED.value,
-                is_head=False,  # hands the conversation over (migration 0002)
-                error_reason=reason,
-                error_message=message,
-                processor_id=None,
-                locked_until=None,
-                finished_at=now,
-            )
-            .returning(jobs)
-        )
-    ).all()
+    rows = (await conn.execute(fail_processing(list(job_ids), reason, message, now))).all()
     return [job_from_row(r) for r in rows]
 
 

@@ -360,26 +360,33 @@ async def to_waiting_retry(
     return job_from_row(row)
 
 
+def fail_processing(
+    job_ids: list[uuid.UUID], reason: str | None, message: str | None, now: datetime
+) -> sa.Update:
+    """PROCESSING → FAILED for these jobs, returning the rows: the one statement both a held
+    job out of attempts and a stale lease out of attempts end with. Attempt count, start and
+    heartbeat times stay as they were, as in the original."""
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.PROCESSING.value)
+        .values(
+            status=JobStatus.FAILED.value,
+            is_head=False,  # hands the conversation over (migration 0002)
+            error_reason=reason,
+            error_message=message,
+            processor_id=None,
+            locked_until=None,
+            finished_at=now,
+        )
+        .returning(jobs)
+    )
+
+
 async def fail_held(
     conn: AsyncConnection, job_id: uuid.UUID, reason: str | None, message: str | None, now: datetime
 ) -> Job:
     """PROCESSING → FAILED for a row the caller holds (attempts exhausted)."""
-    row = (
-        await conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PROCESSING.value)
-            .values(
-                status=JobStatus.FAILED.value,
-                is_head=False,  # hands the conversation over (migration 0002)
-                error_reason=reason,
-                error_message=message,
-                processor_id=None,
-                locked_until=None,
-                finished_at=now,
-            )
-            .returning(jobs)
-        )
-    ).one()
+    row = (await conn.execute(fail_processing([job_id], reason, message, now))).one()
     return job_from_row(row)
 
 
