@@ -1,0 +1,22 @@
+"""agent_queue: cron expressions and time zones on scheduled tasks
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from alembic import op  # noqa: F401
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+SCHEMA = "agent_queue"
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
