@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -41,23 +42,25 @@ import bench.acks  # noqa: F401  (registers the batched-ack worker strategies)
 from bench.backlog import measure_backlog
 from bench.calls import call_cases
 from bench.core import Bench, Case, Options
-from bench.jobs import JOB_STRATEGIES, drain_ours, install_pgqueuer, job_cases
+from bench.jobs import install_pgqueuer, job_cases
 from bench.live import live_cases
 from bench.outbound import outbound_cases
 from bench.profile import Recording, summarize
-from bench.report import Results, goals, machine, render, versions, write
+from bench.report import ProfileRun, Results, goals, machine, render, versions, write
 from bench.stack import PGQUEUER_DATABASE, Stack
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MEASURED = frozenset("abcdfghijkl")
 PROFILE_RATE_HZ = 200
+# Quick runs are too short to sample: a profile run gets at least these sizes.
+PROFILE_MIN_JOBS, PROFILE_MIN_OUTBOUND, PROFILE_MIN_SAMPLES, PROFILE_MIN_SECONDS = 1_000, 400, 10, 1.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes, 2 rounds, no 10⁵/10⁶ backlog, no profile: under 2 minutes on 2 cores")
+                        help="small sizes, 2 rounds, no 10⁵/10⁶ backlog, short profile runs: under 2 minutes on 2 cores")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 2)")
     parser.add_argument("--jobs", type=int, help="jobs per drain, ours and peers (default 10,000; quick 200)")
     parser.add_argument("--outbound", type=int, help="outbound messages per drain (default 5,000; quick 200)")
@@ -70,9 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--conversations", type=int, default=1000, help="conversations of figure i's second series (default 1,000)")
     parser.add_argument("--only", help="comma-separated figure letters to run, e.g. a,c,d (default: all)")
     profile = parser.add_mutually_exclusive_group()
-    profile.add_argument("--profile", dest="profile", action="store_true", default=None,
-                         help="py-spy the agent_queue server during one extra drain (default on; off with --quick)")
+    profile.add_argument("--profile", dest="profile", action="store_true", default=True,
+                         help="after the rounds, run each missed goal's case once more with its servers under py-spy (default)")
     profile.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--native", action="store_true",
+                        help="profiles name C frames (gRPC's core, libc): py-spy pauses the servers per sample and "
+                             "counts threads blocked in system calls (pollers, epoll) as busy, so read the inclusive tables")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"where the report goes (default {RESULTS_DIR})")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (Postgres data, server logs, py-spy stacks)")
     parser.add_argument("--render", type=Path, metavar="JSON",
@@ -101,7 +107,8 @@ def options(args: argparse.Namespace) -> Options:
         backlog_sizes=sizes,
         backlog_conversations=args.conversations,
         explain_repeats=3 if quick else 5,
-        profile=(not quick) if args.profile is None else args.profile,
+        profile=bool(args.profile),
+        profile_native=bool(args.native),
         figures=figures,
     )
 
@@ -152,22 +159,54 @@ async def run_rounds(bench: Bench, results: Results) -> None:
             bench.say(f"{tag}: {shown} ({time.perf_counter() - started:.1f} s)")
 
 
-async def profile_drain(bench: Bench, work_dir: Path) -> dict[str, Any]:
-    name, strategy = next(iter(JOB_STRATEGIES.items()))
-    path = work_dir / "agent_queue.pyspy.txt"
-    bench.say(f"profile: py-spy on agent_queue (pid {bench.stack.services['agent_queue'].proc.pid}) during one extra drain ({name})")
-    async with Recording(bench.stack.services["agent_queue"].proc.pid, path, PROFILE_RATE_HZ) as recording:
-        if recording.error is None:
-            metrics = await drain_ours(bench, strategy, 0)
-    if recording.error is not None:
-        bench.say(f"profile: {recording.error}")
-        return {"error": recording.error}
-    found = summarize(path)
-    found.update(rate=PROFILE_RATE_HZ, jobs=bench.options.jobs, case=f"ours {name}, 1 conversation/job",
-                 drain_rate=metrics["rate"], stacks=str(path))
-    top = ", ".join(f"{area} {share:.0f}%" for area, share in found["self_by_area"][:5])
-    bench.say(f"profile: {found['samples']:,} samples; self time by library: {top}")
-    return found
+async def profile_missed(bench: Bench, results: Results, work_dir: Path) -> None:
+    """Runs each missed goal's case once more with its servers under py-spy (one run serves every
+    goal that names it), so the report shows where that goal's time goes."""
+    opts = bench.options
+    runs: dict[str, tuple[ProfileRun, list[str]]] = {}
+    for goal in goals(results):
+        if goal.missed and goal.profile is not None:
+            runs.setdefault(goal.profile.key, (goal.profile, []))[1].append(goal.name)
+    cases = {(c.figure, c.name): c for c in all_cases(bench)}
+    bench.options = replace(
+        opts, jobs=max(opts.jobs, PROFILE_MIN_JOBS), outbound=max(opts.outbound, PROFILE_MIN_OUTBOUND),
+        latency_samples=max(opts.latency_samples, PROFILE_MIN_SAMPLES), call_seconds=max(opts.call_seconds, PROFILE_MIN_SECONDS),
+    )
+    sizes = {"a": {"jobs": bench.options.jobs}, "b": {"jobs": bench.options.jobs},
+             "h": {"outbound messages": bench.options.outbound}, "l": {"s per calls window": bench.options.call_seconds}}
+    samples = {"latency samples": bench.options.latency_samples}
+    mode = "py-spy --native" if opts.profile_native else "py-spy --nonblocking"
+    try:
+        for key, (run, names) in runs.items():
+            case = cases.get((run.figure, run.case))
+            if case is None:
+                continue
+            pids = {s: bench.stack.services[s].proc.pid for s in run.services}
+            bench.say(f"profile: {key} with {', '.join(f'{s} (pid {pid})' for s, pid in pids.items())} under {mode}")
+            paths = {s: work_dir / f"pyspy-{run.figure}-{s}.txt" for s in run.services}
+            recordings = [Recording(pid, paths[s], PROFILE_RATE_HZ, native=opts.profile_native) for s, pid in pids.items()]
+            found: dict[str, Any] = {"rate": PROFILE_RATE_HZ, "mode": mode, "size": sizes.get(run.figure, samples),
+                                     "goals": names, "services": {}}
+            try:
+                async with AsyncExitStack() as stack:
+                    for recording in recordings:
+                        await stack.enter_async_context(recording)
+                    await case.run(bench)
+            except Exception as e:  # a failed profile run must not lose the rounds' numbers
+                results.profiles[key] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+                bench.say(f"profile: {key} FAILED {type(e).__name__}: {str(e)[:200]}")
+                continue
+            for (service, path), recording in zip(paths.items(), recordings, strict=True):
+                if recording.error is not None:
+                    found["services"][service] = {"error": recording.error}
+                    continue
+                summary = summarize(path)
+                found["services"][service] = summary
+                top = ", ".join(f"{area} {share:.0f}%" for area, share in summary["self_by_area"][:4])
+                bench.say(f"profile: {service}: {summary['samples']:,} samples; self time: {top}")
+            results.profiles[key] = found
+    finally:
+        bench.options = opts
 
 
 async def run_all(bench: Bench, results: Results, work_dir: Path) -> None:
@@ -178,9 +217,9 @@ async def run_all(bench: Bench, results: Results, work_dir: Path) -> None:
         except Exception as e:
             results.fail("i", "claim statement vs backlog", f"{type(e).__name__}: {e}")
             bench.say(f"(i) FAILED {type(e).__name__}: {e}")
-    if bench.options.profile and "a" in bench.options.figures:
-        results.profile = await profile_drain(bench, work_dir)
     results.rss_peak_mb = dict(bench.rss_peak_mb)
+    if bench.options.profile:
+        await profile_missed(bench, results, work_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

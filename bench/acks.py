@@ -8,6 +8,8 @@ claim-then-complete-each loop:
   acks-on-claim         the batch's acks ride on the next claim (ClaimJobs.completed,
                         ClaimOutbound.completed_ids): one call per batch; the last batch is
                         flushed with CompleteJobs / CompleteOutboundMessages
+  worker-stream         acks-on-claim over one WorkJobs stream per worker (jobs only): one
+                        message each way per batch, no call per batch
 
 Job claims ask for JOB_VIEW_BASIC (what a worker reads). Every refused ack fails the drain: in a
 bench nobody else holds the leases.
@@ -15,12 +17,15 @@ bench nobody else holds the leases.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from bench.jobs import JOB_STRATEGIES, JobWorker
 from bench.outbound import OUTBOUND_STRATEGIES, OutboundWorker
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as dpb
+
+STREAM_READ_TIMEOUT_S = 30.0
 
 
 def _check(refused: Sequence[str]) -> None:
@@ -70,6 +75,29 @@ async def job_acks_on_claim(w: JobWorker) -> None:
         w.drain.completed(len(acks))
 
 
+async def job_worker_stream(w: JobWorker) -> None:
+    stream = w.stub.WorkJobs(metadata=w.metadata)
+    try:
+        acks: list[pb.JobCompletion] = []
+        while True:
+            await stream.write(pb.WorkJobsRequest(claim=_claim(w, acks)))
+            read = await asyncio.wait_for(stream.read(), STREAM_READ_TIMEOUT_S)
+            if not isinstance(read, pb.WorkJobsResponse):
+                raise RuntimeError("WorkJobs ended the stream")
+            reply = read
+            _check(reply.claim.refused_job_ids)
+            if acks:
+                w.drain.completed(len(acks))
+            acks = _acks(reply.claim.jobs)
+            if w.drain.done and not acks:
+                break
+            if not acks:
+                await w.drain.wait_for_progress()
+        await stream.done_writing()
+    finally:
+        stream.cancel()
+
+
 async def outbound_claim_then_complete_batch(w: OutboundWorker) -> None:
     while not w.drain.done:
         reply = await w.stub.ClaimOutbound(w.claim_request(), metadata=w.metadata)
@@ -106,5 +134,6 @@ async def outbound_acks_on_claim(w: OutboundWorker) -> None:
 
 JOB_STRATEGIES["claim+complete-batch"] = job_claim_then_complete_batch
 JOB_STRATEGIES["acks-on-claim"] = job_acks_on_claim
+JOB_STRATEGIES["worker-stream"] = job_worker_stream
 OUTBOUND_STRATEGIES["claim+complete-batch"] = outbound_claim_then_complete_batch
 OUTBOUND_STRATEGIES["acks-on-claim"] = outbound_acks_on_claim

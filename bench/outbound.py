@@ -2,7 +2,10 @@
 
 N messages to N/per_recipient recipients (10 each by default, as the issue's 5,000 to 500;
 enqueued per recipient in order) over one account per worker; each worker first takes its account's lease with its processor id (ClaimOutbound is
-lease-gated for the lease holder), then drains with an outbound strategy. Enqueueing goes
+lease-gated for the lease holder), then drains with an outbound strategy. Every outbound row
+names a real stored message (one WhatsApp conversation per recipient, written into messages'
+tables untimed), so the outcome each ack reports to messages (`MarkMessageDelivery`, through
+delivery's outbox) does the real work; its CPU is the "other services" column. Enqueueing goes
 through EnqueueOutbound (untimed); the drain is timed from the first claim to the last ack.
 
 A new strategy (batched acks, …) is one function added to OUTBOUND_STRATEGIES, as for jobs.
@@ -11,6 +14,7 @@ A new strategy (batched acks, …) is one function added to OUTBOUND_STRATEGIES,
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -81,20 +85,50 @@ def phone(account: int, recipient: int) -> str:
     return f"55119{account:02d}{recipient:06d}"
 
 
-async def enqueue_all(stub: delivery_pb2_grpc.DeliveryServiceAsyncStub, accounts: list[str], recipients: int, each: int) -> None:
-    """`each` messages to each recipient, in sequence order (one round per sequence
-    number), recipients concurrently; recipient r belongs to account r mod len(accounts)."""
+# One WhatsApp conversation per recipient and `each` stored assistant replies in it, as the
+# runtime leaves them before delivery sends them (status sent, not streaming).
+LOAD_MESSAGES = """
+WITH conv AS (
+    INSERT INTO messages.conversations (id, channel, contact_id, status, created_at, updated_at, revision, meta_revision)
+    SELECT c, 'whatsapp', uuidv7(), 'active', now(), now(), %(each)s, 1 FROM unnest(%(conversations)s::uuid[]) AS c
+    RETURNING id
+)
+INSERT INTO messages.messages (id, conversation_id, role, content, channel, status, revision, created_at, updated_at)
+SELECT m.id, m.conversation_id, 'assistant', 'bench', 'whatsapp', 'sent', m.seq, now(), now()
+FROM unnest(%(messages)s::uuid[], %(message_conversations)s::uuid[], %(seqs)s::int[]) AS m(id, conversation_id, seq)
+"""
+
+
+def load_messages(dsn: str, recipients: int, each: int) -> list[list[tuple[uuid.UUID, uuid.UUID]]]:
+    """Stores the messages delivery will send: [recipient][seq] → (conversation id, message id)."""
+    conversations = [ids.CONVERSATION.new() for _ in range(recipients)]
+    plan = [[(c, ids.MESSAGE.new()) for _ in range(each)] for c in conversations]
+    flat = [(c, m, seq) for row in plan for seq, (c, m) in enumerate(row, start=1)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(LOAD_MESSAGES, {
+            "each": each, "conversations": conversations, "messages": [m for _, m, _ in flat],
+            "message_conversations": [c for c, _, _ in flat], "seqs": [s for _, _, s in flat],
+        })
+    return plan
+
+
+async def enqueue_all(
+    stub: delivery_pb2_grpc.DeliveryServiceAsyncStub, accounts: list[str], plan: list[list[tuple[uuid.UUID, uuid.UUID]]]
+) -> None:
+    """Each recipient's messages in sequence order (one round per sequence number), recipients
+    concurrently; recipient r belongs to account r mod len(accounts)."""
     limit = asyncio.Semaphore(ENQUEUE_IN_FLIGHT)
     md = service_metadata()
 
     async def one(account: int, recipient: int, seq: int) -> None:
+        conversation_id, message_id = plan[recipient][seq]
         async with limit:
             await stub.EnqueueOutbound(
                 pb.EnqueueOutboundRequest(
                     channel=WHATSAPP,
                     account_id=accounts[account],
-                    conversation_id=ids.CONVERSATION.format(ids.CONVERSATION.new()),
-                    message_id=ids.MESSAGE.format(ids.MESSAGE.new()),
+                    conversation_id=ids.CONVERSATION.format(conversation_id),
+                    message_id=ids.MESSAGE.format(message_id),
                     to=phone(account, recipient),
                     content=f"bench {recipient}/{seq}",
                     metadata=pb.OutboundMetadata(kind="assistant_message"),
@@ -102,8 +136,8 @@ async def enqueue_all(stub: delivery_pb2_grpc.DeliveryServiceAsyncStub, accounts
                 metadata=md,
             )
 
-    for seq in range(each):
-        await asyncio.gather(*(one(r % len(accounts), r, seq) for r in range(recipients)))
+    for seq in range(len(plan[0]) if plan else 0):
+        await asyncio.gather(*(one(r % len(accounts), r, seq) for r in range(len(plan))))
 
 
 def count_sent(dsn: str) -> int:
@@ -135,7 +169,8 @@ async def drain_outbound(bench: Bench, strategy: OutboundStrategy) -> Metrics:
             )
             if not lease.acquired:
                 raise RuntimeError(f"could not take the lease of {account}")
-        await enqueue_all(stubs[0], accounts, recipients, opts.per_recipient)
+        plan = await asyncio.to_thread(load_messages, stack.admin_dsn(), recipients, opts.per_recipient)
+        await enqueue_all(stubs[0], accounts, plan)
         await asyncio.to_thread(stack.sql, "VACUUM ANALYZE delivery.outbound_messages")
         state = DrainState(n)
         workers = [OutboundWorker(stubs[i], a, f"bench-sender-{i}", state, opts.claim_batch) for i, a in enumerate(accounts)]

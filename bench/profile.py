@@ -1,6 +1,8 @@
-"""Where a server's time goes during a drain: py-spy samples the process from outside (no
-code change, `--nonblocking` so the server is not paused) and the stacks are folded into
-self time per function, inclusive time per function, and self time per library."""
+"""Where a server's time goes during a drain or a latency series: py-spy samples the process
+from outside (no code change) and the stacks are folded into self time per function, inclusive
+time per function, and self time per library. Without `native` the server is not paused
+(`--nonblocking`) and gRPC's Cython/C core shows as the event loop's time; with it, py-spy
+pauses the process per sample (it cannot read C stacks otherwise) and names the C frames."""
 
 from __future__ import annotations
 
@@ -30,6 +32,20 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("cryptography/", "JWT / crypto"),
     ("pydantic", "pydantic"),
     ("native", "threads in C code (gRPC poller)"),
+    # C frames (py-spy --native): gRPC's Cython layer and core, the interpreter, libc/kernel calls.
+    ("src/python/grpcio", "gRPC Cython + C core"),
+    ("src/core", "gRPC Cython + C core"),
+    ("third_party/", "gRPC Cython + C core"),
+    ("cygrpc", "gRPC Cython + C core"),
+    ("libgrpc", "gRPC Cython + C core"),
+    ("libc.so", "libc / system calls"),
+    ("libpthread", "libc / system calls"),
+    ("libpq", "libpq"),
+    ("Python/", "CPython interpreter"),
+    ("Objects/", "CPython interpreter"),
+    ("Modules/", "CPython interpreter"),
+    ("Include/", "CPython interpreter"),
+    ("libpython", "CPython interpreter"),
     ("asyncio/", "asyncio event loop (+ gRPC C core)"),
     ("selectors.py", "asyncio event loop (+ gRPC C core)"),
     ("services/", "service code (services/)"),
@@ -40,8 +56,11 @@ AREAS: tuple[tuple[str, str], ...] = (
 
 # Frames every sample of a server carries (process start, the event loop's run): left out of
 # the inclusive table, where they would only say 100%.
-SCAFFOLDING = ("<frozen", "asyncio/runners.py", "asyncio/base_events.py", "asyncio/events.py", "zenthor/process.py",
-               "services/agent_queue/__main__.py")
+SCAFFOLDING = ("<frozen", "asyncio/runners.py", "asyncio/base_events.py", "asyncio/events.py", "zenthor/process.py")
+
+
+def _scaffolding(file: str) -> bool:
+    return file.startswith(SCAFFOLDING) or file.endswith("__main__.py")
 
 
 NATIVE = "(no Python frame) (native)"
@@ -55,8 +74,8 @@ def py_spy() -> str | None:
 class Recording:
     """`async with Recording(pid, path):` samples `pid` for the duration of the block."""
 
-    def __init__(self, pid: int, path: Path, rate: int = 200) -> None:
-        self.pid, self.path, self.rate = pid, path, rate
+    def __init__(self, pid: int, path: Path, rate: int = 200, *, native: bool = False) -> None:
+        self.pid, self.path, self.rate, self.native = pid, path, rate, native
         self._proc: asyncio.subprocess.Process | None = None
         self.error: str | None = None
 
@@ -65,9 +84,10 @@ class Recording:
         if exe is None:
             self.error = "py-spy not found (it comes with the bench extra)"
             return self
+        how = ("--native",) if self.native else ("--nonblocking",)
         self._proc = await asyncio.create_subprocess_exec(
             exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw",
-            "--nonblocking", "--output", str(self.path),
+            *how, "--output", str(self.path),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         await asyncio.sleep(1.0)  # py-spy attaches before the work starts
@@ -130,9 +150,9 @@ def summarize(path: Path, top: int = 15) -> dict[str, Any]:
         total += count
         self_fn[_function(frames[-1])] += count
         self_area[_area(frames[-1])] += count
-        for name in {_function(f) for f in frames if not _split(f)[1].startswith(SCAFFOLDING)}:
+        for name in {_function(f) for f in frames if not _scaffolding(_split(f)[1])}:
             inclusive_fn[name] += count
-        for area in {_area(f) for f in frames if not _split(f)[1].startswith(SCAFFOLDING)}:
+        for area in {_area(f) for f in frames if not _scaffolding(_split(f)[1])}:
             inclusive_area[area] += count
 
     def shares(counter: Counter[str], n: int) -> list[tuple[str, float]]:

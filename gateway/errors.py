@@ -3,13 +3,16 @@
     {"error": {"code": "INVALID_ARGUMENT", "message": "id: ...", "field": "id", "request_id": "…"}}
 
 gRPC codes map as below; anything else is 500 `Internal error` with the request id to quote,
-never the peer's details or a traceback. Starlette's own errors (unknown path, bad method),
-request validation and inputs a request message cannot take (gateway.protojson.InvalidInput)
-use the same body; an SSE stream that fails after it started sends it as an `error` event.
+never the peer's details or a traceback. A 429 carries `Retry-After` (whole seconds, rounded
+up) from the status's `google.rpc.RetryInfo` when the service sent one (zenthor.ratelimit).
+Starlette's own errors (unknown path, bad method), request validation and inputs a request
+message cannot take (gateway.protojson.InvalidInput) use the same body; an SSE stream that
+fails after it started sends it as an `error` event.
 """
 
 from __future__ import annotations
 
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -17,11 +20,12 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from google.rpc import error_details_pb2
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.protojson import InvalidInput
-from zenthor.clients import violated_fields
+from zenthor.clients import rpc_status_of, violated_fields
 from zenthor.logs import get_logger
 
 log = get_logger("gateway.errors")
@@ -88,9 +92,25 @@ def rpc_error(error: grpc.aio.AioRpcError, request_id: str) -> tuple[int, dict[s
     return status, error_body(code.name, error.details() or code.name, request_id, field)
 
 
+def retry_after_s(error: grpc.aio.AioRpcError) -> int | None:
+    """The `Retry-After` for a failed call: its RetryInfo's delay in whole seconds, rounded up
+    (at least 1: a client told 0 would come straight back); None without RetryInfo."""
+    status = rpc_status_of(error)
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            nanoseconds: int = info.retry_delay.ToNanoseconds()
+            return max(1, math.ceil(nanoseconds / 1e9))
+    return None
+
+
 def rpc_error_response(error: grpc.aio.AioRpcError, request_id: str) -> JSONResponse:
     status, body = rpc_error(error, request_id)
-    return JSONResponse(body, status_code=status)
+    response = JSONResponse(body, status_code=status)
+    if status == 429 and (retry_after := retry_after_s(error)) is not None:
+        response.headers["retry-after"] = str(retry_after)
+    return response
 
 
 async def _on_rpc_error(request: Request, error: Exception) -> JSONResponse:

@@ -39,7 +39,7 @@ ERROR_STATUSES: dict[int, str] = {
     403: "PERMISSION_DENIED: an inactive user, or not an admin",
     404: "NOT_FOUND",
     409: "FAILED_PRECONDITION or ALREADY_EXISTS: the resource's state refuses the call",
-    429: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED: over a rate limit; `Retry-After` says in how many seconds to retry",
     500: "INTERNAL: quote `request_id`",
     501: "UNIMPLEMENTED: the method is in the contract but not built yet",
     503: "UNAVAILABLE or DEADLINE_EXCEEDED: a service is down or slow; retry later",

@@ -39,16 +39,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if alive() else 1
     from workflows import worker
     from zenthor.config import Settings
-    from zenthor.logs import configure_logging
+    from zenthor.logs import configure_logging, forward_temporal_core_logs
+    from zenthor.tracing import configure_tracing, flush_tracing
 
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format, service="workflows")
+    configure_logging(
+        settings.log_level, settings.log_format, service="workflows", trace_ids=settings.tracing_enabled
+    )
+    forward_temporal_core_logs()  # before any Temporal client: Core's lines are JSON lines too
     if args.check:
         return 0 if asyncio.run(worker.check(settings)) else 1
+    configure_tracing(settings, "workflows")
     try:
         asyncio.run(_serve(settings))
     except worker.TemporalUnreachable:
         return 1  # already logged
+    finally:
+        flush_tracing()  # the process ends with os._exit: export what is batched
     return 0
 
 

@@ -12,13 +12,18 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from workflows.heartbeat import heartbeat
+from workflows.metrics import WORKER_RUNNING, install_temporal_metrics
 from workflows.retry import RetryActivities, RetryWorkflow
+from workflows.scheduled_task import ScheduledTaskActivities, ScheduledTaskWorkflow
 from workflows.schedules import upsert_schedules
 from workflows.sweep import SweepActivities, SweepWorkflow
 from workflows.todoist_oauth import TodoistOAuthActivities, TodoistOAuthWorkflow
+from workflows.webhook_delivery import WebhookActivities, WebhookDeliveryWorkflow
 from zenthor.clients import Peers
 from zenthor.config import Settings
 from zenthor.logs import get_logger
+from zenthor.metrics import serve_metrics
+from zenthor.tracing import temporal_interceptors
 
 log = get_logger("workflows.worker")
 
@@ -37,6 +42,9 @@ async def connect(settings: Settings) -> Client:
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         connect_timeout=CHECK_TIMEOUT,
+        # With tracing on (zenthor/tracing.py), the worker built from this client traces workflows
+        # and activities as children of whoever started them (a service's outbox relay).
+        interceptors=temporal_interceptors(settings.tracing_enabled),
     )
 
 
@@ -90,15 +98,21 @@ def build_worker(client: Client, task_queue: str, peers: Peers, grace: timedelta
     sweeps = SweepActivities(peers)
     retries = RetryActivities(peers)
     todoist_oauth = TodoistOAuthActivities(peers)
+    webhooks = WebhookActivities(peers)
+    scheduled_tasks = ScheduledTaskActivities(peers)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[SweepWorkflow, RetryWorkflow, TodoistOAuthWorkflow],
+        workflows=[SweepWorkflow, RetryWorkflow, TodoistOAuthWorkflow, ScheduledTaskWorkflow, WebhookDeliveryWorkflow],
         activities=[
             sweeps.sweep,
             retries.call_target,
             todoist_oauth.exchange_code,
             todoist_oauth.discard_state,
+            webhooks.attempt,
+            webhooks.fail,
+            scheduled_tasks.next_run,
+            scheduled_tasks.fire,
         ],
         graceful_shutdown_timeout=grace,
     )
@@ -109,12 +123,17 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     if settings.service_key is None and not settings.dev_insecure:
         log.warning("service_key.missing", note="services will refuse every sweep call")
     beating = asyncio.create_task(heartbeat(stop))
+    # Metrics, the SDK's relayed included, before the first client is made (workflows/metrics.py).
+    install_temporal_metrics(settings)
+    metrics = serve_metrics(settings, process="worker")
     try:
         await _run(settings, stop)
     finally:
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beating
+        if metrics is not None:
+            metrics.close()
 
 
 async def _run(settings: Settings, stop: asyncio.Event) -> None:
@@ -130,7 +149,9 @@ async def _run(settings: Settings, stop: asyncio.Event) -> None:
         running = asyncio.create_task(worker.run())
         stopping = asyncio.create_task(stop.wait())
         log.info("worker.started", task_queue=settings.temporal_task_queue)
+        WORKER_RUNNING.set(1)
         await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        WORKER_RUNNING.set(0)
         stopping.cancel()
         if not running.done():
             log.info("worker.stopping", grace_s=settings.shutdown_grace_s)

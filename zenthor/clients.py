@@ -27,6 +27,7 @@ from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc as messages_grpc
 from zenthor.gen.zenthor.plugins.v1 import plugins_pb2_grpc as plugins_grpc
 from zenthor.gen.zenthor.todoist.v1 import todoist_pb2_grpc as todoist_grpc
 from zenthor.interceptors import REQUEST_ID_HEADER, current_request_id
+from zenthor.tracing import client_interceptors
 
 # Where grpc-status puts the google.rpc.Status of a failed call.
 GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
@@ -124,10 +125,16 @@ def open_channel(
     deadline_s: float = 5.0,
     *,
     lb_policy: str | None = None,
+    tracing: bool = False,
 ) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         address,
-        interceptors=[_UnaryMetadata(service_key, deadline_s), _StreamMetadata(service_key, deadline_s)],
+        interceptors=[
+            # With tracing on (zenthor/tracing.py): a client span per call, `traceparent` sent along.
+            *client_interceptors(tracing),
+            _UnaryMetadata(service_key, deadline_s),
+            _StreamMetadata(service_key, deadline_s),
+        ],
         options=[
             ("grpc.lb_policy_name", lb_policy or lb_policy_for(address)),
             ("grpc.enable_retries", 1),
@@ -153,7 +160,10 @@ class Peers:
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
         if service not in self._channels:
             self._channels[service] = open_channel(
-                self._settings.addr_for(service), self._key, self._settings.rpc_deadline_s
+                self._settings.addr_for(service),
+                self._key,
+                self._settings.rpc_deadline_s,
+                tracing=self._settings.tracing_enabled,
             )
         return self._channels[service]
 

@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Values people paste from examples; a service key equal to one of these is refused at start.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "xxx", "todo"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# OTEL_TRACES_EXPORTER values this image serves (zenthor/tracing.py); `otlp` is OTLP over
+# HTTP/protobuf.
+TRACE_EXPORTERS = frozenset({"otlp", "console", "none"})
 
 
 class ServiceName(StrEnum):
@@ -128,6 +131,20 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field(default="default", validation_alias="TEMPORAL_NAMESPACE")
     temporal_task_queue: str = Field(default="zenthor-ops", validation_alias="TEMPORAL_TASK_QUEUE")
 
+    # --- completion webhooks (services/delivery, workflows/webhook_delivery.py, docs/webhooks.md) ---
+    # Development only: endpoint URLs may be http:// and reach loopback/private addresses.
+    webhooks_allow_private: bool = Field(default=False, validation_alias="ZENTHOR_WEBHOOKS_ALLOW_PRIVATE")
+    # The retry schedule of one delivery (a Temporal retry policy): the first retry after the
+    # initial interval, each next one 3x later up to the maximum interval, at most max attempts in
+    # all. The defaults spread 13 attempts over about 23 hours; tests compress them.
+    webhooks_retry_initial_s: float = Field(default=10.0, gt=0, validation_alias="ZENTHOR_WEBHOOKS_RETRY_INITIAL_S")
+    webhooks_retry_max_interval_s: float = Field(
+        default=14_400.0, gt=0, validation_alias="ZENTHOR_WEBHOOKS_RETRY_MAX_INTERVAL_S"
+    )
+    webhooks_max_attempts: int = Field(default=13, ge=1, le=50, validation_alias="ZENTHOR_WEBHOOKS_MAX_ATTEMPTS")
+    # One POST's bound (connect, send, the receiver's answer).
+    webhooks_timeout_s: float = Field(default=15.0, gt=0, le=60, validation_alias="ZENTHOR_WEBHOOKS_TIMEOUT_S")
+
     # --- peers (host:port) ---
     identity_addr: str = Field(default="127.0.0.1:50051", validation_alias="ZENTHOR_IDENTITY_ADDR")
     messages_addr: str = Field(default="127.0.0.1:50052", validation_alias="ZENTHOR_MESSAGES_ADDR")
@@ -146,9 +163,84 @@ class Settings(BaseSettings):
     gateway_host: str = Field(default="127.0.0.1", validation_alias="ZENTHOR_GATEWAY_HOST")
     gateway_port: int = Field(default=8080, validation_alias="ZENTHOR_GATEWAY_PORT")
 
+    # --- rate limits (zenthor/ratelimit.py, docs/operations.md §9) ---
+    # Token buckets kept in each server process: with N replicas of a service the effective limit
+    # is N times these. A rate of 0 turns its limit off; all are off unless set.
+    # Per user: messages sent (SendMessage), and Watch… streams opened, per minute; the burst is
+    # how many may go at once after a quiet spell.
+    rate_limit_sends_per_minute: float = Field(default=0.0, ge=0, validation_alias="ZENTHOR_RATE_LIMIT_SENDS_PER_MINUTE")
+    rate_limit_sends_burst: int = Field(default=10, ge=1, validation_alias="ZENTHOR_RATE_LIMIT_SENDS_BURST")
+    rate_limit_watch_streams_per_minute: float = Field(
+        default=0.0, ge=0, validation_alias="ZENTHOR_RATE_LIMIT_WATCH_STREAMS_PER_MINUTE"
+    )
+    rate_limit_watch_streams_burst: int = Field(default=30, ge=1, validation_alias="ZENTHOR_RATE_LIMIT_WATCH_STREAMS_BURST")
+    # Per service key: every call made with it, the agent runtime's and the services' own (outbox
+    # relays, workflows). Size it for the runtime's peak, with headroom (docs/operations.md).
+    rate_limit_service_calls_per_s: float = Field(
+        default=0.0, ge=0, validation_alias="ZENTHOR_RATE_LIMIT_SERVICE_CALLS_PER_S"
+    )
+    rate_limit_service_burst: int = Field(default=1_000, ge=1, validation_alias="ZENTHOR_RATE_LIMIT_SERVICE_BURST")
+    # Buckets kept per limit; idle ones (refilled to full, so forgetting them changes nothing) go first.
+    rate_limit_max_callers: int = Field(default=100_000, ge=1, validation_alias="ZENTHOR_RATE_LIMIT_MAX_CALLERS")
+
     # --- logs ---
     log_format: str = Field(default="json", validation_alias="ZENTHOR_LOG_FORMAT")
     log_level: str = Field(default="INFO", validation_alias="ZENTHOR_LOG_LEVEL")
+
+    # --- metrics (zenthor/metrics.py; docs/operations.md §8) ---
+    # The process's Prometheus endpoint (GET /metrics) on its own port, apart from the gRPC and
+    # HTTP ports it serves; unset: no endpoint, no domain-gauge queries. Every pod uses 9464 in
+    # k8s; `make dev` gives each process a free port and prints it; 0 binds any free port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, validation_alias="ZENTHOR_METRICS_PORT")
+    metrics_host: str = Field(default="127.0.0.1", validation_alias="ZENTHOR_METRICS_HOST")
+    # How often a service re-reads its domain gauges (queue depths, outbox backlog) from
+    # Postgres: one bounded round of cheap queries per interval, never one per scrape.
+    metrics_refresh_s: float = Field(default=15.0, gt=0, le=3600, validation_alias="ZENTHOR_METRICS_REFRESH_S")
+
+    # --- traces and the LISTEN connection (zenthor/tracing.py, zenthor/notify.py; docs/operations.md) ---
+    # Traces are off unless one of these turns them on: ZENTHOR_TRACING=1, OTEL_TRACES_EXPORTER
+    # (`otlp`, `console`; `none` keeps spans and trace ids in the logs but exports nothing), or an
+    # OTLP endpoint. OTEL_SDK_DISABLED=true or ZENTHOR_TRACING=0 keeps them off whatever else is set.
+    tracing: bool | None = Field(default=None, validation_alias="ZENTHOR_TRACING")
+    otel_traces_exporter: str | None = Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    # The change feed's and the principal cache's LISTEN connections need a session of their own:
+    # behind a PgBouncer in transaction mode, point this at Postgres directly (or at a session-mode
+    # pool) and keep ZENTHOR_DATABASE_URL on the pooler. Unset: ZENTHOR_DATABASE_URL.
+    database_listen_url: str | None = Field(default=None, validation_alias="ZENTHOR_DATABASE_LISTEN_URL")
+
+    @field_validator("otel_traces_exporter", mode="after")
+    @classmethod
+    def _known_trace_exporter(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        name = value.strip().lower()
+        if name not in TRACE_EXPORTERS:
+            raise ValueError(f"OTEL_TRACES_EXPORTER={value}: this image knows {', '.join(sorted(TRACE_EXPORTERS))}")
+        return name
+
+    @property
+    def trace_exporter(self) -> str | None:
+        """The exporter traces go to, or None when tracing is off (the default)."""
+        if self.otel_sdk_disabled or self.tracing is False:
+            return None
+        if self.otel_traces_exporter is not None:
+            return self.otel_traces_exporter
+        if self.otel_exporter_otlp_endpoint:
+            return "otlp"
+        return "console" if self.tracing else None
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return self.trace_exporter is not None
+
+    @property
+    def listen_url(self) -> str | None:
+        """Where LISTEN connections go: a session, never a transaction-mode pool."""
+        return self.database_listen_url or self.database_url
 
     @field_validator(
         "service_key", "clerk_webhook_secret", "clerk_secret_key", "todoist_client_secret", "todoist_token_key",

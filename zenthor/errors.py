@@ -7,7 +7,7 @@
      ├── FailedPrecondition(why)       → FAILED_PRECONDITION
      ├── Unauthenticated(why)          → UNAUTHENTICATED
      ├── PermissionDenied(why)         → PERMISSION_DENIED
-     ├── ResourceExhausted(why)        → RESOURCE_EXHAUSTED
+     ├── ResourceExhausted(why)        → RESOURCE_EXHAUSTED  (+ google.rpc.RetryInfo with retry_after_s)
      ├── Unavailable(why)              → UNAVAILABLE
      └── Unimplemented(method)         → UNIMPLEMENTED
 
@@ -22,7 +22,7 @@ workflows alike (docs/architecture.md §5).
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "zenthor.dev"
@@ -101,6 +101,12 @@ class ResourceExhausted(DomainError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RESOURCE_EXHAUSTED"
 
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        # When waiting is known to help (a rate limit's next token): sent as RetryInfo, and as
+        # the gateway's Retry-After.
+        self.retry_after_s = retry_after_s
+
 
 class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
@@ -132,6 +138,10 @@ def to_rpc_status(error: DomainError, request_id: str) -> status_pb2.Status:
             field=error.field, description=error.why
         )
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    if isinstance(error, ResourceExhausted) and error.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, round(error.retry_after_s * 1e9)))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
 
 

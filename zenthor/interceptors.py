@@ -1,11 +1,11 @@
 """Server interceptors of every service, one concern each, and the helper that wraps handlers.
 
 Order (outermost first): RequestContext (request id, logs, deadline, error mapping) → Auth
-(zenthor.auth.interceptor) → Unbuilt (UNIMPLEMENTED for RPCs whose issue has not landed) →
-RequestDecoding (bytes → message, then zenthor.request_checks). Decoding comes last so that a
-request which cannot be decoded is answered INVALID_ARGUMENT with the request id, and only
-after its caller was authenticated. The standard health and reflection services pass through
-untouched (`INFRASTRUCTURE_SERVICES`).
+(zenthor.auth.interceptor) → RateLimit (zenthor.ratelimit: per-caller budgets) → Unbuilt
+(UNIMPLEMENTED for RPCs whose issue has not landed) → RequestDecoding (bytes → message, then
+zenthor.request_checks). Decoding comes last so that a request which cannot be decoded is
+answered INVALID_ARGUMENT with the request id, and only after its caller was authenticated. The
+standard health and reflection services pass through untouched (`INFRASTRUCTURE_SERVICES`).
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def metadata_dict(details: grpc.HandlerCallDetails) -> dict[str, str]:
 
 def wrap_handler(handler: Handler, scope: CallScope, *, decode: Callable[[bytes], Any] | None = None) -> Handler:
     """The handler run inside `scope`, keeping its serializers. With `decode`, the wrapped
-    handler receives the request's raw bytes and decodes them itself, inside the scope.
-    Only unary requests exist in our contracts."""
+    handler receives the request's raw bytes and decodes them itself, inside the scope (for a
+    bidirectional stream, each message as it is read). Client-only streams are not part of any
+    contract."""
     deserializer = handler.request_deserializer if decode is None else None
     prepare: Callable[[Any], Any] = decode or (lambda request: request)
     if handler.unary_unary is not None:
@@ -84,7 +85,23 @@ def wrap_handler(handler: Handler, scope: CallScope, *, decode: Callable[[bytes]
                     yield item
 
         return grpc.unary_stream_rpc_method_handler(stream, deserializer, handler.response_serializer)
+    if handler.stream_stream is not None:
+        # A worker's long-lived stream (agent_queue.WorkJobs): the scope (request context, auth,
+        # …) is entered once for the whole stream, each request message is decoded as read.
+        inner_bidi = cast(StreamBehavior, handler.stream_stream)
+
+        async def bidi(requests: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
+            async with scope(context):
+                async for item in inner_bidi(_each(requests, prepare), context):
+                    yield item
+
+        return grpc.stream_stream_rpc_method_handler(bidi, deserializer, handler.response_serializer)
     raise TypeError("client-streaming RPCs are not part of any Zenthor contract")
+
+
+async def _each(requests: AsyncIterator[Any], prepare: Callable[[Any], Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield prepare(request)
 
 
 def is_infrastructure(method: str) -> bool:

@@ -57,9 +57,16 @@ class Subscription:
 
 
 class ChangeFeed:
-    """One LISTEN connection per process for `channels`, reconnecting with backoff."""
+    """One LISTEN connection per process for `channels`, reconnecting with backoff.
 
-    def __init__(self, dsn: str, channels: Iterable[str], *, resync_s: float = 5.0) -> None:
+    LISTEN lives as long as its session, so `dsn` must be a session of its own: the settings'
+    `listen_url` (ZENTHOR_DATABASE_LISTEN_URL, else ZENTHOR_DATABASE_URL), never a PgBouncer in
+    transaction mode, which would hand the session's server connection to other clients between
+    statements and deliver the notifications to nobody."""
+
+    def __init__(self, dsn: str | None, channels: Iterable[str], *, resync_s: float = 5.0) -> None:
+        if not dsn:
+            raise ValueError("the change feed needs ZENTHOR_DATABASE_LISTEN_URL or ZENTHOR_DATABASE_URL")
         # LISTEN needs psycopg's own URL: an operator's `postgresql+psycopg://` must work too.
         self._dsn = libpq_url(dsn)
         self._channels = tuple(channels)

@@ -13,6 +13,10 @@ No transaction stays open while a peer is called, each topic has its own loop (a
 is down never delays another peer's events), and a relay that dies mid-round loses nothing:
 its leases run out and the events are delivered again. After MAX_ATTEMPTS an event becomes a
 dead letter an operator sees (`python -m zenthor.outbox list`) and re-drives (`… redrive`).
+
+With tracing on (zenthor/tracing.py) an event stored inside a span keeps that span's context in
+its payload (`_trace`, taken off before the handler sees the payload), and its delivery runs in a
+span that is the writer's child, so a request's trace goes on into the peer the event reaches.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import grpc
 import sqlalchemy as sa
+from opentelemetry import propagate, trace
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -35,8 +40,10 @@ from zenthor.errors import is_permanent
 from zenthor.ids import OUTBOX_EVENT
 from zenthor.logs import get_logger
 from zenthor.shutdown import cancel_and_wait
+from zenthor.tracing import OUTBOX_TRACE_KEY, current_trace_carrier, split_trace, with_trace
 
 log = get_logger("zenthor.outbox")
+_tracer = trace.get_tracer("zenthor.outbox")
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 300.0
@@ -112,7 +119,8 @@ async def add_event(
             id=OUTBOX_EVENT.new(),
             topic=topic,
             key=key,
-            payload=dict(payload),
+            # With tracing on, the writer's trace context travels with the event (zenthor/tracing.py).
+            payload=with_trace(payload),
             created_at=now,
             next_attempt_at=now,
         )
@@ -128,6 +136,7 @@ async def add_events(
     use case (many rows acknowledged at once) pays one round trip, not one per event."""
     if not events:
         return
+    carrier = current_trace_carrier()
     stmt = (
         pg.insert(table)
         .values(
@@ -136,7 +145,7 @@ async def add_events(
                     "id": OUTBOX_EVENT.new(),
                     "topic": topic,
                     "key": key,
-                    "payload": dict(payload),
+                    "payload": dict(payload) if carrier is None else {**payload, OUTBOX_TRACE_KEY: carrier},
                     "created_at": now,
                     "next_attempt_at": now,
                 }
@@ -154,6 +163,7 @@ class _Leased:
     topic: str
     payload: Mapping[str, Any]
     attempts: int  # including this one
+    trace_carrier: Mapping[str, str] | None = None  # the writer's trace context, when traced
 
 
 @dataclass(frozen=True)
@@ -177,6 +187,7 @@ class OutboxRelay:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_attempts: int = MAX_ATTEMPTS,
         concurrency: int = CONCURRENCY,
+        ordered_by: Mapping[str, str] | None = None,
     ) -> None:
         self._engine = engine
         self._table = table
@@ -185,6 +196,12 @@ class OutboxRelay:
         self._clock = clock
         self._max_attempts = max_attempts
         self._concurrency = concurrency
+        # Topics whose events must reach their peer in the order they were written, per
+        # partition (topic → the payload field naming it): an event is leased only once every
+        # earlier one of its partition was delivered or parked as a dead letter. EnqueueJob is
+        # one: two messages sent 10 ms apart must queue their jobs in that order, or the
+        # second could head the conversation and be answered first.
+        self._ordered_by = dict(ordered_by or {})
         self._wakes = {topic: asyncio.Event() for topic in self._handlers}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -246,6 +263,7 @@ class OutboxRelay:
             sa.select(t.c.id)
             .where(t.c.delivered_at.is_(None), t.c.dead_at.is_(None), t.c.next_attempt_at <= now)
             .where(t.c.topic == topic if topic is not None else t.c.topic.not_in(list(self._handlers) or [""]))
+            .where(*self._in_order(topic))
             .order_by(t.c.next_attempt_at)
             .limit(batch)
             .with_for_update(skip_locked=True)
@@ -260,9 +278,47 @@ class OutboxRelay:
                     .returning(t.c.id, t.c.topic, t.c.payload, t.c.attempts)
                 )
             ).all()
-        return [_Leased(r.id, r.topic, r.payload, r.attempts) for r in rows]
+        leased = []
+        for r in rows:
+            payload, carrier = split_trace(r.payload)
+            leased.append(_Leased(r.id, r.topic, payload, r.attempts, carrier))
+        return leased
+
+    def _in_order(self, topic: str | None) -> list[sa.ColumnElement[bool]]:
+        """For an ordered topic: no earlier undelivered, live event of the same partition. Ids are
+        UUIDv7, drawn inside the writer's transaction after it took its own locks, so id order is
+        write order within a partition."""
+        field = self._ordered_by.get(topic) if topic is not None else None
+        if field is None:
+            return []
+        t, earlier = self._table, self._table.alias("earlier")
+        return [
+            ~sa.exists().where(
+                earlier.c.topic == t.c.topic,
+                earlier.c.delivered_at.is_(None),
+                earlier.c.dead_at.is_(None),
+                earlier.c.payload[field].astext == t.c.payload[field].astext,
+                earlier.c.id < t.c.id,
+            )
+        ]
 
     async def _call(self, event: _Leased) -> Exception | None:
+        if event.trace_carrier is None:  # written outside a trace (always so with tracing off)
+            return await self._deliver(event)
+        # The delivery span is a child of the span that wrote the event, so one request's trace
+        # goes on into the peer the outbox calls for it, however much later that happens.
+        with _tracer.start_as_current_span(
+            f"outbox deliver {event.topic}",
+            context=propagate.extract(event.trace_carrier),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"zenthor.outbox.topic": event.topic, "zenthor.outbox.attempt": event.attempts},
+        ) as span:
+            error = await self._deliver(event)
+            if error is not None:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)[:200] or type(error).__name__))
+            return error
+
+    async def _deliver(self, event: _Leased) -> Exception | None:
         handler = self._handlers.get(event.topic)
         try:
             if handler is None:
@@ -322,6 +378,32 @@ async def dead_letters(engine: AsyncEngine, table: sa.Table, limit: int = 100) -
             )
         ).all()
     return [DeadLetter(r.id, r.topic, r.key, r.attempts, r.dead_at, r.last_error) for r in rows]
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    backlog: int
+    dead_letters: int
+    oldest_created_at: datetime | None  # of the backlog
+
+
+async def outbox_stats(conn: AsyncConnection, table: sa.Table) -> OutboxStats:
+    """What an operator watches (zenthor.metrics): the live backlog, read through the due index
+    (its predicate is the backlog's), and the dead letters. No index holds only the dead ones,
+    so that count reads the table: fine for the metrics interval, which is why it is not asked
+    per scrape."""
+    t = table
+    live = sa.and_(t.c.delivered_at.is_(None), t.c.dead_at.is_(None))
+    row = (
+        await conn.execute(
+            sa.select(
+                sa.select(sa.func.count()).where(live).scalar_subquery(),
+                sa.select(sa.func.min(t.c.created_at)).where(live).scalar_subquery(),
+                sa.select(sa.func.count()).where(t.c.dead_at.is_not(None)).scalar_subquery(),
+            )
+        )
+    ).one()
+    return OutboxStats(backlog=int(row[0]), dead_letters=int(row[2]), oldest_created_at=row[1])
 
 
 async def redrive(

@@ -11,7 +11,9 @@ from zenthor.auth.resolver import CachingResolver
 from zenthor.clients import IdentityPrincipalResolver, Peers
 from zenthor.config import ServiceName, Settings
 from zenthor.logs import configure_logging, get_logger
+from zenthor.metrics import serve_metrics
 from zenthor.server import GrpcServer
+from zenthor.tracing import configure_tracing
 
 ServerBuilder = Callable[[Settings], Awaitable[GrpcServer]]
 
@@ -25,7 +27,8 @@ def run_service_process(name: ServiceName, build: ServerBuilder, argv: list[str]
     parser.add_argument("--port", type=int, help=f"listen port (default ZENTHOR_GRPC_PORT or {name.default_port})")
     args = parser.parse_args(argv)
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format, service=name.value)
+    configure_logging(settings.log_level, settings.log_format, service=name.value, trace_ids=settings.tracing_enabled)
+    configure_tracing(settings, name.value)
     asyncio.run(_serve(name, build, settings, args.port))
 
 
@@ -38,15 +41,21 @@ async def _serve(name: ServiceName, build: ServerBuilder, settings: Settings, po
         log.info("migrated", service=name.value)
     server = await build(settings)
     await server.start(port if port is not None else settings.port_for(name))
-    await server.serve_until_signalled()
+    metrics = serve_metrics(settings, process=name.value)  # GET /metrics on its own port, if set
+    try:
+        await server.serve_until_signalled()
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 def peer_resolver(settings: Settings) -> tuple[CachingResolver, Peers]:
     """The principal resolver of every service but identity: ResolvePrincipal over gRPC, cached
     while the process follows identity's principal changes on its own database connection
-    (the server starts and stops the listener, zenthor.auth.resolver)."""
+    (ZENTHOR_DATABASE_LISTEN_URL, a session; the server starts and stops the listener,
+    zenthor.auth.resolver)."""
     peers = Peers(settings)
     resolver = CachingResolver(
-        IdentityPrincipalResolver(peers), settings.principal_cache_ttl_s, changes_dsn=settings.database_url
+        IdentityPrincipalResolver(peers), settings.principal_cache_ttl_s, changes_dsn=settings.listen_url
     )
     return resolver, peers

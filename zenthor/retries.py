@@ -30,8 +30,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from zenthor.backoff import backoff_delay_s
 from zenthor.config import Settings
-from zenthor.logs import get_logger
+from zenthor.logs import forward_temporal_core_logs, get_logger
 from zenthor.outbox import Handler, add_event
+from zenthor.tracing import temporal_interceptors
 
 log = get_logger("zenthor.retries")
 
@@ -86,15 +87,16 @@ class TemporalClientProvider:
     """One Temporal client per process, connected on first use; a failed connect is retried
     on the next use (the outbox relay re-drives the event meanwhile)."""
 
-    def __init__(self, address: str, namespace: str = "default") -> None:
+    def __init__(self, address: str, namespace: str = "default", *, tracing: bool = False) -> None:
         self._address = address
         self._namespace = namespace
+        self._tracing = tracing
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TemporalClientProvider:
-        return cls(settings.temporal_address, settings.temporal_namespace)
+        return cls(settings.temporal_address, settings.temporal_namespace, tracing=settings.tracing_enabled)
 
     @classmethod
     def of(cls, client: Client) -> TemporalClientProvider:
@@ -106,8 +108,13 @@ class TemporalClientProvider:
     async def get(self) -> Client:
         async with self._lock:
             if self._client is None:
+                forward_temporal_core_logs()  # before the first client: JSON lines from Core too
                 self._client = await Client.connect(
-                    self._address, namespace=self._namespace, connect_timeout=CONNECT_TIMEOUT
+                    self._address,
+                    namespace=self._namespace,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    # With tracing on, a workflow started here continues the caller's trace.
+                    interceptors=temporal_interceptors(self._tracing),
                 )
             return self._client
 

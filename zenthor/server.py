@@ -30,7 +30,10 @@ from zenthor.interceptors import (
 
 __all__ = ["Ctx", "GrpcServer", "ServiceRegistration"]
 from zenthor.logs import get_logger
+from zenthor.metrics import MetricsInterceptor
+from zenthor.ratelimit import RateLimitInterceptor, RateLimits, method_rate_limits
 from zenthor.shutdown import STEP_TIMEOUT_S, bounded_step
+from zenthor.tracing import server_interceptors as tracing_interceptors
 
 log = get_logger("zenthor.server")
 
@@ -95,10 +98,19 @@ class GrpcServer:
             else None
         )
         unbuilt = [m for r in self.registrations for m in r.unbuilt_methods()]
+        # Per-caller budgets (zenthor/ratelimit.py); tests replace their clock (use_clock).
+        self.rate_limits = RateLimits(self.settings)
+        rate_limits = method_rate_limits(r.descriptor for r in self.registrations)
         self.server = grpc.aio.server(
             interceptors=[
+                # Off by default (zenthor/tracing.py); when on, outermost: the span covers the whole
+                # call, so every interceptor's log lines carry its trace id.
+                *tracing_interceptors(self.settings),
+                # Around every interceptor that answers: counts the refused calls too (zenthor/metrics.py).
+                MetricsInterceptor(),
                 RequestContextInterceptor(),
                 AuthInterceptor(modes, key_check, verifier, self.resolver),
+                RateLimitInterceptor(self.rate_limits, rate_limits),
                 UnbuiltMethodInterceptor(unbuilt),
                 RequestDecodingInterceptor(),
             ],

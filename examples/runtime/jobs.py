@@ -5,11 +5,14 @@ claim → heartbeat the lease in the background → read the conversation's cont
 placeholder linked to the job → stream the reply into it (asking for a tool approval first when
 the message says `/approve`) → finalize it → store a memory → complete the job. A failure fails
 the placeholder and retries or fails the job; a lost lease just stops (the backend requeues
-the job and fails the placeholder itself)."""
+the job and fails the placeholder itself). A cancelled job (its heartbeat reply or the job watch
+says so, docs/double-texting.md) stops its reply, fails the placeholder and acknowledges with
+FailJob, which the backend records as CANCELLED, never retried."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +45,30 @@ RETRYABLE_CODES = frozenset({
 
 class LeaseLost(Exception):
     """The job's lease is someone else's now: write nothing more for it."""
+
+
+class JobCancelled(Exception):
+    """Someone cancelled the job (a person, or a double-texting send): stop and acknowledge."""
+
+
+def reply_removed(error: BaseException) -> bool:
+    """The placeholder is gone: a double-texting rollback deleted the partial reply, and the
+    cancellation of this job is on its way (docs/double-texting.md)."""
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.NOT_FOUND
+
+
+@dataclass
+class Signals:
+    """What the background calls learn about one running job."""
+
+    lease_lost: asyncio.Event
+    cancelled: asyncio.Event
+
+    def check(self) -> None:
+        if self.lease_lost.is_set():
+            raise LeaseLost
+        if self.cancelled.is_set():
+            raise JobCancelled
 
 
 @dataclass(frozen=True)
@@ -83,6 +110,8 @@ class JobLoop:
         self._stubs = stubs
         self._responder = responder
         self._running: set[asyncio.Task[None]] = set()
+        # job id → its cancel signal, while the job runs here.
+        self._cancels: dict[str, asyncio.Event] = {}
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Claims until `stopping` is set, then lets running jobs finish (within the grace)."""
@@ -105,6 +134,9 @@ class JobLoop:
             try:
                 async for snapshot in self._stubs.jobs.WatchPendingJobs(
                         request, metadata=self._stubs.stream_metadata, wait_for_ready=True):
+                    # The jobs this worker holds whose cancellation was asked for.
+                    for job_id in snapshot.cancel_requested_job_ids:
+                        self._cancel(job_id)
                     await self._claim([job.id for job in snapshot.jobs])
             except grpc.aio.AioRpcError as e:
                 log.warning("job watch ended (%s); reopening", e.code().name)
@@ -128,10 +160,17 @@ class JobLoop:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
+    def _cancel(self, job_id: str) -> None:
+        cancelled = self._cancels.get(job_id)
+        if cancelled is not None and not cancelled.is_set():
+            log.info("cancellation of %s requested", job_id)
+            cancelled.set()
+
     async def _handle(self, job: aq.Job) -> None:
         log.info("claimed %s (%s, attempt %d)", job.id, job.conversation_id, job.attempt_count)
-        lease_lost = asyncio.Event()
-        heartbeat = asyncio.create_task(self._heartbeat(job.id, lease_lost))
+        signals = Signals(lease_lost=asyncio.Event(), cancelled=asyncio.Event())
+        self._cancels[job.id] = signals.cancelled
+        heartbeat = asyncio.create_task(self._heartbeat(job.id, signals))
         placeholder: str | None = None
         try:
             reply = await self._stubs.jobs.GetConversationContext(
@@ -143,35 +182,47 @@ class JobLoop:
             created = await self._stubs.messages.CreatePlaceholder(
                 msg.CreatePlaceholderRequest(conversation_id=job.conversation_id, job_id=job.id))
             placeholder = created.message.id
-            text, tool_calls = await self._answer(job, context, placeholder, lease_lost)
+            text, tool_calls = await self._answer(job, context, placeholder, signals)
+            signals.check()
             await self._stubs.messages.FinalizeMessage(
                 msg.FinalizeMessageRequest(message_id=placeholder, content=text, tool_calls=tool_calls))
             placeholder = None
             await self._remember(context, text)
-            self._check(lease_lost)
+            signals.check()
             await self._stubs.jobs.CompleteJob(aq.CompleteJobRequest(
                 job_id=job.id, processor_id=self._config.worker_id, model_used=self._responder.model))
             log.info("completed %s", job.id)
         except LeaseLost:
             log.warning("lease of %s lost; leaving it to the backend", job.id)
+        except JobCancelled:
+            await self._stop_cancelled(job, placeholder)
         except asyncio.CancelledError:
             # Shutdown past the grace: hand the job back for another attempt.
             await self._give_up(job, placeholder, Failure("shutdown", "runtime stopped", retryable=True))
             raise
         except Exception as e:
-            log.exception("job %s failed", job.id)
-            await self._give_up(job, placeholder, classify(e))
+            if reply_removed(e) and placeholder and not signals.cancelled.is_set():
+                # Rolled back under us: the cancellation reaches us within a heartbeat or two;
+                # acknowledging before it would record the job as failed instead of cancelled.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(signals.cancelled.wait(), 2 * self._config.heartbeat_s)
+            if signals.cancelled.is_set():
+                await self._stop_cancelled(job, placeholder)
+            else:
+                log.exception("job %s failed", job.id)
+                await self._give_up(job, placeholder, classify(e))
         finally:
             heartbeat.cancel()
+            self._cancels.pop(job.id, None)
 
     async def _answer(self, job: aq.Job, context: aq.ConversationContext, placeholder: str,
-                      lease_lost: asyncio.Event) -> tuple[str, list[msg.ToolCall]]:
+                      signals: Signals) -> tuple[str, list[msg.ToolCall]]:
         turns = turns_of(context.messages)
         text, sequence, tool_calls = "", 0, []
 
         async def show(more: str) -> None:
             nonlocal text, sequence
-            self._check(lease_lost)
+            signals.check()
             text, sequence = text + more, sequence + 1
             # The whole text so far; `sequence` lets the backend drop a late, older update.
             await self._stubs.messages.UpdateStreamingContent(
@@ -214,31 +265,48 @@ class JobLoop:
             conversation_id=context.conversation.id, content=content, embedding=embed(content),
             source=msg.MEMORY_SOURCE_CONVERSATION))
 
-    async def _heartbeat(self, job_id: str, lease_lost: asyncio.Event) -> None:
-        """Extends the lease every third of it; a refusal means the lease is gone for good."""
+    async def _heartbeat(self, job_id: str, signals: Signals) -> None:
+        """Extends the lease every third of it; a refusal means the lease is gone for good, a
+        reply with `cancel_requested` that the job must stop."""
         request = aq.HeartbeatJobRequest(job_id=job_id, processor_id=self._config.worker_id,
                                          lease=seconds(self._config.lease_s))
         while True:
             await asyncio.sleep(self._config.heartbeat_s)
             try:
-                await self._stubs.jobs.HeartbeatJob(request)
+                reply = await self._stubs.jobs.HeartbeatJob(request)
             except grpc.aio.AioRpcError as e:
                 if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
-                    lease_lost.set()
+                    signals.lease_lost.set()
                     return
                 log.warning("heartbeat of %s failed (%s); trying again", job_id, e.code().name)
+                continue
+            if reply.cancel_requested:
+                self._cancel(job_id)
 
-    @staticmethod
-    def _check(lease_lost: asyncio.Event) -> None:
-        if lease_lost.is_set():
-            raise LeaseLost
-
-    async def _give_up(self, job: aq.Job, placeholder: str | None, failure: Failure) -> None:
-        """Fails the open placeholder, then retries or fails the job; errors here are logged only
-        (the lease then expires and the backend requeues the job)."""
+    async def _stop_cancelled(self, job: aq.Job, placeholder: str | None) -> None:
+        """The reply stops where it is: the placeholder fails (partial text kept, unless a rollback
+        deletes it) and FailJob acknowledges, which ends the job CANCELLED (never retried)."""
+        log.info("cancelled %s; stopping", job.id)
         try:
             if placeholder:
                 await self._stubs.messages.FailPlaceholder(msg.FailPlaceholderRequest(message_id=placeholder))
+        except grpc.aio.AioRpcError as e:  # NOT_FOUND: a rollback deleted it already
+            log.info("placeholder of %s not failed: %s", job.id, e.code().name)
+        try:
+            await self._fail(job, Failure("cancelled", "cancelled on request", retryable=False))
+        except grpc.aio.AioRpcError as e:
+            log.warning("could not acknowledge the cancellation of %s: %s", job.id, e.code().name)
+
+    async def _give_up(self, job: aq.Job, placeholder: str | None, failure: Failure) -> None:
+        """Fails the open placeholder, then retries or fails the job; errors here are logged only
+        (the lease then expires and the backend requeues the job). A placeholder that cannot be
+        failed (gone) does not keep the job from being reported."""
+        try:
+            if placeholder:
+                await self._stubs.messages.FailPlaceholder(msg.FailPlaceholderRequest(message_id=placeholder))
+        except grpc.aio.AioRpcError as e:
+            log.warning("could not fail the placeholder of %s: %s", job.id, e.code().name)
+        try:
             await self._fail(job, failure)
         except grpc.aio.AioRpcError as e:
             log.warning("could not report the failure of %s: %s", job.id, e.code().name)

@@ -10,23 +10,27 @@ from datetime import datetime
 from services.agent_queue.peers import (
     GrpcConversationDirectory,
     job_placeholder_failer,
+    task_workflow_signaller,
     trigger_message_sender,
 )
 from services.agent_queue.servicer import AgentQueueServicer
+from services.agent_queue.store.gauges import read_job_gauges
 from services.agent_queue.store.tables import JOBS_CHANNEL, PENDING_CHANNEL, outbox
 from services.agent_queue.usecases.deps import Deps
 from services.agent_queue.usecases.jobs import FAIL_PLACEHOLDERS_TOPIC
 from services.agent_queue.usecases.pending_watch import PendingJobsBroadcast
-from services.agent_queue.usecases.tasks import TRIGGER_TOPIC
+from services.agent_queue.usecases.tasks import TASK_WORKFLOW_TOPIC, TRIGGER_TOPIC
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import DirectPool, UnitOfWork, create_engine
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2, agent_queue_pb2_grpc
+from zenthor.metrics import DomainGauges, outbox_reading
 from zenthor.notify import ChangeFeed
 from zenthor.outbox import OutboxRelay
 from zenthor.process import peer_resolver
 from zenthor.retries import DEFAULT_BASE_S, RETRY_TOPIC, TemporalClientProvider, retry_starter
 from zenthor.server import GrpcServer, ServiceRegistration
+from zenthor.webhooks import WEBHOOK_EVENT_TOPIC, webhook_event_handler
 
 
 async def build_server(
@@ -43,7 +47,7 @@ async def build_server(
     engine = create_engine(settings.database_url, settings.db_pool_size)
     db = DirectPool(settings.database_url, settings.db_pool_size, prepare=settings.db_prepared_statements)
     resolver, peers = peer_resolver(settings)
-    feed = ChangeFeed(settings.database_url, [JOBS_CHANNEL, PENDING_CHANNEL])
+    feed = ChangeFeed(settings.listen_url, [JOBS_CHANNEL, PENDING_CHANNEL])
     temporal = temporal or TemporalClientProvider.from_settings(settings)
     relay = OutboxRelay(
         engine,
@@ -52,6 +56,9 @@ async def build_server(
             RETRY_TOPIC: retry_starter(temporal, settings.temporal_task_queue),
             TRIGGER_TOPIC: trigger_message_sender(peers),
             FAIL_PLACEHOLDERS_TOPIC: job_placeholder_failer(peers),
+            TASK_WORKFLOW_TOPIC: task_workflow_signaller(temporal, settings.temporal_task_queue),
+            # job.completed / job.failed (store/job_events.py) to delivery's PublishWebhookEvent.
+            WEBHOOK_EVENT_TOPIC: webhook_event_handler(peers),
         },
         poll_s=outbox_poll_s,
         clock=clock,
@@ -72,12 +79,17 @@ async def build_server(
         servicer=AgentQueueServicer(deps, pending, GrpcConversationDirectory(peers, settings.rpc_deadline_s)),
         add_to_server=agent_queue_pb2_grpc.add_AgentQueueServiceServicer_to_server,
     )
+    # Queue depth and outbox backlog for /metrics, refreshed in the background (zenthor/metrics.py).
+    gauges = DomainGauges.for_service(
+        settings, "agent_queue", engine, [read_job_gauges, outbox_reading(outbox, "agent_queue")], clock=clock
+    )
     await db.open()
     await feed.start()
     relay.start()
+    gauges.start()
     return GrpcServer(
         settings,
         [registration],
         resolver,
-        on_stop=[pending.stop, relay.stop, feed.stop, peers.close, db.close, engine.dispose],
+        on_stop=[gauges.stop, pending.stop, relay.stop, feed.stop, peers.close, db.close, engine.dispose],
     )

@@ -49,7 +49,11 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
     ) -> AsyncIterator[pb.WatchPendingJobsResponse]:
         converted = wire.JobPbMemo()  # consecutive snapshots share most jobs: each is converted once
         async for snapshot in self._pending.watch(request.max_jobs):
-            yield pb.WatchPendingJobsResponse(jobs=converted(snapshot.claimable), pending_count=snapshot.pending_count)
+            yield pb.WatchPendingJobsResponse(
+                jobs=converted(snapshot.claimable),
+                pending_count=snapshot.pending_count,
+                cancel_requested_job_ids=wire.job_refs(snapshot.cancel_requested_of(request.processor_id)),
+            )
 
     async def ClaimJobs(self, request: pb.ClaimJobsRequest, context: Ctx) -> pb.ClaimJobsResponse:
         outcome = await jobs.claim_jobs(
@@ -64,6 +68,13 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
             jobs=wire.claimed_jobs_pb(outcome.jobs, request.view), refused_job_ids=wire.job_refs(outcome.refused)
         )
 
+    async def WorkJobs(
+        self, requests: AsyncIterator[pb.WorkJobsRequest], context: Ctx
+    ) -> AsyncIterator[pb.WorkJobsResponse]:
+        # One ClaimJobs per message, answered in order: the same validation, acks and claim.
+        async for request in requests:
+            yield pb.WorkJobsResponse(claim=await self.ClaimJobs(request.claim, context))
+
     async def HeartbeatJob(self, request: pb.HeartbeatJobRequest, context: Ctx) -> pb.HeartbeatJobResponse:
         job = await jobs.heartbeat_job(
             self._deps,
@@ -71,7 +82,7 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
             request.processor_id,
             wire.lease(request),
         )
-        return pb.HeartbeatJobResponse(job=wire.job_pb(job))
+        return pb.HeartbeatJobResponse(job=wire.job_pb(job), cancel_requested=job.cancel_requested)
 
     async def CompleteJob(self, request: pb.CompleteJobRequest, context: Ctx) -> pb.CompleteJobResponse:
         job = await jobs.complete_job(
@@ -119,6 +130,26 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
     async def CleanupOldJobs(self, request: pb.CleanupOldJobsRequest, context: Ctx) -> pb.CleanupOldJobsResponse:
         cleaned = await jobs.cleanup_old_jobs(self._deps, wire.older_than(request), request.batch_size)
         return pb.CleanupOldJobsResponse(deleted=cleaned.deleted, more=cleaned.more)
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
+        job = await jobs.cancel_job(self._deps, _user(), wire.job_id(request.job_id))
+        return pb.CancelJobResponse(job=wire.job_pb(job))
+
+    async def CancelJobAsService(
+        self, request: pb.CancelJobAsServiceRequest, context: Ctx
+    ) -> pb.CancelJobAsServiceResponse:
+        job = await jobs.cancel_job_as_service(self._deps, wire.job_id(request.job_id), request.discard_reply)
+        return pb.CancelJobAsServiceResponse(job=wire.job_pb(job))
+
+    async def CancelConversationJobs(
+        self, request: pb.CancelConversationJobsRequest, context: Ctx
+    ) -> pb.CancelConversationJobsResponse:
+        cancelled = await jobs.cancel_conversation_jobs(self._deps, wire.conversation_cancel(request))
+        return pb.CancelConversationJobsResponse(jobs=[wire.job_pb(j) for j in cancelled])
+
+    async def ListActiveJobs(self, request: pb.ListActiveJobsRequest, context: Ctx) -> pb.ListActiveJobsResponse:
+        active = await jobs.list_active_jobs(self._deps, wire.conversation_id(request.conversation_id))
+        return pb.ListActiveJobsResponse(jobs=[wire.job_pb(j) for j in active])
 
     async def IsConversationProcessing(
         self, request: pb.IsConversationProcessingRequest, context: Ctx
@@ -264,6 +295,16 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
     ) -> pb.ProcessDueScheduledTasksResponse:
         swept = await tasks.process_due_tasks(self._deps, request.batch_size)
         return pb.ProcessDueScheduledTasksResponse(fired=swept.fired, advanced=swept.advanced, more=swept.more)
+
+    async def GetScheduledTaskNextRun(
+        self, request: pb.GetScheduledTaskNextRunRequest, context: Ctx
+    ) -> pb.GetScheduledTaskNextRunResponse:
+        task = await tasks.get_task_next_run(self._deps, wire.task_id(request.id))
+        return pb.GetScheduledTaskNextRunResponse(task=wire.task_pb(task))
+
+    async def FireScheduledTask(self, request: pb.FireScheduledTaskRequest, context: Ctx) -> pb.FireScheduledTaskResponse:
+        run = await tasks.fire_task(self._deps, wire.task_id(request.id), wire.run_time(request))
+        return pb.FireScheduledTaskResponse(fired=run.fired, task=wire.task_pb(run.task))
 
 
 def _user() -> ResolvedUser:

@@ -34,6 +34,7 @@ from services.agent_queue.domain.jobs import Completion, Job, JobStatus
 from services.agent_queue.domain.policy import ToolPolicy
 from services.agent_queue.domain.skills import Skill, SkillConfig, SkillFields
 from services.agent_queue.domain.tasks import ScheduledTask, TaskFields
+from services.agent_queue.usecases.jobs import ConversationCancel
 from zenthor import ids
 from zenthor.auth.principal import Role, UserStatus
 from zenthor.convert import (
@@ -44,6 +45,7 @@ from zenthor.convert import (
     optional_str,
     timestamp,
 )
+from zenthor.errors import InvalidArgument
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
 from zenthor.gen.zenthor.common.v1 import types_pb2
 from zenthor.gen.zenthor.identity.v1 import identity_pb2
@@ -55,6 +57,9 @@ PENDING_JOBS_PAGE = PageLimits(default=100, maximum=1_000)
 AGENTS_PAGE = PageLimits(default=100, maximum=500)
 SKILLS_PAGE = PageLimits(default=100, maximum=500)
 TASKS_PAGE = PageLimits(default=100, maximum=500)
+# What google.protobuf.Timestamp allows (0001-01-01 .. 9999-12-31T23:59:59), in epoch seconds.
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
 
 E = TypeVar("E", bound=StrEnum)
 P = TypeVar("P", bound=int)
@@ -83,6 +88,7 @@ JOB_STATUS = _EnumMap(
         JobStatus.COMPLETED: pb.JOB_STATUS_COMPLETED,
         JobStatus.FAILED: pb.JOB_STATUS_FAILED,
         JobStatus.WAITING_RETRY: pb.JOB_STATUS_WAITING_RETRY,
+        JobStatus.CANCELLED: pb.JOB_STATUS_CANCELLED,
     },
     pb.JOB_STATUS_UNSPECIFIED,
 )
@@ -171,6 +177,17 @@ def message_id(value: str, field: str = "message_id") -> uuid.UUID:
     return ids.MESSAGE.parse(value, field)
 
 
+def conversation_cancel(request: pb.CancelConversationJobsRequest) -> ConversationCancel:
+    return ConversationCancel(
+        conversation_id=conversation_id(request.conversation_id),
+        before_message_id=message_id(request.before_message_id, "before_message_id"),
+        message_ids=[ids.MESSAGE.parse(v, f"message_ids[{i}]") for i, v in enumerate(request.message_ids)],
+        conversation_user_id=optional_user_id(request, "conversation_user_id"),
+        conversation_contact_id=optional_contact_id(request, "conversation_contact_id"),
+        discard_reply=request.discard_reply,
+    )
+
+
 def conversation_id(value: str, field: str = "conversation_id") -> uuid.UUID:
     return ids.CONVERSATION.parse(value, field)
 
@@ -223,6 +240,8 @@ def job_pb(job: Job) -> pb.Job:
         last_heartbeat_time=_ts(job.last_heartbeat_at),
         finish_time=_ts(job.finished_at),
         next_attempt_time=_ts(job.next_attempt_at),
+        cancel_request_time=_ts(job.cancel_requested_at),
+        cancel_discards_reply=job.cancel_discards_reply,
     )
 
 
@@ -371,6 +390,8 @@ def new_task_fields(request: pb.CreateScheduledTaskRequest) -> TaskFields:
         name=request.name,
         description=optional_str(request, "description"),
         interval=interval(request),
+        cron=optional_str(request, "cron"),
+        time_zone=optional_str(request, "time_zone"),
         payload=request.payload,
         enabled=request.enabled,
         conversation_id=optional_conversation_id(request),
@@ -382,19 +403,35 @@ def task_changes(request: pb.UpdateScheduledTaskRequest) -> TaskFields:
         name=optional_str(request, "name"),
         description=optional_str(request, "description"),
         interval=interval(request),
+        cron=optional_str(request, "cron"),
+        time_zone=optional_str(request, "time_zone"),
         payload=optional_str(request, "payload"),
         enabled=optional_bool(request, "enabled"),
         conversation_id=optional_conversation_id(request),
     )
 
 
+def run_time(request: pb.FireScheduledTaskRequest) -> datetime:
+    """The run a task's workflow fires: a required instant that a datetime can hold."""
+    field = "run_time"
+    if not request.HasField("run_time"):
+        raise InvalidArgument(field, "is required")
+    value = request.run_time
+    if not (MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S) or not (0 <= value.nanos < 1_000_000_000):
+        raise InvalidArgument(field, "must be a valid timestamp between years 1 and 9999")
+    return value.ToDatetime(tzinfo=UTC)
+
+
 def task_pb(task: ScheduledTask) -> pb.ScheduledTask:
+    schedule = task.schedule
     return pb.ScheduledTask(
         id=ids.SCHEDULED_TASK.format(task.id),
         create_time=timestamp(task.created_at),
         name=task.name,
         description=task.description,
-        interval=duration_pb(task.interval),
+        interval=duration_pb(schedule.interval) if schedule.interval is not None else None,
+        cron=schedule.cron,
+        time_zone=schedule.time_zone,
         payload=task.payload,
         enabled=task.enabled,
         last_run_time=_ts(task.last_run_at),

@@ -1,18 +1,23 @@
-"""Composition root of the approvals service: engine, change feed, deps, servicer, server."""
+"""Composition root of the approvals service: engine, change feed, outbox relay (webhook events),
+deps, servicer, server."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 
+from services.approvals.peers import outbox_handlers
 from services.approvals.servicer import ApprovalsServicer
-from services.approvals.store.tables import CHANGES
+from services.approvals.store.gauges import read_approval_gauges
+from services.approvals.store.tables import CHANGES, outbox
 from services.approvals.usecases.deps import Deps
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
 from zenthor.gen.zenthor.approvals.v1 import approvals_pb2, approvals_pb2_grpc
+from zenthor.metrics import DomainGauges
 from zenthor.notify import ChangeFeed
+from zenthor.outbox import OutboxRelay
 from zenthor.process import peer_resolver
 from zenthor.server import GrpcServer, ServiceRegistration
 
@@ -22,19 +27,27 @@ async def build_server(
     *,
     clock: Callable[[], datetime] = utc_now,
     watch_resync_s: float = 5.0,
+    outbox_poll_s: float = 1.0,
 ) -> GrpcServer:
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the approvals service")
     engine = create_engine(settings.database_url, settings.db_pool_size)
-    feed = ChangeFeed(settings.database_url, [CHANGES], resync_s=watch_resync_s)
+    feed = ChangeFeed(settings.listen_url, [CHANGES], resync_s=watch_resync_s)
     await feed.start()
-    deps = Deps(uow=lambda: UnitOfWork(engine), clock=clock, feed=feed)
-    # Principals resolve through identity; approvals calls no other peer.
+    # Principals resolve through identity; delivery gets the webhook events through the outbox.
     resolver, peers = peer_resolver(settings)
+    relay = OutboxRelay(engine, outbox, outbox_handlers(peers), poll_s=outbox_poll_s, clock=clock)
+    deps = Deps(uow=lambda: UnitOfWork(engine), clock=clock, feed=feed, kick_outbox=relay.kick)
     registration = ServiceRegistration(
         descriptor=approvals_pb2.DESCRIPTOR.services_by_name["ApprovalsService"],
         base=approvals_pb2_grpc.ApprovalsServiceServicer,
         servicer=ApprovalsServicer(deps),
         add_to_server=approvals_pb2_grpc.add_ApprovalsServiceServicer_to_server,
     )
-    return GrpcServer(settings, [registration], resolver, on_stop=[feed.stop, peers.close, engine.dispose])
+    # Pending approvals for /metrics, refreshed in the background (zenthor/metrics.py).
+    gauges = DomainGauges.for_service(settings, "approvals", engine, [read_approval_gauges], clock=clock)
+    gauges.start()
+    relay.start()
+    return GrpcServer(
+        settings, [registration], resolver, on_stop=[gauges.stop, relay.stop, feed.stop, peers.close, engine.dispose]
+    )

@@ -1,5 +1,5 @@
-"""Composition root of the delivery service: engine, change feed, outbox relay (retry workflow
-starts, message delivery outcomes), deps, servicer, server."""
+"""Composition root of the delivery service: engine, change feed, outbox relay (retry and webhook
+delivery workflow starts, message delivery outcomes), deps, servicer, server."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import random
 from collections.abc import Callable
 from datetime import datetime
 
-from services.delivery.peers import outbox_handlers
+from services.delivery.peers import linked_user_lookup, outbox_handlers
 from services.delivery.servicer import DeliveryServicer
+from services.delivery.store.gauges import read_delivery_gauges
 from services.delivery.store.tables import OUTBOUND_CHANGES, outbox
-from services.delivery.usecases.deps import Deps
+from services.delivery.usecases.deps import Deps, WebhookOptions
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import DirectPool, UnitOfWork, create_engine
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2, delivery_pb2_grpc
+from zenthor.metrics import DomainGauges, outbox_reading
 from zenthor.notify import ChangeFeed
 from zenthor.outbox import OutboxRelay
 from zenthor.process import peer_resolver
@@ -26,6 +28,7 @@ from zenthor.retries import (
     retry_starter,
 )
 from zenthor.server import GrpcServer, ServiceRegistration
+from zenthor.webhooks import WEBHOOK_DELIVERY_TOPIC, webhook_delivery_starter
 
 
 async def build_server(
@@ -44,10 +47,16 @@ async def build_server(
     engine = create_engine(settings.database_url, settings.db_pool_size)
     db = DirectPool(settings.database_url, settings.db_pool_size, prepare=settings.db_prepared_statements)
     resolver, peers = peer_resolver(settings)
-    feed = ChangeFeed(settings.database_url, [OUTBOUND_CHANGES], resync_s=watch_resync_s)
-    starter = retry_starter(temporal or TemporalClientProvider.from_settings(settings), settings.temporal_task_queue)
+    feed = ChangeFeed(settings.listen_url, [OUTBOUND_CHANGES], resync_s=watch_resync_s)
+    temporal_client = temporal or TemporalClientProvider.from_settings(settings)
+    starter = retry_starter(temporal_client, settings.temporal_task_queue)
+    webhook_starter = webhook_delivery_starter(temporal_client, settings.temporal_task_queue)
     relay = OutboxRelay(
-        engine, outbox, {RETRY_TOPIC: starter, **outbox_handlers(peers)}, poll_s=outbox_poll_s, clock=clock
+        engine,
+        outbox,
+        {RETRY_TOPIC: starter, WEBHOOK_DELIVERY_TOPIC: webhook_starter, **outbox_handlers(peers)},
+        poll_s=outbox_poll_s,
+        clock=clock,
     )
     deps = Deps(
         uow=lambda: UnitOfWork(engine),
@@ -59,6 +68,14 @@ async def build_server(
         rng=rng or random.Random(),
         retry_base_s=retry_base_s,
         retry_cap_s=retry_cap_s,
+        webhooks=WebhookOptions(
+            allow_private=settings.webhooks_allow_private,
+            retry_initial_s=settings.webhooks_retry_initial_s,
+            retry_max_interval_s=settings.webhooks_retry_max_interval_s,
+            max_attempts=settings.webhooks_max_attempts,
+            timeout_s=settings.webhooks_timeout_s,
+        ),
+        linked_user=linked_user_lookup(peers),
     )
     registration = ServiceRegistration(
         descriptor=delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"],
@@ -66,9 +83,17 @@ async def build_server(
         servicer=DeliveryServicer(deps),
         add_to_server=delivery_pb2_grpc.add_DeliveryServiceServicer_to_server,
     )
+    # Outbound backlog, lease holders and outbox for /metrics, refreshed in the background.
+    gauges = DomainGauges.for_service(
+        settings, "delivery", engine, [read_delivery_gauges, outbox_reading(outbox, "delivery")], clock=clock
+    )
     await db.open()
     await feed.start()
     relay.start()
+    gauges.start()
     return GrpcServer(
-        settings, [registration], resolver, on_stop=[relay.stop, feed.stop, peers.close, db.close, engine.dispose]
+        settings,
+        [registration],
+        resolver,
+        on_stop=[gauges.stop, relay.stop, feed.stop, peers.close, db.close, engine.dispose],
     )

@@ -6,8 +6,12 @@ from collections.abc import AsyncIterator
 
 from services.delivery import wire
 from services.delivery.usecases import outbound as outbound_uc
+from services.delivery.usecases import webhooks as webhooks_uc
 from services.delivery.usecases import whatsapp as whatsapp_uc
 from services.delivery.usecases.deps import Deps
+from zenthor import ids
+from zenthor.auth.principal import ResolvedUser, current_principal
+from zenthor.convert import optional_bool, optional_id, optional_str
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2_grpc
 from zenthor.server import Ctx
@@ -164,3 +168,107 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         self, request: pb.ClearSessionValuesRequest, context: Ctx
     ) -> pb.ClearSessionValuesResponse:
         return pb.ClearSessionValuesResponse(deleted=await whatsapp_uc.clear_session_values(self._deps))
+
+    # --- completion webhooks ---
+
+    async def CreateWebhookEndpoint(
+        self, request: pb.CreateWebhookEndpointRequest, context: Ctx
+    ) -> pb.CreateWebhookEndpointResponse:
+        created = await webhooks_uc.create_endpoint(
+            self._deps,
+            _user(),
+            url=request.url,
+            event_types=wire.webhook_event_types(request.event_types),
+            enabled=optional_bool(request, "enabled"),
+            owner_id=wire.optional_webhook_owner(request),
+        )
+        return pb.CreateWebhookEndpointResponse(endpoint=wire.webhook_endpoint_pb(created.endpoint), secret=created.secret)
+
+    async def ListWebhookEndpoints(
+        self, request: pb.ListWebhookEndpointsRequest, context: Ctx
+    ) -> pb.ListWebhookEndpointsResponse:
+        page = await webhooks_uc.list_endpoints(self._deps, _user(), wire.webhook_endpoints_page(request), request.all_users)
+        return pb.ListWebhookEndpointsResponse(
+            endpoints=[wire.webhook_endpoint_pb(e) for e in page.items], next_page_token=page.next_page_token
+        )
+
+    async def GetWebhookEndpoint(self, request: pb.GetWebhookEndpointRequest, context: Ctx) -> pb.GetWebhookEndpointResponse:
+        endpoint = await webhooks_uc.get_endpoint(self._deps, _user(), wire.webhook_endpoint_id(request.id))
+        return pb.GetWebhookEndpointResponse(endpoint=wire.webhook_endpoint_pb(endpoint))
+
+    async def UpdateWebhookEndpoint(
+        self, request: pb.UpdateWebhookEndpointRequest, context: Ctx
+    ) -> pb.UpdateWebhookEndpointResponse:
+        endpoint = await webhooks_uc.update_endpoint(
+            self._deps,
+            _user(),
+            wire.webhook_endpoint_id(request.id),
+            url=optional_str(request, "url"),
+            event_types=wire.webhook_event_types(request.event_types),
+            enabled=optional_bool(request, "enabled"),
+        )
+        return pb.UpdateWebhookEndpointResponse(endpoint=wire.webhook_endpoint_pb(endpoint))
+
+    async def DeleteWebhookEndpoint(
+        self, request: pb.DeleteWebhookEndpointRequest, context: Ctx
+    ) -> pb.DeleteWebhookEndpointResponse:
+        await webhooks_uc.delete_endpoint(self._deps, _user(), wire.webhook_endpoint_id(request.id))
+        return pb.DeleteWebhookEndpointResponse()
+
+    async def RotateWebhookEndpointSecret(
+        self, request: pb.RotateWebhookEndpointSecretRequest, context: Ctx
+    ) -> pb.RotateWebhookEndpointSecretResponse:
+        rotated = await webhooks_uc.rotate_secret(self._deps, _user(), wire.webhook_endpoint_id(request.id))
+        return pb.RotateWebhookEndpointSecretResponse(endpoint=wire.webhook_endpoint_pb(rotated.endpoint), secret=rotated.secret)
+
+    async def ListWebhookDeliveries(
+        self, request: pb.ListWebhookDeliveriesRequest, context: Ctx
+    ) -> pb.ListWebhookDeliveriesResponse:
+        page = await webhooks_uc.list_deliveries(
+            self._deps, _user(), wire.webhook_endpoint_id(request.endpoint_id, "endpoint_id"), wire.webhook_deliveries_page(request)
+        )
+        return pb.ListWebhookDeliveriesResponse(
+            deliveries=[wire.webhook_delivery_pb(d) for d in page.items], next_page_token=page.next_page_token
+        )
+
+    async def RedeliverWebhook(self, request: pb.RedeliverWebhookRequest, context: Ctx) -> pb.RedeliverWebhookResponse:
+        delivery = await webhooks_uc.redeliver(self._deps, _user(), wire.webhook_delivery_id(request.delivery_id))
+        return pb.RedeliverWebhookResponse(delivery=wire.webhook_delivery_pb(delivery))
+
+    async def PublishWebhookEvent(
+        self, request: pb.PublishWebhookEventRequest, context: Ctx
+    ) -> pb.PublishWebhookEventResponse:
+        published = await webhooks_uc.publish_event(
+            self._deps,
+            event_id=request.event_id,
+            event_type=wire.WEBHOOK_EVENT_TYPE_OF.get(request.type),
+            occurred_at=wire.occur_time(request),
+            owner_user_id=optional_id(ids.USER, request, "owner_user_id"),
+            owner_contact_id=optional_id(ids.CONTACT, request, "owner_contact_id"),
+            data=wire.event_data(request),
+        )
+        return pb.PublishWebhookEventResponse(deliveries_created=published.deliveries_created, duplicate=published.duplicate)
+
+    async def GetWebhookDeliveryTarget(
+        self, request: pb.GetWebhookDeliveryTargetRequest, context: Ctx
+    ) -> pb.GetWebhookDeliveryTargetResponse:
+        target = await webhooks_uc.delivery_target(self._deps, wire.webhook_delivery_id(request.delivery_id))
+        return wire.webhook_target_pb(target)
+
+    async def RecordWebhookAttempt(
+        self, request: pb.RecordWebhookAttemptRequest, context: Ctx
+    ) -> pb.RecordWebhookAttemptResponse:
+        status = await webhooks_uc.record_attempt(
+            self._deps, wire.webhook_delivery_id(request.delivery_id), wire.webhook_attempt(request, self._deps.clock())
+        )
+        return pb.RecordWebhookAttemptResponse(status=wire.DELIVERY_STATUS_PB[status])
+
+    async def FailWebhookDelivery(self, request: pb.FailWebhookDeliveryRequest, context: Ctx) -> pb.FailWebhookDeliveryResponse:
+        status = await webhooks_uc.fail_delivery(
+            self._deps, wire.webhook_delivery_id(request.delivery_id), request.series, request.error
+        )
+        return pb.FailWebhookDeliveryResponse(status=wire.DELIVERY_STATUS_PB[status])
+
+
+def _user() -> ResolvedUser:
+    return current_principal().require_user()

@@ -6,21 +6,31 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
 from services.delivery.domain import outbound as outbound_rules
+from services.delivery.domain import webhooks as webhook_rules
 from services.delivery.domain import whatsapp as whatsapp_rules
 from services.delivery.domain.outbound import Channel, Outbound, OutboundMetadata, OutboundStatus
+from services.delivery.domain.webhooks import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    DeliveryTarget,
+    Endpoint,
+)
 from services.delivery.domain.whatsapp import Account, Lease, SessionEntry
 from services.delivery.usecases.outbound import ClaimableCount
 from zenthor import ids
-from zenthor.convert import optional_duration, optional_str, timestamp
+from zenthor.convert import duration_pb, optional_duration, optional_id, optional_str, timestamp
+from zenthor.errors import InvalidArgument
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
 from zenthor.pagination import KeyPageRequest, PageRequest, key_page_request, page_request
+from zenthor.webhooks import EVENT_TYPE_PB, WebhookEventType
 
 STATUS_PB = {
     OutboundStatus.PENDING: pb.OUTBOUND_STATUS_PENDING,
@@ -185,3 +195,126 @@ def session_entry_pb(entry: SessionEntry) -> pb.SessionEntry:
 
 def watch_outbound_pb(claimable: ClaimableCount) -> pb.WatchOutboundResponse:
     return pb.WatchOutboundResponse(claimable_count=claimable.count, observe_time=timestamp(claimable.observed_at))
+
+
+# --- completion webhooks ---
+
+WEBHOOK_EVENT_TYPE_OF: dict[int, WebhookEventType] = {int(v): k for k, v in EVENT_TYPE_PB.items()}
+DELIVERY_STATUS_PB = {
+    DeliveryStatus.PENDING: pb.WEBHOOK_DELIVERY_STATUS_PENDING,
+    DeliveryStatus.DELIVERED: pb.WEBHOOK_DELIVERY_STATUS_DELIVERED,
+    DeliveryStatus.FAILED: pb.WEBHOOK_DELIVERY_STATUS_FAILED,
+}
+# The longest attempt the log records: far above any POST's bound (ZENTHOR_WEBHOOKS_TIMEOUT_S).
+MAX_ATTEMPT_DURATION = timedelta(hours=1)
+
+
+def webhook_event_types(values: Sequence[int]) -> list[WebhookEventType | None]:
+    """Unknown or unspecified values stay None: the domain refuses them naming the field."""
+    return [WEBHOOK_EVENT_TYPE_OF.get(v) for v in values]
+
+
+def webhook_endpoint_id(value: str, field: str = "id") -> uuid.UUID:
+    return ids.WEBHOOK_ENDPOINT.parse(value, field)
+
+
+def webhook_delivery_id(value: str, field: str = "delivery_id") -> uuid.UUID:
+    return ids.WEBHOOK_DELIVERY.parse(value, field)
+
+
+def optional_webhook_owner(request: pb.CreateWebhookEndpointRequest) -> uuid.UUID | None:
+    return optional_id(ids.USER, request, "user_id")
+
+
+def webhook_endpoints_page(request: pb.ListWebhookEndpointsRequest) -> PageRequest:
+    return page_request(request.page_size, request.page_token, webhook_rules.ENDPOINTS_PAGE)
+
+
+def webhook_deliveries_page(request: pb.ListWebhookDeliveriesRequest) -> PageRequest:
+    return page_request(request.page_size, request.page_token, webhook_rules.DELIVERIES_PAGE)
+
+
+def occur_time(request: pb.PublishWebhookEventRequest) -> datetime:
+    if not request.HasField("occur_time"):
+        raise InvalidArgument("occur_time", "is required")
+    try:
+        return request.occur_time.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument("occur_time", "is not a valid timestamp") from None
+
+
+def event_data(request: pb.PublishWebhookEventRequest) -> dict[str, Any]:
+    data: dict[str, Any] = json_format.MessageToDict(request.data)
+    return data
+
+
+def webhook_attempt(request: pb.RecordWebhookAttemptRequest, now: datetime) -> Attempt:
+    """The attempt as recorded; its time defaults to now."""
+    attempted_at = now
+    if request.HasField("attempt_time"):
+        try:
+            attempted_at = request.attempt_time.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            raise InvalidArgument("attempt_time", "is not a valid timestamp") from None
+    duration = optional_duration(request, "duration", maximum=MAX_ATTEMPT_DURATION) or timedelta(0)
+    return Attempt(
+        series=request.series,
+        attempt=request.attempt,
+        attempted_at=attempted_at,
+        duration_ms=int(duration.total_seconds() * 1000),
+        status_code=request.status_code if request.HasField("status_code") else None,
+        error=optional_str(request, "error"),
+        succeeded=request.succeeded,
+    )
+
+
+def webhook_endpoint_pb(endpoint: Endpoint) -> pb.WebhookEndpoint:
+    return pb.WebhookEndpoint(
+        id=ids.WEBHOOK_ENDPOINT.format(endpoint.id),
+        create_time=timestamp(endpoint.created_at),
+        update_time=timestamp(endpoint.updated_at),
+        user_id=ids.USER.format(endpoint.user_id),
+        url=endpoint.url,
+        event_types=[EVENT_TYPE_PB[t] for t in endpoint.event_types],
+        enabled=endpoint.enabled,
+    )
+
+
+def webhook_attempt_pb(attempt: Attempt) -> pb.WebhookAttempt:
+    return pb.WebhookAttempt(
+        series=attempt.series,
+        attempt=attempt.attempt,
+        attempt_time=timestamp(attempt.attempted_at),
+        duration=duration_pb(timedelta(milliseconds=attempt.duration_ms)),
+        status_code=attempt.status_code,
+        error=attempt.error,
+        succeeded=attempt.succeeded,
+    )
+
+
+def webhook_delivery_pb(delivery: Delivery) -> pb.WebhookDelivery:
+    return pb.WebhookDelivery(
+        id=ids.WEBHOOK_DELIVERY.format(delivery.id),
+        create_time=timestamp(delivery.created_at),
+        update_time=timestamp(delivery.updated_at),
+        endpoint_id=ids.WEBHOOK_ENDPOINT.format(delivery.endpoint_id),
+        event_id=delivery.event_id,
+        event_type=EVENT_TYPE_PB[delivery.event_type],
+        status=DELIVERY_STATUS_PB[delivery.status],
+        series=delivery.series,
+        delivered_time=timestamp(delivery.delivered_at) if delivery.delivered_at else None,
+        last_error=delivery.last_error,
+        attempts=[webhook_attempt_pb(a) for a in delivery.attempts],
+    )
+
+
+def webhook_target_pb(target: DeliveryTarget) -> pb.GetWebhookDeliveryTargetResponse:
+    return pb.GetWebhookDeliveryTargetResponse(
+        status=DELIVERY_STATUS_PB[target.status],
+        series=target.series,
+        url=target.url,
+        secret=target.secret,
+        event_id=target.event_id,
+        body=target.body,
+        endpoint_enabled=target.endpoint_enabled,
+    )

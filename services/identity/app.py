@@ -20,6 +20,7 @@ from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
 from zenthor.gen.zenthor.identity.v1 import identity_pb2, identity_pb2_grpc
+from zenthor.metrics import DomainGauges, outbox_reading
 from zenthor.outbox import OutboxRelay
 from zenthor.server import GrpcServer, ServiceRegistration
 
@@ -63,7 +64,12 @@ async def build_server(
     # Identity caches its own lookups too, and follows the changes it notifies itself (any
     # replica may have written them).
     resolver = CachingResolver(
-        LocalResolver(deps), settings.principal_cache_ttl_s, changes_dsn=settings.database_url
+        LocalResolver(deps), settings.principal_cache_ttl_s, changes_dsn=settings.listen_url
     )
+    # Outbox backlog for /metrics, refreshed in the background (zenthor/metrics.py).
+    gauges = DomainGauges.for_service(settings, "identity", engine, [outbox_reading(outbox, "identity")], clock=clock)
     relay.start()
-    return GrpcServer(settings, [registration], resolver, on_stop=[relay.stop, peers.close, engine.dispose])
+    gauges.start()
+    return GrpcServer(
+        settings, [registration], resolver, on_stop=[gauges.stop, relay.stop, peers.close, engine.dispose]
+    )

@@ -55,6 +55,14 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         conversation = await conversations.archive_conversation(self._deps, _user(), wire.conversation_id(request.id, "id"))
         return pb.ArchiveConversationResponse(conversation=wire.optional_conversation_pb(conversation))
 
+    async def SetConversationDoubleTexting(
+        self, request: pb.SetConversationDoubleTextingRequest, context: Ctx
+    ) -> pb.SetConversationDoubleTextingResponse:
+        conversation = await conversations.set_conversation_double_texting(
+            self._deps, _user(), wire.conversation_id(request.id, "id"), wire.double_texting(request.double_texting)
+        )
+        return pb.SetConversationDoubleTextingResponse(conversation=wire.optional_conversation_pb(conversation))
+
     async def UpdateConversationTitle(
         self, request: pb.UpdateConversationTitleRequest, context: Ctx
     ) -> pb.UpdateConversationTitleResponse:
@@ -103,7 +111,11 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
 
     async def SendMessage(self, request: pb.SendMessageRequest, context: Ctx) -> pb.SendMessageResponse:
         message = await messages.send_message(
-            self._deps, _user(), wire.conversation_id(request.conversation_id), request.content
+            self._deps,
+            _user(),
+            wire.conversation_id(request.conversation_id),
+            request.content,
+            wire.double_texting(request.double_texting),
         )
         return pb.SendMessageResponse(message=wire.optional_message_pb(message))
 
@@ -163,10 +175,12 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     async def FailJobPlaceholders(
         self, request: pb.FailJobPlaceholdersRequest, context: Ctx
     ) -> pb.FailJobPlaceholdersResponse:
-        failed = await messages.fail_job_placeholders(
-            self._deps, wire.job_id(request.job_id), request.reason, wire.created_before(request)
+        replies = await messages.fail_job_placeholders(
+            self._deps, wire.job_id(request.job_id), request.reason, wire.created_before(request), request.discard
         )
-        return pb.FailJobPlaceholdersResponse(messages=[wire.message_pb(m) for m in failed])
+        return pb.FailJobPlaceholdersResponse(
+            messages=[wire.message_pb(m) for m in replies.failed], removed_message_ids=wire.message_refs(replies.removed)
+        )
 
     async def MarkMessageDelivery(self, request: pb.MarkMessageDeliveryRequest, context: Ctx) -> pb.MarkMessageDeliveryResponse:
         message = await messages.mark_message_delivery(
@@ -195,6 +209,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
                 conversation=wire.optional_conversation_pb(changes.conversation),
                 position=changes.position.encode(),
                 caught_up=changes.caught_up,
+                removed_message_ids=wire.message_refs(changes.removed),
             )
 
     # --- inbound dedupe ---

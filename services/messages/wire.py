@@ -15,7 +15,12 @@ from services.messages.domain import conversations as conversation_rules
 from services.messages.domain import dedupe as dedupe_rules
 from services.messages.domain import memories as memory_rules
 from services.messages.domain import messages as message_rules
-from services.messages.domain.conversations import Channel, Conversation, ConversationStatus
+from services.messages.domain.conversations import (
+    Channel,
+    Conversation,
+    ConversationStatus,
+    DoubleTexting,
+)
 from services.messages.domain.memories import Memory, MemoryHit, MemorySource
 from services.messages.domain.messages import Message, MessageRole, MessageStatus, ToolCall
 from services.messages.domain.recent import (
@@ -45,6 +50,13 @@ MESSAGE_STATUS_PB = {
 MESSAGE_STATUS_OF: dict[int, MessageStatus] = {int(v): k for k, v in MESSAGE_STATUS_PB.items()}
 SOURCE_PB = {MemorySource.CONVERSATION: pb.MEMORY_SOURCE_CONVERSATION, MemorySource.MANUAL: pb.MEMORY_SOURCE_MANUAL}
 SOURCE_OF: dict[int, MemorySource] = {int(v): k for k, v in SOURCE_PB.items()}
+DOUBLE_TEXTING_PB = {
+    DoubleTexting.ENQUEUE: pb.DOUBLE_TEXTING_ENQUEUE,
+    DoubleTexting.REJECT: pb.DOUBLE_TEXTING_REJECT,
+    DoubleTexting.INTERRUPT: pb.DOUBLE_TEXTING_INTERRUPT,
+    DoubleTexting.ROLLBACK: pb.DOUBLE_TEXTING_ROLLBACK,
+}
+DOUBLE_TEXTING_OF: dict[int, DoubleTexting] = {int(v): k for k, v in DOUBLE_TEXTING_PB.items()}
 # What google.protobuf.Timestamp allows (0001-01-01 .. 9999-12-31T23:59:59), in epoch seconds.
 MIN_TIMESTAMP_S = -62_135_596_800
 MAX_TIMESTAMP_S = 253_402_300_799
@@ -100,6 +112,14 @@ def optional_title(message: ProtoMessage, field: str = "title") -> str | None:
 
 def channel(value: int, field: str = "channel") -> Channel:
     return conversation_rules.check_channel(CHANNEL_OF.get(value), field)
+
+
+def double_texting(value: int, field: str = "double_texting") -> DoubleTexting | None:
+    """A strategy, or None for UNSPECIFIED: on a send that means the conversation's setting, on a
+    setting the domain refuses it. A value this build does not know is INVALID_ARGUMENT."""
+    if value == pb.DOUBLE_TEXTING_UNSPECIFIED:
+        return None
+    return conversation_rules.check_double_texting(DOUBLE_TEXTING_OF.get(value), field)
 
 
 def memory_source(value: int, field: str = "source") -> MemorySource:
@@ -187,6 +207,7 @@ def conversation_pb(c: Conversation) -> pb.Conversation:
         agent_id=ids.AGENT.format(c.agent_id) if c.agent_id else None,
         title=c.title,
         status=STATUS_PB[c.status],
+        double_texting=DOUBLE_TEXTING_PB[c.double_texting],
     )
 
 
@@ -211,6 +232,10 @@ def message_pb(m: Message) -> pb.Message:
         streaming=m.streaming,
         status=MESSAGE_STATUS_PB[m.status],
     )
+
+
+def message_refs(values: Sequence[uuid.UUID]) -> list[str]:
+    return [ids.MESSAGE.format(v) for v in values]
 
 
 def optional_message_pb(m: Message | None) -> pb.Message | None:

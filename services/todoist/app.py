@@ -29,6 +29,7 @@ from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import UnitOfWork, create_engine
 from zenthor.gen.zenthor.todoist.v1 import todoist_pb2, todoist_pb2_grpc
+from zenthor.metrics import DomainGauges, outbox_reading
 from zenthor.notify import ChangeFeed
 from zenthor.outbox import OutboxRelay
 from zenthor.process import peer_resolver
@@ -78,7 +79,7 @@ async def build_server(
     cipher = TokenCipher.from_setting(key.get_secret_value() if key else None)
     engine = create_engine(settings.database_url, settings.db_pool_size)
     resolver, peers = peer_resolver(settings)
-    feed = ChangeFeed(settings.database_url, [CHANGES], resync_s=watch_resync_s)
+    feed = ChangeFeed(settings.listen_url, [CHANGES], resync_s=watch_resync_s)
     client = http_client or todoist_http_client(settings)
     secret = settings.todoist_client_secret
     api = TodoistHttpApi(
@@ -113,10 +114,13 @@ async def build_server(
         servicer=TodoistServicer(deps),
         add_to_server=todoist_pb2_grpc.add_TodoistServiceServicer_to_server,
     )
+    # Outbox backlog for /metrics, refreshed in the background (zenthor/metrics.py).
+    gauges = DomainGauges.for_service(settings, "todoist", engine, [outbox_reading(outbox, "todoist")], clock=clock)
     await feed.start()
     relay.start()
+    gauges.start()
     # The client is closed only when this server made it; an injected one is the caller's.
-    on_stop: list[Callable[[], Awaitable[None]]] = [relay.stop, feed.stop, peers.close, engine.dispose]
+    on_stop: list[Callable[[], Awaitable[None]]] = [gauges.stop, relay.stop, feed.stop, peers.close, engine.dispose]
     if http_client is None:
         on_stop.append(client.aclose)
     return GrpcServer(settings, [registration], resolver, on_stop=on_stop)

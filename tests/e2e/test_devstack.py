@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,14 @@ import httpx
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2
+from prometheus_client.metrics_core import Metric
 
 from tests.support.devstack import DevStack, port_open
+from tests.support.metrics import scrape, total
 from tests.support.reflection import ReflectionClient
 from zenthor.clients import HEALTH_CHECK_METHOD
 from zenthor.config import ServiceName
+from zenthor.devstack.state import StackState
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2, agent_queue_pb2_grpc
 from zenthor.gen.zenthor.approvals.v1 import approvals_pb2, approvals_pb2_grpc
 from zenthor.gen.zenthor.common.v1 import types_pb2
@@ -190,6 +193,103 @@ def test_a_new_user_signs_up_chats_watches_lists_skills_and_approves_a_tool_call
             assert resolved.json()["approval"]["status"] == "APPROVAL_STATUS_APPROVED"
             assert next(events)[2] == {"pending_approvals": []}
         assert http.get(f"/v1/conversations/{cid}/processing").json() == {"processing": True}
+
+
+# --- metrics (zenthor/metrics.py): each process's own /metrics port, scraped as Prometheus does ---
+
+# One cheap read per service, with the service key; an empty request may be refused, and is
+# counted under its code all the same.
+METRICS_CALLS = {
+    ServiceName.IDENTITY: "BatchGetContacts",
+    ServiceName.MESSAGES: "BatchGetConversations",
+    ServiceName.AGENT_QUEUE: "ListPendingJobs",
+    ServiceName.DELIVERY: "ListWhatsAppAccounts",
+    ServiceName.APPROVALS: "ListPendingApprovalsAsService",
+    ServiceName.PLUGINS: "ListPluginDiagnostics",
+    ServiceName.TODOIST: "ListTodoistTasks",
+}
+# Domain gauges are refreshed every ZENTHOR_METRICS_REFRESH_S (15 s): wait up to a few rounds.
+GAUGE_WAIT_S = 90.0
+
+
+def metrics_urls(stack: DevStack) -> dict[str, str]:
+    return StackState.read(stack.data_dir).metrics
+
+
+def scrape_until(url: str, reached: Callable[[dict[str, Metric]], bool], timeout_s: float = GAUGE_WAIT_S) -> dict[str, Metric]:
+    """Scrapes until the families show the awaited state (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        families = scrape(url)
+        if reached(families):
+            return families
+        assert time.monotonic() < deadline, f"{url} never showed the awaited state"
+        time.sleep(0.5)
+
+
+def test_every_process_has_its_own_metrics_port_and_the_stack_prints_them(stack: DevStack) -> None:
+    urls = metrics_urls(stack)
+    assert set(urls) == {*(s.value for s in ServiceName), "gateway", "worker"}
+    assert len(set(urls.values())) == len(urls)
+    assert "Metrics" in stack.output
+    for url in urls.values():
+        assert url in stack.output
+        assert "process_cpu_seconds" in scrape(url)
+
+
+def test_each_service_counts_the_rpcs_it_answered(stack: DevStack) -> None:
+    urls = metrics_urls(stack)
+    metadata = (("x-service-key", stack.service_key),)
+    for service, method in METRICS_CALLS.items():
+        full = f"/zenthor.{service.value}.v1.{service.proto_service}/{method}"
+        with grpc.insecure_channel(stack.grpc_address(service)) as channel:
+            call = channel.unary_unary(full, request_serializer=bytes, response_deserializer=bytes)
+            for _ in range(3):
+                try:
+                    call(b"", metadata=metadata, timeout=10)
+                except grpc.RpcError as e:
+                    assert e.code() not in {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}, (full, e)
+        families = scrape(urls[service.value])
+        labels = {"grpc_service": f"zenthor.{service.value}.v1.{service.proto_service}", "grpc_method": method}
+        assert total(families, "zenthor_grpc_server_handled_total", **labels) >= 3, service
+        assert total(families, "zenthor_grpc_server_handling_seconds_count", **labels) >= 3, service
+        assert "zenthor_grpc_server_in_flight" in families, service
+
+
+def test_the_gateway_counts_requests_by_route_and_the_queue_gauges_follow_a_sent_message(stack: DevStack) -> None:
+    urls = metrics_urls(stack)
+    with user_client(stack, "mo@example.com") as http:
+        assert http.post("/v1/users:bootstrap", json={"name": "Mo"}).status_code == 200
+        cid = http.post("/v1/conversations", json={"title": "Metrics"}).json()["conversation"]["id"]
+        assert http.post(f"/v1/conversations/{cid}/messages", json={"content": "count me"}).status_code == 200
+        assert http.get("/v1/conversations/conv_nope").status_code == 400
+    gateway = scrape(urls["gateway"])
+    assert total(gateway, "zenthor_http_requests_total", route="/v1/users:bootstrap", method="POST", status="200") >= 1
+    assert total(gateway, "zenthor_http_requests_total", route="/v1/conversations/{conversation_id}/messages", status="200") >= 1
+    assert total(gateway, "zenthor_http_requests_total", status="400") >= 1
+    assert total(gateway, "zenthor_http_request_duration_seconds_count", route="/v1/conversations", method="POST") >= 1
+    # The calls the gateway made on Mo's behalf, counted by the services that answered them.
+    messages = scrape(urls["messages"])
+    assert total(messages, "zenthor_grpc_server_handled_total", grpc_method="SendMessage", grpc_code="OK") >= 1
+
+    # No runtime runs in this stack: the message's job stays pending, and the queue's gauges,
+    # refreshed in the background, show it; every outbox reports its backlog and dead letters.
+    scrape_until(urls["agent_queue"], lambda f: total(f, "zenthor_agent_queue_jobs", status="pending") >= 1)
+    for service in ("identity", "messages", "agent_queue", "delivery", "todoist"):
+        families = scrape_until(urls[service], lambda f: "zenthor_outbox_backlog" in f)
+        assert "zenthor_outbox_dead_letters" in families, service
+    scrape_until(urls["approvals"], lambda f: "zenthor_approvals_pending" in f)
+    scrape_until(urls["delivery"], lambda f: "zenthor_delivery_outbound_messages" in f)
+
+
+def test_the_worker_relays_the_temporal_sdk_metrics(stack: DevStack) -> None:
+    url = metrics_urls(stack)["worker"]
+    families = scrape_until(url, lambda f: total(f, "zenthor_worker_running") == 1)
+    # The schedules upserted at start are requests to Temporal the SDK counted.
+    assert any(
+        name.startswith("temporal_") and any(s.value > 0 for s in family.samples)
+        for name, family in families.items()
+    ), sorted(families)
 
 
 def test_a_crashed_service_is_restarted(stack: DevStack) -> None:

@@ -125,3 +125,45 @@ async def test_an_event_the_peer_calls_invalid_is_parked(settings_for: Any, db: 
         await channel.close()
         await server.stop(0)
         await engine.dispose()
+
+
+async def test_an_ordered_topic_delivers_each_partition_in_write_order(db: TestDatabase) -> None:
+    """Two messages of one conversation sent 10 ms apart must queue their jobs in that order: an
+    event of an ordered topic waits while an earlier one of its partition is undelivered (here:
+    its peer failed it once), while other partitions go on."""
+    engine = create_engine(db.dsn_for(ServiceName.IDENTITY))
+    clock = [datetime.now(UTC)]
+    delivered: list[str] = []
+    failed_once: set[str] = set()
+
+    async def handler(payload: Any) -> None:
+        if payload["n"] == "a1" and "a1" not in failed_once:
+            failed_once.add("a1")
+            raise RuntimeError("peer busy")
+        delivered.append(payload["n"])
+
+    relay = OutboxRelay(engine, outbox, {TOPIC: handler}, clock=lambda: clock[0], ordered_by={TOPIC: "conversation"})
+    unordered = OutboxRelay(engine, outbox, {TOPIC: handler}, clock=lambda: clock[0])
+    try:
+        async with UnitOfWork(engine) as uow:
+            for n, conversation in (("a1", "A"), ("b1", "B"), ("a2", "A"), ("a3", "A"), ("b2", "B")):
+                await add_event(uow.conn, outbox, TOPIC, n, {"n": n, "conversation": conversation}, clock[0])
+            await uow.commit()
+        # Round by round: the head of each partition only; A's head fails and holds A back.
+        assert await relay.drain_once() == 2
+        assert delivered == ["b1"]
+        assert await relay.drain_once() == 1
+        assert delivered == ["b1", "b2"]
+        assert await relay.drain_once() == 0  # a1 waits for its backoff; a2, a3 wait for a1
+        clock[0] += timedelta(minutes=10)
+        while await relay.drain_once():
+            pass
+        assert delivered == ["b1", "b2", "a1", "a2", "a3"]
+        # Without the ordering, the same rows would all be leased at once (the control).
+        async with UnitOfWork(engine) as uow:
+            for n in ("x1", "x2", "x3"):
+                await add_event(uow.conn, outbox, TOPIC, n, {"n": n, "conversation": "X"}, clock[0])
+            await uow.commit()
+        assert await unordered.drain_once() == 3
+    finally:
+        await engine.dispose()

@@ -16,7 +16,7 @@ from importlib import import_module
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
 from tests.support.builders import add_user
@@ -244,3 +244,22 @@ def seed(stack: HostileStack) -> None:
         ),
         key,
     )
+    # A webhook endpoint (a public IP literal: no DNS), an event fanned out to it, and its log
+    # (which carries the delivery's whd_ id).
+    call(
+        ServiceName.DELIVERY,
+        "CreateWebhookEndpoint",
+        dl.CreateWebhookEndpointRequest(url="https://93.184.216.34/hooks", event_types=[dl.WEBHOOK_EVENT_TYPE_JOB_COMPLETED]),
+        member,
+    )
+    call(
+        ServiceName.DELIVERY,
+        "PublishWebhookEvent",
+        dl.PublishWebhookEventRequest(
+            event_id="job.completed:seed", type=dl.WEBHOOK_EVENT_TYPE_JOB_COMPLETED,
+            occur_time=timestamp_pb2.Timestamp(seconds=1_800_000_000), owner_user_id=ids.USER.format(stack.member_id),
+        ),
+        key,
+    )
+    endpoint = stack.pool.first(ids.WEBHOOK_ENDPOINT)
+    call(ServiceName.DELIVERY, "ListWebhookDeliveries", dl.ListWebhookDeliveriesRequest(endpoint_id=endpoint), member)

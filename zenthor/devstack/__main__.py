@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ from zenthor.devstack.issuer import DEFAULT_TTL_S, DEV_FLAG, JWKS_PATH, create_k
 from zenthor.devstack.postgres import LocalPostgres
 from zenthor.devstack.state import (
     DEV_ADMIN_EMAIL,
+    STATE_FILE,
     StackNotFound,
     StackState,
     default_data_dir,
@@ -109,6 +111,13 @@ def http_ok(url: str, timeout_s: float) -> bool:
     return False
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the metrics endpoints: many processes, one host)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -130,6 +139,8 @@ class Stack:
         given = os.environ.get("ADMIN_EMAIL_ALLOWLIST", "")
         self.admins = tuple(sorted({e.strip().lower() for e in given.split(",") if e.strip()} | {DEV_ADMIN_EMAIL}))
         self.ports = {s: s.default_port + port_offset for s in ServiceName}
+        # Every process's own /metrics port (ZENTHOR_METRICS_PORT), free ones chosen at start.
+        self.metrics_ports = {name: free_port() for name in [*(s.value for s in ServiceName), "gateway", "worker"]}
         self.children: list[Child] = []
 
     def env(self, key: str) -> dict[str, str]:
@@ -151,7 +162,12 @@ class Stack:
             env[f"ZENTHOR_{service.name}_ADDR"] = f"127.0.0.1:{port}"
         return env
 
+    def metrics_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
+
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        if name in self.metrics_ports:
+            env = {**env, "ZENTHOR_METRICS_PORT": str(self.metrics_ports[name])}
         log_path = self.data_dir / "logs" / f"{name}.log"
         self.children.append(Child(name, args, env, log_path, _popen(args, env, log_path), time.monotonic()))
 
@@ -200,6 +216,7 @@ class Stack:
             gateway=f"http://127.0.0.1:{self.gateway_port}",
             grpc={s.value: f"127.0.0.1:{port}" for s, port in self.ports.items()},
             admins=self.admins,
+            metrics={name: self.metrics_url(name) for name in self.metrics_ports},
         ).write(self.data_dir)
         for service in ServiceName:
             service_env = {**env, "ZENTHOR_DATABASE_URL": self.pg.dsn_as(service.db_role, DATABASE),
@@ -232,6 +249,8 @@ class Stack:
                 f"  Sign-in       {self.issuer_url}  (dev issuer; a token: .venv/bin/python -m zenthor.devstack token --email you@example.com)",
                 f"  PostgreSQL    {self.pg.admin_dsn(DATABASE)}",
                 f"  Service key   {self.data_dir / 'dev-service-key'} (send as x-service-key)",
+                f"  Metrics       Prometheus, one port per process (listed in {self.data_dir / STATE_FILE} too):",
+                *(f"                {name:<12} {self.metrics_url(name)}" for name in self.metrics_ports),
                 f"  Logs          {self.data_dir / 'logs'}/",
                 f"  Runtime       {runtime}",
                 "",

@@ -7,7 +7,7 @@ import base64
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE_FILE = "dev-stack.json"
@@ -59,6 +59,8 @@ class StackState:
     # service name → host:port
     grpc: dict[str, str]
     admins: tuple[str, ...]
+    # process name → its Prometheus endpoint (http://127.0.0.1:<free port>/metrics)
+    metrics: dict[str, str] = field(default_factory=dict)
 
     def write(self, data_dir: Path) -> None:
         (data_dir / STATE_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -78,4 +80,5 @@ class StackState:
             gateway=values["gateway"],
             grpc=dict(values["grpc"]),
             admins=tuple(values["admins"]),
+            metrics=dict(values.get("metrics", {})),
         )

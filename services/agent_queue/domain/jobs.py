@@ -24,6 +24,19 @@ class JobStatus(StrEnum):
     # Failed retryably or lost its lease; RetryWorkflow releases it to PENDING after a
     # backoff (docs/hardening.md #14).
     WAITING_RETRY = "waiting_retry"
+    # Cancelled (CancelJob, double-texting): final, never retried (docs/double-texting.md).
+    CANCELLED = "cancelled"
+
+
+# A cancel ends these at once; a PROCESSING job's holder is asked to stop instead.
+CANCELLABLE_AT_ONCE = frozenset({JobStatus.PENDING, JobStatus.WAITING_RETRY})
+FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+# CancelConversationJobs: messages whose jobs may not be queued yet, per call.
+MAX_CANCEL_MESSAGES = 100
+# ListActiveJobs answers at most this many (a conversation rarely has more than two).
+MAX_ACTIVE_JOBS = 100
+# The reason a cancelled job's placeholders are failed with (FailJobPlaceholders).
+CANCELLED_REASON = "cancelled"
 
 
 # 60 s lease, heartbeat every 15 s: the runtime's cadence.
@@ -82,6 +95,14 @@ class Job:
     finished_at: datetime | None
     next_attempt_at: datetime | None
     created_at: datetime
+    # Set when a cancellation was asked for: a processing job's holder must stop.
+    cancel_requested_at: datetime | None = None
+    # The cancellation also deletes the job's replies (double-texting `rollback`).
+    cancel_discards_reply: bool = False
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.cancel_requested_at is not None
 
 
 @dataclass(frozen=True)
@@ -150,7 +171,18 @@ def lease_refusal(job: Job, processor_id: str, now: datetime, action: str) -> st
     return f"cannot {action} job: it changed concurrently"
 
 
+def cancel_refusal(job: Job) -> str:
+    """The FAILED_PRECONDITION message for a cancel of a job that already finished."""
+    return f"cannot cancel job: it is already {job.status.value}"
+
+
 # --- request checks ---
+
+
+def check_cancel_messages(count: int, field: str = "message_ids") -> int:
+    if count > MAX_CANCEL_MESSAGES:
+        raise InvalidArgument(field, f"must hold at most {MAX_CANCEL_MESSAGES} ids")
+    return count
 
 
 def check_lease(lease: timedelta | None, field: str = "lease") -> timedelta:

@@ -98,7 +98,7 @@ DELETE_FINISHED_JOBS = sa.text(
     """
     WITH old AS (
         SELECT id FROM agent_queue.jobs
-        WHERE status IN ('completed', 'failed') AND finished_at < :cutoff
+        WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < :cutoff
         ORDER BY finished_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.agent_queue.domain.jobs import Completion, Job, JobStatus
+from services.agent_queue.store.job_events import insert_job_events
 from services.agent_queue.store.tables import JOBS_CHANNEL, PENDING_CHANNEL, jobs
 from zenthor.db import DirectPool
 from zenthor.pagination import PageRequest
@@ -40,6 +41,8 @@ def job_from_row(row: sa.Row[Any]) -> Job:
         finished_at=row.finished_at,
         next_attempt_at=row.next_attempt_at,
         created_at=row.created_at,
+        cancel_requested_at=row.cancel_requested_at,
+        cancel_discards_reply=row.cancel_discards_reply,
     )
 
 
@@ -210,13 +213,18 @@ COMPLETE_JOBS = """
         locked_until = NULL, finished_at = %(now)s
     FROM unnest(CAST(%(ids)s AS uuid[]), CAST(%(models)s AS text[])) AS v(id, model_used)
     WHERE j.id = v.id AND j.status = 'processing' AND j.processor_id = %(processor_id)s
-    RETURNING j.id
+      -- a job whose cancellation was asked for ends cancelled instead (usecases.jobs.end_cancelled)
+      AND j.cancel_requested_at IS NULL
+    RETURNING j.*
 """
+# Each completed job's `job.completed` webhook event, in the same statement (store/job_events.py).
+ACKED_EVENTS = insert_job_events("acked", "%(now)s")
 # Acknowledgements carried on a claim, and the claim, in one statement (one round trip). The claim
 # reads the snapshot from before the acks: a head the acks hand over is claimable from the next
 # statement on (the use case claims again when this one came back short).
 ACK_THEN_CLAIM_JOBS = f"""
     WITH acked AS ({COMPLETE_JOBS}),
+    acked_events AS ({ACKED_EVENTS}),
     claimed AS ({CLAIM_JOBS}),
     stale AS ({STALE_LEASES})
     SELECT stale.found AS stale_leases, ARRAY(SELECT id FROM acked) AS acked, claimed.*
@@ -272,7 +280,13 @@ COMPLETE_JOB = """
     SET status = 'completed', is_head = false, model_used = %(model_used)s, processor_id = NULL,
         locked_until = NULL, finished_at = %(now)s
     WHERE id = %(id)s AND status = 'processing' AND processor_id = %(processor_id)s
+      AND cancel_requested_at IS NULL
     RETURNING *
+"""
+# Both with their webhook events (store/job_events.py), still one statement each.
+COMPLETE_JOBS_WITH_EVENTS = f"WITH acked AS ({COMPLETE_JOBS}), acked_events AS ({ACKED_EVENTS}) SELECT id FROM acked"
+COMPLETE_JOB_WITH_EVENT = f"""
+    WITH acked AS ({COMPLETE_JOB}), acked_events AS ({ACKED_EVENTS}) SELECT * FROM acked
 """
 
 
@@ -284,12 +298,12 @@ async def complete_many(db: DirectPool, completions: Sequence[Completion], proce
         "processor_id": processor_id,
         "now": now,
     }
-    return {r.id for r in await db.fetch(COMPLETE_JOBS, params)}
+    return {r.id for r in await db.fetch(COMPLETE_JOBS_WITH_EVENTS, params)}
 
 
 async def complete(db: DirectPool, job_id: uuid.UUID, processor_id: str, model_used: str | None, now: datetime) -> Job | None:
     params = {"id": job_id, "processor_id": processor_id, "model_used": model_used, "now": now}
-    rows = await db.fetch(COMPLETE_JOB, params)
+    rows = await db.fetch(COMPLETE_JOB_WITH_EVENT, params)
     return job_from_row(rows[0]) if rows else None
 
 
@@ -303,8 +317,9 @@ FAIL_JOB = sa.text(
     UPDATE agent_queue.jobs
     SET status = 'failed', is_head = false, error_reason = :reason, error_message = :message,
         processor_id = NULL, locked_until = NULL, finished_at = :now
-    -- only the lease holder, only from processing (docs/hardening.md #12)
-    WHERE id = :id AND status = 'processing' AND processor_id = :processor_id
+    -- only the lease holder, only from processing (docs/hardening.md #12); a job whose
+    -- cancellation was asked for ends cancelled instead (end_cancelled)
+    WHERE id = :id AND status = 'processing' AND processor_id = :processor_id AND cancel_requested_at IS NULL
     RETURNING *
     """
 )
@@ -419,20 +434,39 @@ async def list_pending(conn: AsyncConnection, page: PageRequest) -> list[Job]:
     return [job_from_row(r) for r in (await conn.execute(query)).all()]
 
 
+CANCEL_REQUESTED = "WHERE status = 'processing' AND cancel_requested_at IS NOT NULL"
+
 # WatchPendingJobs' snapshot in one statement (one snapshot, one round trip): what ClaimJobs would
 # take now (the same CLAIMABLE rule), oldest first, and how many jobs are pending at all. One row
 # comes back even when nothing is claimable.
 PENDING_SNAPSHOT = f"""
-    SELECT (SELECT count(*) FROM agent_queue.jobs WHERE status = 'pending') AS pending_count, c.*
+    SELECT (SELECT count(*) FROM agent_queue.jobs WHERE status = 'pending') AS pending_count,
+           -- the running jobs whose holders must stop, and who holds them (jobs_cancel_requested_idx)
+           ARRAY(SELECT id FROM agent_queue.jobs {CANCEL_REQUESTED} ORDER BY id) AS cancel_ids,
+           ARRAY(SELECT processor_id FROM agent_queue.jobs {CANCEL_REQUESTED} ORDER BY id) AS cancel_holders,
+           c.*
       FROM (SELECT 1) AS one
       LEFT JOIN LATERAL (SELECT j.* FROM agent_queue.jobs AS j WHERE {CLAIMABLE} ORDER BY j.id LIMIT %(limit)s) AS c
         ON true
 """
 
 
-async def pending_snapshot(db: DirectPool, limit: int) -> tuple[list[Job], int]:
+@dataclass(frozen=True)
+class PendingRows:
+    claimable: list[Job]
+    pending_count: int
+    # (job id, holder) of every processing job whose cancellation was asked for.
+    cancel_requested: tuple[tuple[uuid.UUID, str], ...]
+
+
+async def pending_snapshot(db: DirectPool, limit: int) -> PendingRows:
     rows = await db.fetch(PENDING_SNAPSHOT, {"limit": limit})
-    return [job_from_row(r) for r in rows if r.id is not None], int(rows[0].pending_count)
+    first = rows[0]
+    return PendingRows(
+        [job_from_row(r) for r in rows if r.id is not None],
+        int(first.pending_count),
+        tuple(zip(first.cancel_ids or (), first.cancel_holders or (), strict=True)),
+    )
 
 
 ACTIVE_STATUSES = (JobStatus.PENDING.value, JobStatus.PROCESSING.value, JobStatus.WAITING_RETRY.value)
@@ -451,3 +485,129 @@ async def conversation_owners(conn: AsyncConnection, conversation_id: uuid.UUID)
         .group_by(jobs.c.conversation_user_id, jobs.c.conversation_contact_id)
     )
     return [(r[0], r[1], bool(r[2])) for r in (await conn.execute(query)).all()]
+
+
+async def active_jobs(conn: AsyncConnection, conversation_id: uuid.UUID, limit: int) -> list[Job]:
+    """The conversation's unfinished jobs, oldest first."""
+    query = (
+        sa.select(jobs)
+        .where(jobs.c.conversation_id == conversation_id, jobs.c.status.in_(ACTIVE_STATUSES))
+        .order_by(jobs.c.id)
+        .limit(limit)
+    )
+    return [job_from_row(r) for r in (await conn.execute(query)).all()]
+
+
+# --- cancellation (docs/double-texting.md) ---
+
+# cancel_set: what a cancel does to an unfinished job, in one guarded SET: pending or waiting for its retry →
+# cancelled at once (clearing is_head hands a head over through migration 0002's trigger; a
+# waiting retry's RetryWorkflow then releases nothing, ReleaseJob being fenced on waiting_retry);
+# processing → only the request is recorded, its holder stops and acknowledges (end_cancelled).
+# Under READ COMMITTED a row a concurrent claim just took is re-read before the SET applies, so a
+# cancel racing a claim either cancels the pending job (the claim skips it) or records the request
+# on the job the claim took, never neither.
+def cancel_set(row: str = "agent_queue.jobs") -> str:
+    """The SET clause, reading the row as `row` (ON CONFLICT's SET must name it)."""
+    cancellable = f"{row}.status IN ('pending', 'waiting_retry')"
+    return f"""
+    status = CASE WHEN {cancellable} THEN 'cancelled' ELSE {row}.status END,
+    is_head = CASE WHEN {cancellable} THEN false ELSE {row}.is_head END,
+    finished_at = CASE WHEN {cancellable} THEN :now ELSE {row}.finished_at END,
+    next_attempt_at = CASE WHEN {cancellable} THEN NULL ELSE {row}.next_attempt_at END,
+    cancel_requested_at = COALESCE({row}.cancel_requested_at, :now),
+    cancel_discards_reply = {row}.cancel_discards_reply OR :discard
+    """
+
+
+UNFINISHED = "status IN ('pending', 'processing', 'waiting_retry')"
+
+CANCEL_JOB = sa.text(f"UPDATE agent_queue.jobs SET {cancel_set()} WHERE id = :id AND {UNFINISHED} RETURNING *")
+
+# Every unfinished job of a conversation queued for a message older than `before` (UUIDv7 message
+# ids are send order within a conversation, whose sends messages serializes).
+CANCEL_CONVERSATION_JOBS = sa.text(
+    f"""
+    UPDATE agent_queue.jobs SET {cancel_set()}
+     WHERE conversation_id = :conversation_id AND message_id < :before AND {UNFINISHED}
+    RETURNING *
+    """
+)
+
+# Jobs for messages whose EnqueueJob may still be on its way: recorded cancelled now, so that
+# EnqueueJob (ON CONFLICT (message_id) DO NOTHING) finds them and queues nothing; a job that did
+# arrive meanwhile is cancelled as above. The unique message id serializes the two writers.
+CANCEL_BY_MESSAGES = sa.text(
+    f"""
+    INSERT INTO agent_queue.jobs AS jobs (id, message_id, conversation_id, conversation_user_id,
+                                         conversation_contact_id, status, attempt_count, created_at,
+                                         finished_at, cancel_requested_at, cancel_discards_reply)
+    SELECT v.id, v.message_id, :conversation_id, :user_id, :contact_id, 'cancelled', 0, :now, :now, :now, :discard
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:message_ids AS uuid[])) AS v(id, message_id)
+    ON CONFLICT (message_id) DO UPDATE SET {cancel_set("jobs")}
+     WHERE jobs.{UNFINISHED}
+    RETURNING *
+    """
+)
+
+
+async def cancel_job(conn: AsyncConnection, job_id: uuid.UUID, discard: bool, now: datetime) -> Job | None:
+    """The job cancelled (or its cancellation requested); None when it is missing or finished."""
+    row = (await conn.execute(CANCEL_JOB, {"id": job_id, "discard": discard, "now": now})).first()
+    return job_from_row(row) if row else None
+
+
+async def cancel_conversation_jobs(
+    conn: AsyncConnection, conversation_id: uuid.UUID, before_message_id: uuid.UUID, discard: bool, now: datetime
+) -> list[Job]:
+    params = {"conversation_id": conversation_id, "before": before_message_id, "discard": discard, "now": now}
+    return [job_from_row(r) for r in (await conn.execute(CANCEL_CONVERSATION_JOBS, params)).all()]
+
+
+async def cancel_by_messages(
+    conn: AsyncConnection,
+    *,
+    job_ids: Sequence[uuid.UUID],
+    message_ids: Sequence[uuid.UUID],
+    conversation_id: uuid.UUID,
+    conversation_user_id: uuid.UUID | None,
+    conversation_contact_id: uuid.UUID | None,
+    discard: bool,
+    now: datetime,
+) -> list[Job]:
+    if not message_ids:
+        return []
+    params = {
+        "ids": list(job_ids),
+        "message_ids": list(message_ids),
+        "conversation_id": conversation_id,
+        "user_id": conversation_user_id,
+        "contact_id": conversation_contact_id,
+        "discard": discard,
+        "now": now,
+    }
+    return [job_from_row(r) for r in (await conn.execute(CANCEL_BY_MESSAGES, params)).all()]
+
+
+# A processing job whose cancellation was asked for, ended by its holder's acknowledgement
+# (complete, fail, retry: whichever it sends) or by the stale sweep: cancelled, never retried.
+END_CANCELLED = sa.text(
+    """
+    UPDATE agent_queue.jobs
+    SET status = 'cancelled', is_head = false, processor_id = NULL, locked_until = NULL, finished_at = :now
+    WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'processing' AND cancel_requested_at IS NOT NULL
+      AND (CAST(:processor_id AS text) IS NULL OR processor_id = :processor_id)
+    RETURNING *
+    """
+)
+
+
+async def end_cancelled(
+    conn: AsyncConnection, job_ids: Sequence[uuid.UUID], processor_id: str | None, now: datetime
+) -> list[Job]:
+    """PROCESSING with a cancel request → CANCELLED; only the holder's when `processor_id` is given
+    (the sweep passes None for the stale leases it holds)."""
+    if not job_ids:
+        return []
+    params = {"ids": list(job_ids), "processor_id": processor_id, "now": now}
+    return [job_from_row(r) for r in (await conn.execute(END_CANCELLED, params)).all()]

@@ -44,10 +44,18 @@ jobs = sa.Table(
     # retry (the oldest unfinished one). Set on insert and handed over to the next pending job by
     # the triggers of migration 0002 when a statement finishing the head clears it.
     sa.Column("is_head", sa.Boolean, nullable=False, server_default=sa.false()),
+    # When its cancellation was asked for (migration 0003): a processing job with it set has a
+    # holder that must stop; every cancelled job has it.
+    sa.Column("cancel_requested_at", TS),
+    # The cancellation also deletes the job's replies (double-texting `rollback`).
+    sa.Column("cancel_discards_reply", sa.Boolean, nullable=False, server_default=sa.false()),
     # EnqueueJob's idempotency key: the outbox may deliver twice.
     sa.UniqueConstraint("message_id", name="jobs_message_id_key"),
     sa.CheckConstraint(
-        "status IN ('pending', 'processing', 'completed', 'failed', 'waiting_retry')", name="jobs_status_check"
+        "status IN ('pending', 'processing', 'completed', 'failed', 'waiting_retry', 'cancelled')"
+        # every cancelled job records when its cancellation was asked for
+        " AND (status <> 'cancelled' OR cancel_requested_at IS NOT NULL)",
+        name="jobs_status_check",
     ),
     # At most one PROCESSING job per conversation, whatever the claim code does.
     sa.Index(
@@ -60,7 +68,9 @@ jobs = sa.Table(
     sa.Index("jobs_pending_idx", "id", postgresql_where=sa.text("status = 'pending'")),
     sa.Index("jobs_processing_lease_idx", "locked_until", postgresql_where=sa.text("status = 'processing'")),
     sa.Index("jobs_conversation_status_idx", "conversation_id", "status"),
-    sa.Index("jobs_finished_idx", "finished_at", postgresql_where=sa.text("status IN ('completed', 'failed')")),
+    sa.Index(
+        "jobs_finished_idx", "finished_at", postgresql_where=sa.text("status IN ('completed', 'failed', 'cancelled')")
+    ),
     sa.Index("jobs_waiting_retry_idx", "next_attempt_at", postgresql_where=sa.text("status = 'waiting_retry'")),
     # At most one head per conversation.
     sa.Index("jobs_head_key", "conversation_id", unique=True, postgresql_where=sa.text("is_head")),
@@ -68,6 +78,12 @@ jobs = sa.Table(
     sa.Index("jobs_claimable_idx", "id", postgresql_where=sa.text("status = 'pending' AND is_head")),
     # The hand-over: a conversation's oldest pending job.
     sa.Index("jobs_conversation_pending_idx", "conversation_id", "id", postgresql_where=sa.text("status = 'pending'")),
+    # WatchPendingJobs: the running jobs whose holders must stop.
+    sa.Index(
+        "jobs_cancel_requested_idx",
+        "processor_id",
+        postgresql_where=sa.text("status = 'processing' AND cancel_requested_at IS NOT NULL"),
+    ),
 )
 
 agents = sa.Table(
@@ -112,13 +128,17 @@ scheduled_tasks = sa.Table(
     sa.Column("id", UUID, primary_key=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("description", sa.Text),
-    sa.Column("interval_ms", sa.BigInteger, nullable=False),
+    # An interval task has interval_ms, a cron task cron (migration 0004); never both.
+    sa.Column("interval_ms", sa.BigInteger),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("last_run_at", TS),
     sa.Column("next_run_at", TS),
     sa.Column("conversation_id", UUID),
     sa.Column("created_at", TS, nullable=False),
+    sa.Column("cron", sa.Text),
+    sa.Column("time_zone", sa.Text, nullable=False, server_default="UTC"),
+    sa.CheckConstraint("(interval_ms IS NULL) <> (cron IS NULL)", name="scheduled_tasks_schedule_check"),
     sa.Index("scheduled_tasks_due_idx", "next_run_at", postgresql_where=sa.text("enabled AND next_run_at IS NOT NULL")),
 )
 

@@ -1,4 +1,4 @@
-"""Job queue use cases: enqueue, claim, heartbeat, complete, fail, retry, release, sweeps."""
+"""Job queue use cases: enqueue, claim, heartbeat, complete, fail, retry, release, cancel, sweeps."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from services.agent_queue.domain import jobs as domain
 from services.agent_queue.domain.jobs import Completion, Job, JobStatus
 from services.agent_queue.store import job_sweeps as sweeps
 from services.agent_queue.store import jobs as store
+from services.agent_queue.store.job_events import add_final_job_events
 from services.agent_queue.store.tables import JOBS_CHANNEL, PENDING_CHANNEL, outbox
 from services.agent_queue.usecases.deps import Deps
 from zenthor import ids
-from zenthor.auth.principal import ResolvedUser
+from zenthor.auth.principal import ResolvedUser, Role
 from zenthor.errors import FailedPrecondition, InvalidArgument, NotFound
 from zenthor.notify import ChangeFeed, notify
 from zenthor.outbox import add_event
@@ -107,7 +108,9 @@ async def claim_jobs(
         # Still contended after CLAIM_ATTEMPTS: nothing claimed this time (the worker's next claim
         # proceeds), but the acks must not wait for it.
         return ClaimOutcome([], await _acknowledge(deps, processor_id, completed) if completed else [])
-    refused = [c.job_id for c in completed if c.job_id not in claimed.acked]
+    refused = await _end_cancelled_acks(
+        deps, processor_id, [c.job_id for c in completed if c.job_id not in claimed.acked]
+    )
     jobs = claimed.jobs
     stale = claimed.stale_leases
     if claimed.acked and len(jobs) < max_jobs:
@@ -156,7 +159,31 @@ async def complete_jobs(deps: Deps, processor_id: str, completed: Sequence[Compl
 
 async def _acknowledge(deps: Deps, processor_id: str, completed: Sequence[Completion]) -> list[uuid.UUID]:
     done = await store.complete_many(deps.db, completed, processor_id, deps.clock())
-    return [c.job_id for c in completed if c.job_id not in done]
+    return await _end_cancelled_acks(deps, processor_id, [c.job_id for c in completed if c.job_id not in done])
+
+
+async def _end_cancelled_acks(deps: Deps, processor_id: str, refused: list[uuid.UUID]) -> list[uuid.UUID]:
+    """The acks the hot statement refused: those of the caller's jobs whose cancellation was asked
+    for end them cancelled (end_cancelled); the rest stay refused. Nothing to do (no transaction)
+    in the usual case, where nothing was refused."""
+    if not refused:
+        return refused
+    ended = {j.id for j in await end_cancelled(deps, refused, processor_id)}
+    return [job_id for job_id in refused if job_id not in ended]
+
+
+async def end_cancelled(deps: Deps, job_ids: Sequence[uuid.UUID], processor_id: str) -> list[Job]:
+    """The holder acknowledged jobs whose cancellation was asked for: CANCELLED, never retried,
+    with the event that fails (or, for a rollback, deletes) their replies, in one transaction."""
+    now = deps.clock()
+    async with deps.uow() as uow:
+        ended = await store.end_cancelled(uow.conn, job_ids, processor_id, now)
+        for job in ended:
+            await _fail_placeholders_later(uow.conn, job, now)
+        await uow.commit()
+    if ended:
+        deps.kick_outbox()
+    return ended
 
 
 async def heartbeat_job(deps: Deps, job_id: uuid.UUID, processor_id: str, lease: timedelta | None) -> Job:
@@ -175,6 +202,9 @@ async def complete_job(deps: Deps, job_id: uuid.UUID, processor_id: str, model_u
     now = deps.clock()
     job = await store.complete(deps.db, job_id, processor_id, model_used, now)
     if job is None:
+        cancelled = await end_cancelled(deps, [job_id], processor_id)
+        if cancelled:
+            return cancelled[0]
         raise _refusal(await store.get_job_direct(deps.db, job_id), processor_id, now, "complete")
     return job
 
@@ -189,8 +219,13 @@ async def fail_job(
     async with deps.uow() as uow:
         job = await store.fail(uow.conn, job_id, processor_id, reason, message, now)
         if job is None:
-            raise _refusal(await store.get_job(uow.conn, job_id), processor_id, now, "fail")
+            # The holder stopping a job whose cancellation was asked for: cancelled, not failed.
+            cancelled = await store.end_cancelled(uow.conn, [job_id], processor_id, now)
+            if not cancelled:
+                raise _refusal(await store.get_job(uow.conn, job_id), processor_id, now, "fail")
+            job = cancelled[0]
         await _fail_placeholders_later(uow.conn, job, now)
+        await add_final_job_events(uow.conn, [job], now)  # job.failed (docs/webhooks.md)
         await uow.commit()
     deps.kick_outbox()
     return job
@@ -217,7 +252,11 @@ async def retry_job(
             raise NotFound("Job not found")
         if job.status is not JobStatus.PROCESSING or job.processor_id != processor_id:
             raise FailedPrecondition(domain.lease_refusal(job, processor_id, now, "retry"))
-        if domain.can_retry(job.attempt_count):
+        if job.cancel_requested:
+            # A job whose cancellation was asked for is never retried: no RetryWorkflow starts.
+            (job,) = await store.end_cancelled(uow.conn, [job_id], processor_id, now)
+            scheduled = False
+        elif domain.can_retry(job.attempt_count):
             attempt = job.attempt_count + 1
             delay_s = retry_delay_s(attempt, deps.rng, base_s=deps.retry_base_s)
             job = await store.to_waiting_retry(
@@ -236,6 +275,7 @@ async def retry_job(
         # A job waiting for its retry still holds its conversation: nothing became claimable. A
         # job failed for good handed its conversation over (migration 0002's trigger woke watchers).
         await _fail_placeholders_later(uow.conn, job, now)
+        await add_final_job_events(uow.conn, [job], now)  # job.failed when out of attempts
         await uow.commit()
     deps.kick_outbox()
     return RetryOutcome(job, scheduled)
@@ -277,11 +317,14 @@ async def _fail_placeholders_later(conn: AsyncConnection, job: Job, now: datetim
     created_before: datetime | None = None
     if job.status is JobStatus.WAITING_RETRY and job.next_attempt_at is not None:
         created_before = now + (job.next_attempt_at - now) / 2
-    payload = {
+    cancelled = job.status is JobStatus.CANCELLED
+    payload: dict[str, object] = {
         "job_id": job_ref,
-        "reason": job.error_reason or "",
+        "reason": domain.CANCELLED_REASON if cancelled else job.error_reason or "",
         "created_before": created_before.isoformat() if created_before is not None else None,
     }
+    if cancelled and job.cancel_discards_reply:
+        payload["discard"] = True  # a rollback deletes the job's replies instead (docs/double-texting.md)
     # One event per ended attempt: the attempt count moves on with each requeue.
     key = f"{job_ref}:{job.status.value}:{job.attempt_count}"
     await add_event(conn, outbox, FAIL_PLACEHOLDERS_TOPIC, key, payload, now)
@@ -330,9 +373,13 @@ async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: 
     (docs/hardening.md #40)."""
     candidates = await sweeps.lock_stale_jobs(conn, now, now - domain.LEGACY_STALE, limit)
     failed: list[uuid.UUID] = []
+    cancelled: list[uuid.UUID] = []
     requeues: list[sweeps.Requeue] = []
     for job in candidates:
         if not domain.is_job_stale(job, now):
+            continue
+        if job.cancel_requested:
+            cancelled.append(job.id)  # its holder never acknowledged: cancelled, not retried
             continue
         if domain.resolve_stale_action(job.attempt_count) == "fail":
             failed.append(job.id)
@@ -351,13 +398,15 @@ async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: 
             delay_s=delay_s,
             now=now,
         )
-    ended = await sweeps.fail_stale(conn, failed, domain.STALE_LEASE_REASON, domain.STALE_LEASE_FAILED_MESSAGE, now)
+    ended = await store.end_cancelled(conn, cancelled, None, now)
+    ended += await sweeps.fail_stale(conn, failed, domain.STALE_LEASE_REASON, domain.STALE_LEASE_FAILED_MESSAGE, now)
     ended += await sweeps.requeue_stale(conn, requeues, domain.STALE_LEASE_REASON, domain.STALE_LEASE_RETRY_MESSAGE)
     # Requeued jobs still hold their conversations; failed ones handed them over (and woke their
     # watchers) through migration 0002's trigger.
     for job in ended:
         await _fail_placeholders_later(conn, job, now)
-    return StaleSweep(requeued=len(requeues), failed=len(failed), more=len(candidates) == limit)
+    await add_final_job_events(conn, ended, now)  # job.failed for those out of attempts
+    return StaleSweep(requeued=len(requeues), failed=len(failed) + len(cancelled), more=len(candidates) == limit)
 
 
 # --- retention ---
@@ -380,6 +429,102 @@ async def cleanup_old_jobs(deps: Deps, older_than: timedelta | None, batch_size:
     return Cleanup(deleted, more=deleted == limit)
 
 
+# --- cancellation (docs/double-texting.md) ---
+
+
+async def cancel_job(deps: Deps, user: ResolvedUser, job_id: uuid.UUID) -> Job:
+    """A job of a conversation the caller owns (any job for an admin); someone else's job looks
+    missing (docs/architecture.md §4)."""
+    async with deps.uow() as uow:
+        job = await store.get_job(uow.conn, job_id)
+        owner = job is not None and user.owns(user_id=job.conversation_user_id, contact_id=job.conversation_contact_id)
+        if job is None or not (owner or user.role is Role.ADMIN):
+            raise NotFound("Job not found")
+        job = await _cancel(deps, uow.conn, job_id, discard=False)
+        await uow.commit()
+    deps.kick_outbox()
+    return job
+
+
+async def cancel_job_as_service(deps: Deps, job_id: uuid.UUID, discard: bool) -> Job:
+    async with deps.uow() as uow:
+        job = await _cancel(deps, uow.conn, job_id, discard=discard)
+        await uow.commit()
+    deps.kick_outbox()
+    return job
+
+
+async def _cancel(deps: Deps, conn: AsyncConnection, job_id: uuid.UUID, *, discard: bool) -> Job:
+    """The guarded cancel (store.cancel_set) and its wake-ups, in the caller's transaction."""
+    now = deps.clock()
+    job = await store.cancel_job(conn, job_id, discard, now)
+    if job is None:
+        current = await store.get_job(conn, job_id)
+        if current is None:
+            raise NotFound("Job not found")
+        raise FailedPrecondition(domain.cancel_refusal(current))
+    await _after_cancel(conn, [job], now)
+    return job
+
+
+@dataclass(frozen=True)
+class ConversationCancel:
+    conversation_id: uuid.UUID
+    before_message_id: uuid.UUID
+    # Messages whose EnqueueJob may still be on its way.
+    message_ids: Sequence[uuid.UUID]
+    conversation_user_id: uuid.UUID | None
+    conversation_contact_id: uuid.UUID | None
+    discard_reply: bool
+
+
+async def cancel_conversation_jobs(deps: Deps, request: ConversationCancel) -> list[Job]:
+    """Double-texting `interrupt`/`rollback`: the conversation's jobs older than the new message,
+    including those not queued yet, cancelled in one transaction. Idempotent: a repeat matches
+    only finished rows and changes nothing."""
+    domain.check_cancel_messages(len(request.message_ids))
+    older = sorted({m for m in request.message_ids if m < request.before_message_id})
+    now = deps.clock()
+    async with deps.uow() as uow:
+        recorded = await store.cancel_by_messages(
+            uow.conn,
+            job_ids=[ids.JOB.new() for _ in older],
+            message_ids=older,
+            conversation_id=request.conversation_id,
+            conversation_user_id=request.conversation_user_id,
+            conversation_contact_id=request.conversation_contact_id,
+            discard=request.discard_reply,
+            now=now,
+        )
+        queued = await store.cancel_conversation_jobs(
+            uow.conn, request.conversation_id, request.before_message_id, request.discard_reply, now
+        )
+        changed = {j.id: j for j in recorded + queued}  # the second statement sees the first's rows
+        jobs = sorted(changed.values(), key=lambda j: j.id)
+        await _after_cancel(uow.conn, jobs, now)
+        await uow.commit()
+    if jobs:
+        deps.kick_outbox()
+    return jobs
+
+
+async def _after_cancel(conn: AsyncConnection, jobs: Sequence[Job], now: datetime) -> None:
+    """Wake-ups and events of cancelled jobs: WatchPendingJobs re-reads (a pending count changed,
+    or a holder must now stop: its snapshot names the job); a rollback's job finished at once has
+    its earlier attempts' replies deleted. A job finished as head handed its conversation over
+    through migration 0002's trigger, which woke whom that concerns."""
+    for conversation_id in sorted({j.conversation_id for j in jobs}):
+        await notify(conn, PENDING_CHANNEL, conversation_id.hex)
+    for job in jobs:
+        if job.status is JobStatus.CANCELLED and job.cancel_discards_reply:
+            await _fail_placeholders_later(conn, job, now)
+
+
+async def list_active_jobs(deps: Deps, conversation_id: uuid.UUID) -> list[Job]:
+    async with deps.uow() as uow:
+        return await store.active_jobs(uow.conn, conversation_id, domain.MAX_ACTIVE_JOBS)
+
+
 # --- user view and watches ---
 
 
@@ -398,11 +543,17 @@ def _processing_for(user: ResolvedUser, owners: list[tuple[uuid.UUID | None, uui
 class PendingSnapshot:
     claimable: list[Job]
     pending_count: int
+    # (job id, holder) of the processing jobs whose cancellation was asked for.
+    cancel_requested: tuple[tuple[uuid.UUID, str], ...] = ()
+
+    def cancel_requested_of(self, processor_id: str) -> list[uuid.UUID]:
+        """The jobs `processor_id` holds that it must stop (the job watch of docs/double-texting.md)."""
+        return [job_id for job_id, holder in self.cancel_requested if holder == processor_id]
 
 
 async def pending_snapshot(deps: Deps, max_jobs: int) -> PendingSnapshot:
-    claimable, count = await store.pending_snapshot(deps.db, max_jobs)
-    return PendingSnapshot(claimable, count)
+    rows = await store.pending_snapshot(deps.db, max_jobs)
+    return PendingSnapshot(rows.claimable, rows.pending_count, rows.cancel_requested)
 
 
 async def watch_conversation_processing(

@@ -52,7 +52,7 @@ class PendingJobsBroadcast:
                         await self._changed.wait()
                     seen, snapshot = self._version, self._snapshot
                 assert snapshot is not None
-                yield PendingSnapshot(snapshot.claimable[:max_jobs], snapshot.pending_count)
+                yield PendingSnapshot(snapshot.claimable[:max_jobs], snapshot.pending_count, snapshot.cancel_requested)
         finally:
             del self._limits[stream]
             if not self._limits and self._task is not None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from zenthor.outbox import outbox_table
+
 SCHEMA = "approvals"
 # LISTEN/NOTIFY channel of this service; keys are `conv_…` (a conversation's pending set
 # changed) and `apv_…` (one approval changed).
@@ -41,3 +43,6 @@ tool_approvals = sa.Table(
     # The sweep's scan: only pending rows, by expiry.
     sa.Index("tool_approvals_pending_expiry_idx", "expires_at", postgresql_where=sa.text("status = 'pending'")),
 )
+
+# Migration 0002: approval.requested webhook events for delivery (docs/webhooks.md).
+outbox = outbox_table(metadata, SCHEMA)

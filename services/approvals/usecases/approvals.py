@@ -12,12 +12,14 @@ from typing import Any
 from services.approvals.domain import approvals as domain
 from services.approvals.domain.approvals import Approval, ApprovalStatus, Channel, Owner
 from services.approvals.store import approvals as store
-from services.approvals.store.tables import CHANGES
+from services.approvals.store.tables import CHANGES, outbox
 from services.approvals.usecases.deps import Deps
 from zenthor import ids
 from zenthor.auth.principal import ResolvedUser
 from zenthor.errors import NotFound
+from zenthor.outbox import add_events
 from zenthor.pagination import Page, PageRequest, next_token
+from zenthor.webhooks import OutboxEvent, WebhookEventType, webhook_event
 
 
 def _change_keys(approval_id: uuid.UUID, conversation_id: uuid.UUID) -> list[str]:
@@ -53,8 +55,28 @@ async def create_approval(
     async with deps.uow() as uow:
         stored = await store.insert_approval(uow.conn, approval)
         await store.notify_changed(uow.conn, _change_keys(stored.id, stored.conversation_id))
+        await add_events(uow.conn, outbox, [_approval_requested(stored)], now)
         await uow.commit()
+    deps.kick_outbox()
     return stored
+
+
+def _approval_requested(approval: Approval) -> OutboxEvent:
+    """The `approval.requested` webhook event (docs/webhooks.md), stored with the approval."""
+    approval_ref = ids.APPROVAL.format(approval.id)
+    data = {
+        "approval_id": approval_ref,
+        "conversation_id": ids.CONVERSATION.format(approval.conversation_id),
+        "job_id": ids.JOB.format(approval.job_id),
+        "tool_name": approval.tool_name,
+        "tool_input": approval.tool_input,
+        "channel": approval.channel.value,
+        "expire_time": approval.expires_at.isoformat(),
+    }
+    return webhook_event(
+        WebhookEventType.APPROVAL_REQUESTED, approval_ref, occurred_at=approval.created_at,
+        owner_user_id=approval.owner.user_id, owner_contact_id=approval.owner.contact_id, data=data,
+    )
 
 
 async def resolve_approval(

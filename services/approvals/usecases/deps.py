@@ -16,3 +16,5 @@ class Deps:
     clock: Callable[[], datetime]
     # Wakes the two watches (WatchApprovals, WaitForApproval) when an approval changes.
     feed: ChangeFeed
+    # Delivers the outbox's events (approval.requested webhooks) at once after a commit.
+    kick_outbox: Callable[[], None] = lambda: None

@@ -118,4 +118,89 @@ whatsapp_session = sa.Table(
     sa.Column("updated_at", TS, nullable=False),
 )
 
+# --- completion webhooks (migration 0004, docs/webhooks.md) ---
+
+EVENT_TYPES = "('job.completed', 'job.failed', 'approval.requested', 'message.created')"
+EVENT_TYPE_ARRAY = "ARRAY['job.completed', 'job.failed', 'approval.requested', 'message.created']::text[]"
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("user_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("event_types", pg.ARRAY(sa.Text), nullable=False),
+    # The svix signing secret as issued (signing needs it in clear; see the migration).
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.CheckConstraint(
+        f"cardinality(event_types) BETWEEN 1 AND 4 AND event_types <@ {EVENT_TYPE_ARRAY}",
+        name="webhook_endpoints_event_types_check",
+    ),
+    sa.Index("webhook_endpoints_user_idx", "user_id", "id"),
+)
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    # The emitter's idempotency key (`job.completed:job_…`).
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("owner_user_id", pg.UUID(as_uuid=True)),
+    sa.Column("owner_contact_id", pg.UUID(as_uuid=True)),
+    # The exact JSON every endpoint gets, on every attempt and redelivery.
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("occurred_at", TS, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.CheckConstraint(f"type IN {EVENT_TYPES}", name="webhook_events_type_check"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("event_id", sa.Text, sa.ForeignKey(f"{SCHEMA}.webhook_events.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "endpoint_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey(f"{SCHEMA}.webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("status", sa.Text, nullable=False),
+    # 1 for the first attempt series, one more per redelivery.
+    sa.Column("series", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("delivered_at", TS),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("event_id", "endpoint_id", name="webhook_deliveries_event_endpoint_key"),
+    sa.CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="webhook_deliveries_status_check"),
+    sa.CheckConstraint("(status = 'delivered') = (delivered_at IS NOT NULL)", name="webhook_deliveries_delivered_check"),
+    sa.CheckConstraint("series >= 1", name="webhook_deliveries_series_check"),
+    sa.Index("webhook_deliveries_endpoint_idx", "endpoint_id", "id"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column(
+        "delivery_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey(f"{SCHEMA}.webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("series", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("attempted_at", TS, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("succeeded", sa.Boolean, nullable=False),
+    sa.PrimaryKeyConstraint("delivery_id", "series", "attempt", name="webhook_attempts_pkey"),
+    sa.CheckConstraint("status_code BETWEEN 100 AND 599", name="webhook_attempts_status_code_check"),
+    sa.CheckConstraint("duration_ms >= 0", name="webhook_attempts_duration_check"),
+)
+
 outbox = outbox_table(metadata, SCHEMA)

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from zenthor.db import DirectPool, UnitOfWorkFactory
 from zenthor.notify import ChangeFeed
 from zenthor.retries import DEFAULT_BASE_S, DEFAULT_CAP_S
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    """The webhook settings (zenthor.config, ZENTHOR_WEBHOOKS_*): the dev address flag, and the
+    retry schedule and POST bound each delivery's workflow is started with."""
+
+    allow_private: bool = False
+    retry_initial_s: float = 10.0
+    retry_max_interval_s: float = 14_400.0
+    max_attempts: int = 13
+    timeout_s: float = 15.0
+
+
+async def _no_linked_user(contact_id: uuid.UUID) -> uuid.UUID | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -29,3 +47,9 @@ class Deps:
     retry_cap_s: float = DEFAULT_CAP_S
     # WatchOutbound re-sends the count at least this often, changed or not.
     watch_heartbeat_s: float = 30.0
+    # --- completion webhooks ---
+    webhooks: WebhookOptions = field(default_factory=WebhookOptions)
+    # The web user a WhatsApp contact is linked to (identity), for events of contact-owned
+    # conversations; implemented in peers.py.
+    linked_user: Callable[[uuid.UUID], Awaitable[uuid.UUID | None]] = _no_linked_user
+    token_bytes: Callable[[int], bytes] = secrets.token_bytes

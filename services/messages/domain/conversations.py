@@ -31,6 +31,24 @@ class ConversationStatus(StrEnum):
     ARCHIVED = "archived"
 
 
+class DoubleTexting(StrEnum):
+    """What a message sent while the agent is busy with its conversation (a job of it pending or
+    processing) does; docs/double-texting.md draws each."""
+
+    # Queued behind the running reply (the original's behaviour).
+    ENQUEUE = "enqueue"
+    # Refused (FAILED_PRECONDITION), nothing written.
+    REJECT = "reject"
+    # The conversation's running and queued jobs are cancelled; the new message runs next.
+    INTERRUPT = "interrupt"
+    # INTERRUPT, and the interrupted run's partial reply is deleted.
+    ROLLBACK = "rollback"
+
+    @property
+    def cancels(self) -> bool:
+        return self in (DoubleTexting.INTERRUPT, DoubleTexting.ROLLBACK)
+
+
 @dataclass(frozen=True)
 class Conversation:
     id: uuid.UUID
@@ -46,6 +64,7 @@ class Conversation:
     # `meta_revision` is the revision of the last title/status change.
     revision: int
     meta_revision: int
+    double_texting: DoubleTexting = DoubleTexting.ENQUEUE
 
     def owned_by(self, user: ResolvedUser) -> bool:
         """The kit's one ownership rule (docs/architecture.md §4): the conversation carries the
@@ -68,6 +87,18 @@ def check_channel(value: Channel | None, field: str = "channel") -> Channel:
     if value is None:
         raise InvalidArgument(field, "must be CHANNEL_WEB or CHANNEL_WHATSAPP")
     return value
+
+
+def check_double_texting(value: DoubleTexting | None, field: str = "double_texting") -> DoubleTexting:
+    """A conversation's setting: one of the four strategies (UNSPECIFIED is not one)."""
+    if value is None:
+        raise InvalidArgument(field, "must be ENQUEUE, REJECT, INTERRUPT or ROLLBACK")
+    return value
+
+
+def busy_refusal() -> str:
+    """The FAILED_PRECONDITION message of a REJECT send (HTTP 409 through the gateway)."""
+    return "the agent is still answering this conversation (double texting: reject)"
 
 
 def check_title(value: str | None, field: str = "title") -> str | None:

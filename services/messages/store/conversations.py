@@ -17,7 +17,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.messages.domain.conversations import Channel, Conversation, ConversationStatus
+from services.messages.domain.conversations import (
+    Channel,
+    Conversation,
+    ConversationStatus,
+    DoubleTexting,
+)
 from services.messages.domain.messages import Message, MessageRole, MessageStatus
 from services.messages.domain.recent import RecentConversation, RecentCursor
 from services.messages.store.messages import tool_calls_of
@@ -38,6 +43,7 @@ def conversation_of(row: Any) -> Conversation:
         updated_at=row.updated_at,
         revision=row.revision,
         meta_revision=row.meta_revision,
+        double_texting=DoubleTexting(row.double_texting),
     )
 
 
@@ -138,13 +144,17 @@ async def set_conversation_meta(
     *,
     title: str | None = None,
     status: ConversationStatus | None = None,
+    double_texting: DoubleTexting | None = None,
 ) -> Conversation:
-    """Title and/or status at `revision` (already allocated by bump_conversation)."""
+    """Title, status and/or double-texting setting at `revision` (already allocated by
+    bump_conversation)."""
     values: dict[str, Any] = {"meta_revision": revision, "updated_at": now}
     if title is not None:
         values["title"] = title
     if status is not None:
         values["status"] = status.value
+    if double_texting is not None:
+        values["double_texting"] = double_texting.value
     row = (
         await conn.execute(
             sa.update(conversations).where(conversations.c.id == conversation_id).values(**values).returning(conversations)

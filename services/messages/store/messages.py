@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.messages.domain.conversations import Channel, Conversation
 from services.messages.domain.messages import Message, MessageRole, MessageStatus, ToolCall
-from services.messages.store.tables import messages
+from services.messages.store.tables import messages, outbox, removed_messages
+from zenthor import ids
+from zenthor.db import DirectPool
 from zenthor.pagination import PageRequest
 
 
@@ -109,22 +111,64 @@ async def get_message_by_idempotency_key(conn: AsyncConnection, conversation_id:
     return message_of(row) if row else None
 
 
-async def update_streaming_content(
-    conn: AsyncConnection, message_id: uuid.UUID, content: str, sequence: int, revision: int, now: datetime
-) -> Message | None:
-    """Guarded: only an open assistant placeholder, only a newer sequence (0 = unsequenced).
-    None when the guard refused; the caller says why."""
-    stmt = sa.update(messages).where(
-        messages.c.id == message_id,
-        messages.c.role == MessageRole.ASSISTANT.value,
-        messages.c.streaming.is_(True),
+# UpdateStreamingContent as one statement, one round trip on the direct pool (the runtime sends
+# one per reply every 200 ms, and a watcher sees the text only after it commits: docs/architecture.md
+# §6). It does in one snapshot what the unit-of-work writers do in several: lock the conversation
+# with its next revision (every message writer takes that lock first), replace the content of an
+# open assistant placeholder whose stored sequence is older, and wake the conversation's watchers
+# and its owners' list watchers at commit. The message UPDATE comes after the conversation's, so a
+# writer that finished the placeholder meanwhile (finalize, fail, a rollback's delete) is seen
+# when the row is re-checked under its lock: no row comes back and nothing is woken. The
+# conversation's revision may then have advanced without a change: a gap, which watchers skip.
+STREAM_CONTENT = """
+WITH target AS (
+    SELECT conversation_id FROM messages.messages
+    WHERE id = %(id)s AND role = 'assistant' AND streaming AND (%(sequence)s = 0 OR sequence < %(sequence)s)
+), conversation AS (
+    UPDATE messages.conversations c SET revision = c.revision + 1
+    FROM target WHERE c.id = target.conversation_id
+    RETURNING c.id, c.revision, c.user_id, c.contact_id
+), updated AS (
+    UPDATE messages.messages m
+    SET content = %(content)s, revision = conversation.revision, updated_at = %(now)s,
+        sequence = CASE WHEN %(sequence)s = 0 THEN m.sequence ELSE %(sequence)s END
+    FROM conversation
+    WHERE m.id = %(id)s AND m.role = 'assistant' AND m.streaming AND (%(sequence)s = 0 OR m.sequence < %(sequence)s)
+    RETURNING conversation.id AS conversation_id, conversation.user_id, conversation.contact_id
+)
+SELECT pg_notify(%(conversation_channel)s, replace(u.conversation_id::text, '-', '')) AS conversation,
+       CASE WHEN u.user_id IS NOT NULL
+            THEN pg_notify(%(list_channel)s, 'u' || replace(u.user_id::text, '-', '')) END AS user_list,
+       CASE WHEN u.contact_id IS NOT NULL
+            THEN pg_notify(%(list_channel)s, 'c' || replace(u.contact_id::text, '-', '')) END AS contact_list
+FROM updated u
+"""
+
+
+async def stream_content(
+    db: DirectPool,
+    message_id: uuid.UUID,
+    content: str,
+    sequence: int,
+    now: datetime,
+    *,
+    conversation_channel: str,
+    list_channel: str,
+) -> bool:
+    """True when the placeholder took the content; False when the guard refused (the caller
+    reads the message to say why). The wake-up keys are domain.conversations.owner_keys'."""
+    rows = await db.fetch(
+        STREAM_CONTENT,
+        {
+            "id": message_id,
+            "content": content,
+            "sequence": sequence,
+            "now": now,
+            "conversation_channel": conversation_channel,
+            "list_channel": list_channel,
+        },
     )
-    values: dict[str, Any] = {"content": content, "revision": revision, "updated_at": now}
-    if sequence:
-        stmt = stmt.where(messages.c.sequence < sequence)
-        values["sequence"] = sequence
-    row = (await conn.execute(stmt.values(**values).returning(messages))).first()
-    return message_of(row) if row else None
+    return bool(rows)
 
 
 async def close_placeholder(
@@ -258,3 +302,68 @@ async def changed_messages(
         )
     ).all()
     return [message_of(r) for r in rows]
+
+
+# --- deletion (double-texting `rollback`: docs/double-texting.md) ---
+
+
+async def remove_messages(
+    conn: AsyncConnection, where: Sequence[sa.ColumnElement[bool]], conversation_id: uuid.UUID, revision: int, now: datetime
+) -> list[uuid.UUID]:
+    """Deletes the conversation's messages matching `where` and leaves each id in removed_messages at
+    `revision` (the caller holds the conversation's lock at that revision), so watchers learn of
+    the deletion in change order. The ids deleted, in id order."""
+    deleted = sa.delete(messages).where(messages.c.conversation_id == conversation_id, *where).returning(messages.c.id)
+    gone = sorted((await conn.execute(deleted)).scalars().all())
+    if gone:
+        await conn.execute(
+            sa.insert(removed_messages),
+            [{"message_id": i, "conversation_id": conversation_id, "revision": revision, "removed_at": now} for i in gone],
+        )
+    return gone
+
+
+def open_placeholders() -> list[sa.ColumnElement[bool]]:
+    """A conversation's replies still streaming: the run in progress's partial reply."""
+    return [messages.c.role == MessageRole.ASSISTANT.value, messages.c.streaming.is_(True)]
+
+
+def replies_of_job(job_id: uuid.UUID) -> list[sa.ColumnElement[bool]]:
+    """Every assistant message linked to the job, open or not."""
+    return [messages.c.job_id == job_id, messages.c.role == MessageRole.ASSISTANT.value]
+
+
+async def conversations_with_replies_of_job(conn: AsyncConnection, job_id: uuid.UUID) -> list[uuid.UUID]:
+    """The conversations holding assistant messages of the job, in id order (the lock order)."""
+    query = sa.select(messages.c.conversation_id).where(*replies_of_job(job_id)).distinct().order_by(messages.c.conversation_id)
+    return list((await conn.execute(query)).scalars().all())
+
+
+async def removed_between(conn: AsyncConnection, conversation_id: uuid.UUID, after: int, upto: int) -> list[uuid.UUID]:
+    """Messages deleted by changes with a revision in (after, upto], in change order."""
+    rows = await conn.execute(
+        sa.select(removed_messages.c.message_id)
+        .where(
+            removed_messages.c.conversation_id == conversation_id,
+            removed_messages.c.revision > after,
+            removed_messages.c.revision <= upto,
+        )
+        .order_by(removed_messages.c.revision, removed_messages.c.message_id)
+    )
+    return list(rows.scalars().all())
+
+
+async def messages_awaiting_jobs(conn: AsyncConnection, topic: str, conversation_id: str) -> list[uuid.UUID]:
+    """Messages of the conversation whose EnqueueJob event is still in this service's outbox
+    (not delivered, not parked): agent_queue may not know their jobs yet, so a double-texting
+    send counts them as queued. Read through the outbox's due index (undelivered rows only)."""
+    rows = await conn.execute(
+        sa.select(outbox.c.key).where(
+            outbox.c.topic == topic,
+            outbox.c.delivered_at.is_(None),
+            outbox.c.dead_at.is_(None),
+            outbox.c.payload["conversation_id"].astext == conversation_id,
+        )
+    )
+    # The event key is the message id as this service formatted it (usecases.messages._enqueue_job).
+    return sorted(ids.MESSAGE.parse(key, "key") for key in rows.scalars().all())

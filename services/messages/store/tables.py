@@ -31,7 +31,12 @@ conversations = sa.Table(
     # Change counter for WatchConversation positions (see store/conversations.py).
     sa.Column("revision", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("meta_revision", sa.BigInteger, nullable=False, server_default="0"),
+    # What a message sent while the agent is busy does (docs/double-texting.md, migration 0003).
+    sa.Column("double_texting", sa.Text, nullable=False, server_default="enqueue"),
     sa.CheckConstraint("channel IN ('web', 'whatsapp')", name="conversations_channel_check"),
+    sa.CheckConstraint(
+        "double_texting IN ('enqueue', 'reject', 'interrupt', 'rollback')", name="conversations_double_texting_check"
+    ),
     sa.CheckConstraint("status IN ('active', 'archived')", name="conversations_status_check"),
     # Web conversations belong to a user, WhatsApp ones to a contact (and never to a user).
     sa.CheckConstraint(
@@ -81,6 +86,18 @@ messages = sa.Table(
     ),
     # FailJobPlaceholders: the placeholders of one job (docs/hardening.md #40).
     sa.Index("messages_job_idx", "job_id", postgresql_where=sa.text("job_id IS NOT NULL")),
+)
+
+# The ids of deleted messages (a rolled-back partial reply), stamped with the revision of the
+# change that deleted them: WatchConversation reports them in change order (migration 0003).
+removed_messages = sa.Table(
+    "removed_messages",
+    metadata,
+    sa.Column("message_id", UUID, primary_key=True),
+    sa.Column("conversation_id", UUID, sa.ForeignKey(conversations.c.id), nullable=False),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("removed_at", TS, nullable=False),
+    sa.Index("removed_messages_conversation_revision_idx", "conversation_id", "revision"),
 )
 
 inbound_dedupe = sa.Table(

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.messages.domain import conversations as rules
-from services.messages.domain.conversations import Channel, Conversation, ConversationStatus, owned
+from services.messages.domain.conversations import (
+    Channel,
+    Conversation,
+    ConversationStatus,
+    DoubleTexting,
+    owned,
+)
 from services.messages.domain.messages import Message
 from services.messages.domain.recent import RecentConversation, RecentPageRequest, next_recent_token
 from services.messages.domain.titles import DEFAULT_TITLE
@@ -137,6 +143,24 @@ async def update_conversation_title(
         await announce(uow.conn, renamed)
         await uow.commit()
     return renamed
+
+
+async def set_conversation_double_texting(
+    deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID, strategy: DoubleTexting | None
+) -> Conversation | None:
+    """The conversation's double-texting strategy (docs/double-texting.md); None (a no-op) when
+    not owned or missing."""
+    strategy = rules.check_double_texting(strategy)
+    async with deps.uow() as uow:
+        conversation = await owned_locked(uow, user, conversation_id)
+        if conversation is None:
+            return None
+        changed = await store.set_conversation_meta(
+            uow.conn, conversation.id, conversation.revision, deps.clock(), double_texting=strategy
+        )
+        await announce(uow.conn, changed)
+        await uow.commit()
+    return changed
 
 
 async def list_recent_conversations(

@@ -35,18 +35,35 @@ class ConversationChanges:
     messages: Sequence[Message]
     position: WatchPosition
     caught_up: bool
+    # Messages deleted since the previous response (a rolled-back reply), in change order.
+    removed: Sequence[uuid.UUID] = ()
 
 
-async def _read_changes(deps: Deps, conversation_id: uuid.UUID, after: int) -> tuple[Conversation | None, list[Message]]:
+@dataclass(frozen=True)
+class _Read:
+    conversation: Conversation | None
+    changed: list[Message]
+    # The revision the read covers: the conversation's, or a full chunk's last row's.
+    upto: int
+    full: bool
+    removed: list[uuid.UUID]
+
+
+async def _read_changes(deps: Deps, conversation_id: uuid.UUID, after: int) -> _Read:
     """The conversation, then its messages changed after `after` up to the revision that
     conversation row showed: every revision up to it has committed (store/conversations.py),
-    so nothing at or below it can still appear."""
+    so nothing at or below it can still appear. Deletions up to the same revision come with them."""
     async with deps.uow() as uow:
         conversation = await store.get_conversation(uow.conn, conversation_id)
         if conversation is None:
-            return None, []
+            return _Read(None, [], after, False, [])
         changed = await message_store.changed_messages(uow.conn, conversation_id, after, conversation.revision, CATCH_UP_CHUNK)
-    return conversation, changed
+        # A full chunk may stop inside the backlog: resume right after its last row
+        # (one message per revision, so no row shares that revision).
+        full = len(changed) == CATCH_UP_CHUNK
+        upto = changed[-1].revision if full else conversation.revision
+        removed = await message_store.removed_between(uow.conn, conversation_id, after, upto)
+    return _Read(conversation, changed, upto, full, removed)
 
 
 async def watch_conversation(
@@ -56,23 +73,23 @@ async def watch_conversation(
         seen = resume.revision if resume else 0
         first, caught_up = True, False
         while True:
-            conversation, changed = await _read_changes(deps, conversation_id, seen)
+            read = await _read_changes(deps, conversation_id, seen)
+            conversation, changed, full, upto = read.conversation, read.changed, read.full, read.upto
             if first and owned(conversation, user) is None:
                 # Missing and not owned look the same: one empty, caught-up answer.
                 yield ConversationChanges(None, (), WatchPosition(conversation_id, seen), caught_up=True)
                 return
             assert conversation is not None  # conversations are never deleted
-            # A full chunk may stop inside the backlog: resume right after its last row
-            # (one message per revision, so no row shares that revision).
-            full = len(changed) == CATCH_UP_CHUNK
-            upto = changed[-1].revision if full else conversation.revision
+            # A watcher starting afresh never saw what was deleted before it came.
+            removed = read.removed if resume is not None or not first else []
             meta_changed = seen < conversation.meta_revision <= upto
-            if first or changed or meta_changed or (not full and not caught_up):
+            if first or changed or removed or meta_changed or (not full and not caught_up):
                 yield ConversationChanges(
                     conversation if first or meta_changed else None,
                     changed,
                     WatchPosition(conversation_id, max(upto, seen)),
                     caught_up=not full,
+                    removed=removed,
                 )
             seen, first = max(upto, seen), False
             if not full:

@@ -1,0 +1,342 @@
+"""SQL of the completion webhooks: endpoints, the idempotent fan-out of an event into one
+delivery per subscribed endpoint, the delivery log (attempts) and the guarded transitions of a
+delivery (DELIVERED/FAILED only from PENDING of the same series; a redelivery only from a final
+status)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.delivery.domain.webhooks import (
+    ATTEMPTS_SHOWN,
+    FINAL,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    DeliveryTarget,
+    Endpoint,
+    EndpointChanges,
+    Event,
+)
+from services.delivery.store.tables import webhook_attempts as a
+from services.delivery.store.tables import webhook_deliveries as d
+from services.delivery.store.tables import webhook_endpoints as e
+from services.delivery.store.tables import webhook_events as ev
+from zenthor.pagination import PageRequest
+from zenthor.webhooks import WebhookEventType
+
+ENDPOINT_COLUMNS = (e.c.id, e.c.user_id, e.c.url, e.c.event_types, e.c.enabled, e.c.created_at, e.c.updated_at)
+DELIVERY_COLUMNS = (
+    d.c.id, d.c.endpoint_id, d.c.event_id, ev.c.type, d.c.status, d.c.series, d.c.created_at, d.c.updated_at,
+    d.c.delivered_at, d.c.last_error,
+)
+
+
+def _endpoint(row: Any) -> Endpoint:
+    return Endpoint(
+        id=row.id,
+        user_id=row.user_id,
+        url=row.url,
+        event_types=tuple(WebhookEventType(t) for t in row.event_types),
+        enabled=row.enabled,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _delivery(row: Any, attempts: Sequence[Attempt] = ()) -> Delivery:
+    return Delivery(
+        id=row.id,
+        endpoint_id=row.endpoint_id,
+        event_id=row.event_id,
+        event_type=WebhookEventType(row.type),
+        status=DeliveryStatus(row.status),
+        series=row.series,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        delivered_at=row.delivered_at,
+        last_error=row.last_error,
+        attempts=tuple(attempts),
+    )
+
+
+# --- endpoints ---
+
+
+async def lock_user_endpoints(conn: AsyncConnection, user_id: uuid.UUID) -> int:
+    """Serializes endpoint creation per user until commit (so the per-user cap holds under
+    concurrent creates); answers how many endpoints the user has."""
+    await conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtextextended('delivery.webhook_endpoints:' || :user_id, 0))"),
+        {"user_id": str(user_id)},
+    )
+    return int((await conn.execute(sa.select(sa.func.count()).where(e.c.user_id == user_id))).scalar_one())
+
+
+async def insert_endpoint(
+    conn: AsyncConnection,
+    endpoint_id: uuid.UUID,
+    user_id: uuid.UUID,
+    url: str,
+    event_types: Sequence[WebhookEventType],
+    secret: str,
+    enabled: bool,
+    now: datetime,
+) -> Endpoint:
+    row = (
+        await conn.execute(
+            sa.insert(e)
+            .values(
+                id=endpoint_id, user_id=user_id, url=url, event_types=[t.value for t in event_types], secret=secret,
+                enabled=enabled, created_at=now, updated_at=now,
+            )
+            .returning(*ENDPOINT_COLUMNS)
+        )
+    ).one()
+    return _endpoint(row)
+
+
+async def get_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID, *, lock: bool = False) -> Endpoint | None:
+    query = sa.select(*ENDPOINT_COLUMNS).where(e.c.id == endpoint_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return _endpoint(row) if row else None
+
+
+async def list_endpoints(conn: AsyncConnection, user_id: uuid.UUID | None, page: PageRequest) -> list[Endpoint]:
+    """Oldest first; `user_id` None: every user's."""
+    query = sa.select(*ENDPOINT_COLUMNS).order_by(e.c.id).limit(page.size)
+    if user_id is not None:
+        query = query.where(e.c.user_id == user_id)
+    if page.after is not None:
+        query = query.where(e.c.id > page.after)
+    return [_endpoint(r) for r in (await conn.execute(query)).all()]
+
+
+async def update_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID, changes: EndpointChanges, now: datetime) -> Endpoint:
+    values: dict[str, Any] = {"updated_at": now}
+    if changes.url is not None:
+        values["url"] = changes.url
+    if changes.event_types is not None:
+        values["event_types"] = [t.value for t in changes.event_types]
+    if changes.enabled is not None:
+        values["enabled"] = changes.enabled
+    row = (await conn.execute(sa.update(e).where(e.c.id == endpoint_id).values(**values).returning(*ENDPOINT_COLUMNS))).one()
+    return _endpoint(row)
+
+
+async def set_secret(conn: AsyncConnection, endpoint_id: uuid.UUID, secret: str, now: datetime) -> Endpoint:
+    row = (
+        await conn.execute(
+            sa.update(e).where(e.c.id == endpoint_id).values(secret=secret, updated_at=now).returning(*ENDPOINT_COLUMNS)
+        )
+    ).one()
+    return _endpoint(row)
+
+
+async def delete_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID) -> None:
+    """Its deliveries and their attempts go with it (ON DELETE CASCADE)."""
+    await conn.execute(sa.delete(e).where(e.c.id == endpoint_id))
+
+
+# --- events and their fan-out ---
+
+
+async def insert_event_if_absent(conn: AsyncConnection, event: Event, now: datetime) -> bool:
+    """True when the event is new; False for a repeat (its fan-out happened already)."""
+    stmt = (
+        pg.insert(ev)
+        .values(
+            id=event.id, type=event.type.value, owner_user_id=event.owner_user_id, owner_contact_id=event.owner_contact_id,
+            body=event.body, occurred_at=event.occurred_at, created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[ev.c.id])
+        .returning(ev.c.id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def subscribed_endpoints(conn: AsyncConnection, user_ids: Sequence[uuid.UUID], event_type: WebhookEventType) -> list[uuid.UUID]:
+    """The enabled endpoints of these users that subscribe to `event_type`."""
+    if not user_ids:
+        return []
+    query = (
+        sa.select(e.c.id)
+        .where(e.c.user_id.in_(list(user_ids)), e.c.enabled, sa.literal(event_type.value) == sa.any_(e.c.event_types))
+        .order_by(e.c.id)
+    )
+    return [r.id for r in (await conn.execute(query)).all()]
+
+
+async def insert_deliveries(
+    conn: AsyncConnection, event_id: str, rows: Sequence[tuple[uuid.UUID, uuid.UUID]], now: datetime
+) -> list[uuid.UUID]:
+    """(delivery id, endpoint id) pairs as PENDING deliveries of series 1; answers the ids stored."""
+    if not rows:
+        return []
+    stmt = (
+        pg.insert(d)
+        .values(
+            [
+                {"id": delivery_id, "event_id": event_id, "endpoint_id": endpoint_id, "status": DeliveryStatus.PENDING.value,
+                 "series": 1, "created_at": now, "updated_at": now}
+                for delivery_id, endpoint_id in rows
+            ]
+        )
+        .on_conflict_do_nothing(constraint="webhook_deliveries_event_endpoint_key")
+        .returning(d.c.id)
+    )
+    return [r.id for r in (await conn.execute(stmt)).all()]
+
+
+# --- the delivery log ---
+
+
+def _deliveries_query() -> sa.Select[Any]:
+    return sa.select(*DELIVERY_COLUMNS).select_from(d.join(ev, ev.c.id == d.c.event_id))
+
+
+async def _attempts_of(conn: AsyncConnection, delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Attempt]]:
+    """The newest ATTEMPTS_SHOWN attempts of each delivery, oldest first."""
+    if not delivery_ids:
+        return {}
+    ranked = (
+        sa.select(
+            a,
+            sa.func.row_number()
+            .over(partition_by=a.c.delivery_id, order_by=(a.c.series.desc(), a.c.attempt.desc()))
+            .label("newest"),
+        )
+        .where(a.c.delivery_id.in_(list(delivery_ids)))
+        .subquery()
+    )
+    query = (
+        sa.select(ranked)
+        .where(ranked.c.newest <= ATTEMPTS_SHOWN)
+        .order_by(ranked.c.delivery_id, ranked.c.series, ranked.c.attempt)
+    )
+    found: dict[uuid.UUID, list[Attempt]] = {}
+    for r in (await conn.execute(query)).all():
+        found.setdefault(r.delivery_id, []).append(
+            Attempt(
+                series=r.series, attempt=r.attempt, attempted_at=r.attempted_at, duration_ms=r.duration_ms,
+                status_code=r.status_code, error=r.error, succeeded=r.succeeded,
+            )
+        )
+    return found
+
+
+async def list_deliveries(conn: AsyncConnection, endpoint_id: uuid.UUID, page: PageRequest) -> list[Delivery]:
+    """Newest first (the page cursor is the last id seen), each with its attempts."""
+    query = _deliveries_query().where(d.c.endpoint_id == endpoint_id).order_by(d.c.id.desc()).limit(page.size)
+    if page.after is not None:
+        query = query.where(d.c.id < page.after)
+    rows = (await conn.execute(query)).all()
+    attempts = await _attempts_of(conn, [r.id for r in rows])
+    return [_delivery(r, attempts.get(r.id, ())) for r in rows]
+
+
+async def get_delivery(conn: AsyncConnection, delivery_id: uuid.UUID) -> Delivery | None:
+    row = (await conn.execute(_deliveries_query().where(d.c.id == delivery_id))).first()
+    if row is None:
+        return None
+    attempts = await _attempts_of(conn, [row.id])
+    return _delivery(row, attempts.get(row.id, ()))
+
+
+async def delivery_target(conn: AsyncConnection, delivery_id: uuid.UUID) -> DeliveryTarget | None:
+    query = (
+        sa.select(d.c.status, d.c.series, e.c.url, e.c.secret, e.c.enabled, ev.c.id.label("event_id"), ev.c.body)
+        .select_from(d.join(e, e.c.id == d.c.endpoint_id).join(ev, ev.c.id == d.c.event_id))
+        .where(d.c.id == delivery_id)
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    return DeliveryTarget(
+        status=DeliveryStatus(row.status), series=row.series, url=row.url, secret=row.secret, event_id=row.event_id,
+        body=row.body, endpoint_enabled=row.enabled,
+    )
+
+
+async def insert_attempt(conn: AsyncConnection, delivery_id: uuid.UUID, attempt: Attempt) -> bool:
+    """False when that (series, attempt) was recorded already (a retried activity)."""
+    stmt = (
+        pg.insert(a)
+        .values(
+            delivery_id=delivery_id, series=attempt.series, attempt=attempt.attempt, attempted_at=attempt.attempted_at,
+            duration_ms=attempt.duration_ms, status_code=attempt.status_code, error=attempt.error,
+            succeeded=attempt.succeeded,
+        )
+        .on_conflict_do_nothing(constraint="webhook_attempts_pkey")
+        .returning(a.c.delivery_id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+def _pending_of_series(delivery_id: uuid.UUID, series: int) -> list[sa.ColumnElement[bool]]:
+    return [d.c.id == delivery_id, d.c.status == DeliveryStatus.PENDING.value, d.c.series == series]
+
+
+async def mark_delivered(conn: AsyncConnection, delivery_id: uuid.UUID, series: int, now: datetime) -> bool:
+    """PENDING → DELIVERED, only for the series being attempted."""
+    stmt = (
+        sa.update(d)
+        .where(*_pending_of_series(delivery_id, series))
+        .values(status=DeliveryStatus.DELIVERED.value, delivered_at=now, last_error=None, updated_at=now)
+        .returning(d.c.id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def note_failed_attempt(conn: AsyncConnection, delivery_id: uuid.UUID, series: int, error: str | None, now: datetime) -> None:
+    """A PENDING delivery's last error, as the log shows it while retries go on."""
+    await conn.execute(
+        sa.update(d).where(*_pending_of_series(delivery_id, series)).values(last_error=error, updated_at=now)
+    )
+
+
+async def mark_failed(conn: AsyncConnection, delivery_id: uuid.UUID, series: int, error: str | None, now: datetime) -> bool:
+    """PENDING → FAILED, only for the series being attempted."""
+    stmt = (
+        sa.update(d)
+        .where(*_pending_of_series(delivery_id, series))
+        .values(status=DeliveryStatus.FAILED.value, last_error=error, updated_at=now)
+        .returning(d.c.id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def current_status(conn: AsyncConnection, delivery_id: uuid.UUID) -> DeliveryStatus | None:
+    row = (await conn.execute(sa.select(d.c.status).where(d.c.id == delivery_id))).first()
+    return DeliveryStatus(row.status) if row else None
+
+
+async def redeliver(conn: AsyncConnection, delivery_id: uuid.UUID, now: datetime) -> int | None:
+    """DELIVERED/FAILED → PENDING under the next series; answers that series, None when the
+    delivery is not final (its workflow is still at it)."""
+    stmt = (
+        sa.update(d)
+        .where(d.c.id == delivery_id, d.c.status.in_([s.value for s in FINAL]))
+        .values(
+            status=DeliveryStatus.PENDING.value, series=d.c.series + 1, delivered_at=None, last_error=None,
+            updated_at=now,
+        )
+        .returning(d.c.series)
+    )
+    row = (await conn.execute(stmt)).first()
+    return int(row.series) if row else None
+
+
+async def endpoint_owner_of_delivery(conn: AsyncConnection, delivery_id: uuid.UUID) -> uuid.UUID | None:
+    query = sa.select(e.c.user_id).select_from(d.join(e, e.c.id == d.c.endpoint_id)).where(d.c.id == delivery_id)
+    row = (await conn.execute(query)).first()
+    return row.user_id if row else None

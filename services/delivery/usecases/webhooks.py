@@ -1,0 +1,291 @@
+"""Completion webhook use cases: endpoints (owner-scoped; admins see every user's), the
+idempotent fan-out of a published event, the delivery log, manual redelivery, and the calls
+WebhookDeliveryWorkflow makes for each attempt (docs/webhooks.md).
+
+Every delivery's workflow start is an outbox event written with the delivery row (or with its
+redelivery), keyed by the workflow id: the relay starts it after commit, a repeat is a no-op."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.delivery.domain import webhooks as rules
+from services.delivery.domain.webhooks import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    DeliveryTarget,
+    Endpoint,
+    EndpointChanges,
+    Event,
+)
+from services.delivery.store import webhooks as store
+from services.delivery.store.tables import outbox
+from services.delivery.usecases.deps import Deps
+from zenthor import egress, ids
+from zenthor.auth.principal import ResolvedUser, Role
+from zenthor.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from zenthor.outbox import add_events
+from zenthor.pagination import Page, PageRequest, next_token
+from zenthor.webhooks import (
+    WEBHOOK_DELIVERY_TOPIC,
+    WebhookDeliveryInput,
+    WebhookEventType,
+    webhook_workflow_id,
+)
+
+ENDPOINT_NOT_FOUND = "Webhook endpoint not found"
+DELIVERY_NOT_FOUND = "Webhook delivery not found"
+
+
+def _is_admin(user: ResolvedUser) -> bool:
+    return user.role is Role.ADMIN
+
+
+def _visible(user: ResolvedUser, owner_id: uuid.UUID) -> bool:
+    return owner_id == user.user_id or _is_admin(user)
+
+
+async def _checked_url(deps: Deps, url: str) -> str:
+    """The URL's rules, and every address its host resolves to now (docs/webhooks.md)."""
+    target = egress.parse_target_url(url, allow_private=deps.webhooks.allow_private)
+    await egress.resolve_target(target, allow_private=deps.webhooks.allow_private)
+    return url
+
+
+async def _visible_endpoint(conn: AsyncConnection, user: ResolvedUser, endpoint_id: uuid.UUID, *, lock: bool = False) -> Endpoint:
+    """Another user's endpoint looks exactly like a missing one."""
+    endpoint = await store.get_endpoint(conn, endpoint_id, lock=lock)
+    if endpoint is None or not _visible(user, endpoint.user_id):
+        raise NotFound(ENDPOINT_NOT_FOUND)
+    return endpoint
+
+
+def _start_event(deps: Deps, delivery_id: uuid.UUID, series: int) -> tuple[str, str, dict[str, Any]]:
+    ref = ids.WEBHOOK_DELIVERY.format(delivery_id)
+    workflow_id = webhook_workflow_id(ref, series)
+    options = deps.webhooks
+    run = WebhookDeliveryInput(
+        delivery_id=ref,
+        series=series,
+        initial_interval_s=options.retry_initial_s,
+        maximum_interval_s=options.retry_max_interval_s,
+        max_attempts=options.max_attempts,
+        timeout_s=options.timeout_s,
+        allow_private=options.allow_private,
+    )
+    return WEBHOOK_DELIVERY_TOPIC, workflow_id, {"workflow_id": workflow_id, "input": asdict(run)}
+
+
+# --- endpoints ---
+
+
+@dataclass(frozen=True)
+class EndpointWithSecret:
+    endpoint: Endpoint
+    secret: str
+
+
+async def create_endpoint(
+    deps: Deps,
+    user: ResolvedUser,
+    *,
+    url: str,
+    event_types: Sequence[WebhookEventType | None],
+    enabled: bool | None,
+    owner_id: uuid.UUID | None,
+) -> EndpointWithSecret:
+    """The caller's endpoint (an admin may name another owner), with its new secret."""
+    owner = user.user_id if owner_id is None else owner_id
+    if owner != user.user_id and not _is_admin(user):
+        raise PermissionDenied("Only admins may register endpoints for another user")
+    types = rules.check_event_types(event_types)
+    await _checked_url(deps, url)
+    secret = rules.new_secret(deps.token_bytes)
+    async with deps.uow() as uow:
+        if await store.lock_user_endpoints(uow.conn, owner) >= rules.MAX_ENDPOINTS_PER_USER:
+            raise FailedPrecondition(f"A user may have at most {rules.MAX_ENDPOINTS_PER_USER} webhook endpoints")
+        endpoint = await store.insert_endpoint(
+            uow.conn, ids.WEBHOOK_ENDPOINT.new(), owner, url, types, secret, True if enabled is None else enabled,
+            deps.clock(),
+        )
+        await uow.commit()
+    return EndpointWithSecret(endpoint, secret)
+
+
+async def list_endpoints(deps: Deps, user: ResolvedUser, page: PageRequest, all_users: bool) -> Page[Endpoint]:
+    if all_users and not _is_admin(user):
+        raise PermissionDenied("Only admins may list every user's webhook endpoints")
+    async with deps.uow() as uow:
+        found = await store.list_endpoints(uow.conn, None if all_users else user.user_id, page)
+    return Page(found, next_token([x.id for x in found], page.size))
+
+
+async def get_endpoint(deps: Deps, user: ResolvedUser, endpoint_id: uuid.UUID) -> Endpoint:
+    async with deps.uow() as uow:
+        return await _visible_endpoint(uow.conn, user, endpoint_id)
+
+
+async def update_endpoint(
+    deps: Deps,
+    user: ResolvedUser,
+    endpoint_id: uuid.UUID,
+    *,
+    url: str | None,
+    event_types: Sequence[WebhookEventType | None],
+    enabled: bool | None,
+) -> Endpoint:
+    types = rules.check_event_types(event_types) if event_types else None
+    if url is not None:
+        await _checked_url(deps, url)
+    async with deps.uow() as uow:
+        await _visible_endpoint(uow.conn, user, endpoint_id, lock=True)
+        changed = await store.update_endpoint(
+            uow.conn, endpoint_id, EndpointChanges(url=url, event_types=types, enabled=enabled), deps.clock()
+        )
+        await uow.commit()
+    return changed
+
+
+async def delete_endpoint(deps: Deps, user: ResolvedUser, endpoint_id: uuid.UUID) -> None:
+    async with deps.uow() as uow:
+        await _visible_endpoint(uow.conn, user, endpoint_id, lock=True)
+        await store.delete_endpoint(uow.conn, endpoint_id)
+        await uow.commit()
+
+
+async def rotate_secret(deps: Deps, user: ResolvedUser, endpoint_id: uuid.UUID) -> EndpointWithSecret:
+    secret = rules.new_secret(deps.token_bytes)
+    async with deps.uow() as uow:
+        await _visible_endpoint(uow.conn, user, endpoint_id, lock=True)
+        endpoint = await store.set_secret(uow.conn, endpoint_id, secret, deps.clock())
+        await uow.commit()
+    return EndpointWithSecret(endpoint, secret)
+
+
+# --- the delivery log and redelivery ---
+
+
+async def list_deliveries(deps: Deps, user: ResolvedUser, endpoint_id: uuid.UUID, page: PageRequest) -> Page[Delivery]:
+    async with deps.uow() as uow:
+        await _visible_endpoint(uow.conn, user, endpoint_id)
+        found = await store.list_deliveries(uow.conn, endpoint_id, page)
+    return Page(found, next_token([x.id for x in found], page.size))
+
+
+async def redeliver(deps: Deps, user: ResolvedUser, delivery_id: uuid.UUID) -> Delivery:
+    """A finished delivery sent again as a new attempt series (same event id and body)."""
+    now = deps.clock()
+    async with deps.uow() as uow:
+        owner = await store.endpoint_owner_of_delivery(uow.conn, delivery_id)
+        if owner is None or not _visible(user, owner):
+            raise NotFound(DELIVERY_NOT_FOUND)
+        series = await store.redeliver(uow.conn, delivery_id, now)
+        if series is None:
+            raise FailedPrecondition("The delivery is still being attempted; redeliver it once it is delivered or failed")
+        await add_events(uow.conn, outbox, [_start_event(deps, delivery_id, series)], now)
+        delivery = await store.get_delivery(uow.conn, delivery_id)
+        assert delivery is not None  # updated in this transaction
+        await uow.commit()
+    deps.kick_outbox()
+    return delivery
+
+
+# --- the fan-out of a published event (PublishWebhookEvent) ---
+
+
+@dataclass(frozen=True)
+class Published:
+    deliveries_created: int
+    duplicate: bool
+
+
+async def publish_event(
+    deps: Deps,
+    *,
+    event_id: str,
+    event_type: WebhookEventType | None,
+    occurred_at: datetime,
+    owner_user_id: uuid.UUID | None,
+    owner_contact_id: uuid.UUID | None,
+    data: Mapping[str, Any],
+) -> Published:
+    """One PENDING delivery, and its workflow start, per enabled endpoint of the owner (or of the
+    user the owning contact is linked to) subscribed to the event's type. Idempotent on the event
+    id: a repeat creates nothing, also for endpoints registered since."""
+    rules.check_event_id(event_id)
+    if event_type is None:
+        raise InvalidArgument("type", "must be a known event type")
+    rules.check_owner(owner_user_id, owner_contact_id)
+    body = rules.event_body(event_id, event_type, occurred_at, data)
+    owners = [owner_user_id] if owner_user_id is not None else []
+    if owner_contact_id is not None:
+        linked = await deps.linked_user(owner_contact_id)
+        if linked is not None and linked not in owners:
+            owners.append(linked)
+    now = deps.clock()
+    event = Event(event_id, event_type, occurred_at, owner_user_id, owner_contact_id, body)
+    async with deps.uow() as uow:
+        if not await store.insert_event_if_absent(uow.conn, event, now):
+            return Published(deliveries_created=0, duplicate=True)
+        endpoints = await store.subscribed_endpoints(uow.conn, owners, event_type)
+        created = await store.insert_deliveries(
+            uow.conn, event_id, [(ids.WEBHOOK_DELIVERY.new(), endpoint_id) for endpoint_id in endpoints], now
+        )
+        await add_events(uow.conn, outbox, [_start_event(deps, delivery_id, 1) for delivery_id in created], now)
+        await uow.commit()
+    if created:
+        deps.kick_outbox()
+    return Published(deliveries_created=len(created), duplicate=False)
+
+
+# --- the workflow's calls ---
+
+
+async def delivery_target(deps: Deps, delivery_id: uuid.UUID) -> DeliveryTarget:
+    async with deps.uow() as uow:
+        target = await store.delivery_target(uow.conn, delivery_id)
+    if target is None:
+        raise NotFound(DELIVERY_NOT_FOUND)
+    return target
+
+
+async def record_attempt(deps: Deps, delivery_id: uuid.UUID, attempt: Attempt) -> DeliveryStatus:
+    """The attempt in the log (once per series and attempt); a 2xx makes the delivery of that
+    series DELIVERED. Answers the delivery's status afterwards."""
+    rules.check_attempt(attempt.series, attempt.attempt)
+    rules.check_status_code(attempt.status_code)
+    attempt = replace(attempt, error=rules.error_text(attempt.error))
+    now = deps.clock()
+    async with deps.uow() as uow:
+        if await store.current_status(uow.conn, delivery_id) is None:
+            raise NotFound(DELIVERY_NOT_FOUND)
+        await store.insert_attempt(uow.conn, delivery_id, attempt)
+        if attempt.succeeded:
+            await store.mark_delivered(uow.conn, delivery_id, attempt.series, now)
+        else:
+            await store.note_failed_attempt(uow.conn, delivery_id, attempt.series, attempt.error, now)
+        status = await store.current_status(uow.conn, delivery_id)
+        await uow.commit()
+    assert status is not None
+    return status
+
+
+async def fail_delivery(deps: Deps, delivery_id: uuid.UUID, series: int, error: str) -> DeliveryStatus:
+    """The workflow gave up on this series: PENDING → FAILED (a newer series or a final status
+    is left as it is)."""
+    rules.check_attempt(series, 1)
+    async with deps.uow() as uow:
+        if await store.current_status(uow.conn, delivery_id) is None:
+            raise NotFound(DELIVERY_NOT_FOUND)
+        await store.mark_failed(uow.conn, delivery_id, series, rules.error_text(error), deps.clock())
+        status = await store.current_status(uow.conn, delivery_id)
+        await uow.commit()
+    assert status is not None
+    return status

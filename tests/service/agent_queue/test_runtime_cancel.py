@@ -1,0 +1,88 @@
+"""The reference runtime (examples/runtime, its real job loop) honours a cancel: a job cancelled
+mid-reply reaches the worker within one heartbeat (its reply, or the job watch before it), which
+stops streaming, fails its placeholder and acknowledges; the job ends CANCELLED and is never
+retried. Real agent_queue and messages servers; the runtime in-process over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from examples.runtime.responder import Turn, echo_text
+from tests.service.agent_queue.conftest import WithMessages
+from tests.support.builders import alice
+from tests.support.grpc_client import bearer
+from tests.support.messages_builders import eventually
+from tests.support.runtime_loop import running_runtime
+from zenthor import ids
+from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as aq_pb
+from zenthor.gen.zenthor.messages.v1 import messages_pb2 as m_pb
+from zenthor.retries import RETRY_TOPIC
+
+
+@pytest.fixture
+async def runtime(with_messages: WithMessages) -> AsyncIterator[list[str]]:
+    # Half a second per word: the reply is still streaming when the test cancels it.
+    async with running_runtime(
+        with_messages.agent_queue.server.port, with_messages.messages.server.port, chunk_delay_s=0.5
+    ) as log:
+        yield log
+
+
+def job_of(stack: WithMessages, message_id: str) -> dict[str, Any]:
+    rows = stack.agent_queue.db.sql(
+        "SELECT id, status, cancel_requested_at FROM agent_queue.jobs WHERE message_id = %s",
+        (ids.MESSAGE.parse(message_id, "id"),),
+    )
+    return {"id": rows[0][0], "status": rows[0][1], "requested": rows[0][2]} if rows else {}
+
+
+def replies(stack: WithMessages, conversation_id: str) -> list[tuple[str, bool, str]]:
+    return [
+        (content, streaming, status)
+        for content, streaming, status in stack.messages.db.sql(
+            "SELECT content, streaming, status FROM messages.messages WHERE conversation_id = %s AND role = 'assistant'",
+            (ids.CONVERSATION.parse(conversation_id, "id"),),
+        )
+    ]
+
+
+async def test_a_processing_cancel_reaches_the_runtime_within_one_heartbeat(
+    with_messages: WithMessages, runtime: list[str]
+) -> None:
+    stack = with_messages
+    alice(stack.messages.db)
+    ana = bearer(stack.messages.issuer.token("user_alice"))
+    conversation = (await stack.messages.stub.CreateConversation(m_pb.CreateConversationRequest(), metadata=ana)).conversation
+    sent = (await stack.messages.stub.SendMessage(
+        m_pb.SendMessageRequest(conversation_id=conversation.id, content="tell me a long story about the sea"),
+        metadata=ana,
+    )).message
+    # The runtime claimed the job and is mid-reply: its placeholder has text and still streams.
+    await eventually(lambda: any(streaming and content for content, streaming, _ in replies(stack, conversation.id)))
+    job = job_of(stack, sent.id)
+    assert job["status"] == "processing"
+
+    runtime.append("cancel")
+    cancelled = await stack.agent_queue.stub.CancelJob(
+        aq_pb.CancelJobRequest(job_id=ids.JOB.format(job["id"])), metadata=bearer(stack.agent_queue.issuer.token("user_alice"))
+    )
+    assert cancelled.job.status == aq_pb.JOB_STATUS_PROCESSING
+
+    await eventually(lambda: job_of(stack, sent.id)["status"] == "cancelled")
+    after_cancel = runtime[runtime.index("cancel") + 1:]
+    # The worker acknowledged with FailJob("cancelled") after at most one heartbeat (none when
+    # its job watch told it first), and never completed the reply.
+    assert after_cancel[-1] == "fail:cancelled", runtime
+    assert sum(1 for e in after_cancel if e.startswith("heartbeat")) <= 1, runtime
+    assert "complete" not in runtime
+    # Its placeholder stopped where it was: failed, partial text kept; the echo's whole reply
+    # ("You said: …") was never written.
+    ((content, streaming, status),) = replies(stack, conversation.id)
+    whole = echo_text([Turn("user", "tell me a long story about the sea")])
+    assert (streaming, status) == (False, "failed")
+    assert content and whole.startswith(content) and content != whole
+    # And no retry is started for it.
+    assert stack.agent_queue.db.sql("SELECT count(*) FROM agent_queue.outbox WHERE topic = %s", (RETRY_TOPIC,)) == [(0,)]

@@ -1,0 +1,137 @@
+"""`job.completed` / `job.failed` webhook events (docs/webhooks.md): stored in the agent_queue
+outbox by the statement or transaction that finishes the job, one per job also for batched
+acknowledgements, none for a refused ack, a retry still to come, or a job without an owner; and
+relayed to the real delivery server, which fans them out to the owner's endpoint."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from services.delivery.app import build_server as build_delivery
+from tests.service.agent_queue.conftest import AgentQueueFactory
+from tests.service.conftest import Running, start, stop
+from tests.support.agent_queue_builders import ManualClock, add_job, conv, job_id, lease
+from tests.support.builders import alice
+from tests.support.database import TestDatabase
+from tests.support.grpc_client import rpc_error, service
+from tests.support.jwks import FakeClerkIssuer
+from tests.support.messages_builders import eventually
+from tests.support.webhook_builders import JOB_COMPLETED, JOB_FAILED, create_endpoint, deliveries
+from zenthor import ids
+from zenthor.config import ServiceName
+from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
+from zenthor.gen.zenthor.delivery.v1 import delivery_pb2_grpc
+
+TOPIC = "delivery.publish_webhook_event"
+
+
+def events(aq: Running) -> dict[str, dict[str, Any]]:
+    rows = aq.db.sql("SELECT key, payload FROM agent_queue.outbox WHERE topic = %s", (TOPIC,))
+    return {str(k): dict(p) for k, p in rows}
+
+
+async def claim(aq: Running, processor: str = "w1", max_jobs: int = 10, **extra: Any) -> list[pb.Job]:
+    reply = await aq.stub.ClaimJobs(
+        pb.ClaimJobsRequest(processor_id=processor, max_jobs=max_jobs, lease=lease(60), **extra), metadata=service()
+    )
+    return list(reply.jobs)
+
+
+def owned_job(aq: Running, user_id: uuid.UUID) -> uuid.UUID:
+    return add_job(aq.db, conv(), user_id=user_id)
+
+
+async def test_a_completed_job_is_an_event_written_by_its_acknowledgement(agent_queue: Running) -> None:
+    owner = ids.USER.new()
+    job = owned_job(agent_queue, owner)
+    await claim(agent_queue)
+    refused = await rpc_error(
+        agent_queue.stub.CompleteJob(pb.CompleteJobRequest(job_id=job_id(job), processor_id="w2"), metadata=service())
+    )
+    assert refused.code().name == "FAILED_PRECONDITION" and events(agent_queue) == {}
+    await agent_queue.stub.CompleteJob(
+        pb.CompleteJobRequest(job_id=job_id(job), processor_id="w1", model_used="gpt"), metadata=service()
+    )
+    (key, payload), = events(agent_queue).items()
+    assert key == f"job.completed:{job_id(job)}"
+    assert (payload["event_id"], payload["type"], payload["owner_user_id"], payload["owner_contact_id"]) == (
+        key, "job.completed", ids.USER.format(owner), None
+    )
+    data = payload["data"]
+    assert (data["job_id"], data["status"], data["model_used"], data["attempt_count"]) == (job_id(job), "completed", "gpt", 0)
+    assert data["conversation_id"].startswith("conv_") and data["message_id"].startswith("msg_")
+    assert payload["occurred_at"] == data["finish_time"]
+
+
+async def test_batched_acknowledgements_write_one_event_per_completed_job(agent_queue: Running) -> None:
+    owner = ids.USER.new()
+    batch = [owned_job(agent_queue, owner) for _ in range(3)]
+    carried = [owned_job(agent_queue, owner) for _ in range(2)]
+    unowned = add_job(agent_queue.db, conv())  # no owner on record: nobody could receive it
+    await claim(agent_queue)
+    reply = await agent_queue.stub.CompleteJobs(
+        pb.CompleteJobsRequest(
+            processor_id="w1", completions=[pb.JobCompletion(job_id=job_id(j), model_used="m") for j in [*batch, unowned]]
+        ),
+        metadata=service(),
+    )
+    assert list(reply.refused_job_ids) == []
+    await claim(agent_queue, completed=[pb.JobCompletion(job_id=job_id(j), model_used="m") for j in carried])
+    assert set(events(agent_queue)) == {f"job.completed:{job_id(j)}" for j in [*batch, *carried]}
+
+
+async def test_a_job_failed_for_good_is_an_event_and_one_with_a_retry_ahead_is_not(
+    agent_queue: Running, clock: ManualClock
+) -> None:
+    owner = ids.USER.new()
+    failed = owned_job(agent_queue, owner)
+    retried = owned_job(agent_queue, owner)
+    exhausted = add_job(agent_queue.db, conv(), user_id=owner, attempt_count=2)
+    stale = add_job(agent_queue.db, conv(), user_id=owner, attempt_count=2)
+    await claim(agent_queue)
+    await agent_queue.stub.FailJob(
+        pb.FailJobRequest(job_id=job_id(failed), processor_id="w1", error_reason="tool_error"), metadata=service()
+    )
+    await agent_queue.stub.RetryJob(pb.RetryJobRequest(job_id=job_id(retried), processor_id="w1"), metadata=service())
+    await agent_queue.stub.RetryJob(pb.RetryJobRequest(job_id=job_id(exhausted), processor_id="w1"), metadata=service())
+    clock.advance(timedelta(minutes=10))  # the last one's lease runs out: the sweep ends it
+    swept = await agent_queue.stub.RequeueStaleJobs(pb.RequeueStaleJobsRequest(), metadata=service())
+    assert swept.failed == 1
+    found = events(agent_queue)
+    assert set(found) == {f"job.failed:{job_id(j)}" for j in (failed, exhausted, stale)}
+    assert found[f"job.failed:{job_id(failed)}"]["data"]["error_reason"] == "tool_error"
+    assert found[f"job.failed:{job_id(stale)}"]["data"]["error_reason"] == "stale_lease"
+
+
+@pytest.fixture
+async def relayed(
+    agent_queue_factory: AgentQueueFactory, settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer,
+    identity: Running,
+) -> AsyncIterator[tuple[Running, Running]]:
+    settings = settings_for(
+        ServiceName.DELIVERY, identity_addr=f"127.0.0.1:{identity.server.port}", temporal_address="127.0.0.1:1"
+    )
+    delivery = await start(await build_delivery(settings), delivery_pb2_grpc.DeliveryServiceStub, settings, db, clerk_issuer)
+    aq = await agent_queue_factory(delivery_addr=f"127.0.0.1:{delivery.server.port}", outbox_poll_s=0.05)
+    yield aq, delivery
+    await stop(delivery)
+
+
+async def test_the_relay_hands_each_event_to_delivery(relayed: tuple[Running, Running]) -> None:
+    aq, delivery = relayed
+    owner = alice(delivery.db)
+    endpoint = (await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED, JOB_FAILED))).endpoint
+    done, broken = owned_job(aq, owner), owned_job(aq, owner)
+    await claim(aq)
+    await aq.stub.CompleteJobs(
+        pb.CompleteJobsRequest(processor_id="w1", completions=[pb.JobCompletion(job_id=job_id(done))]), metadata=service()
+    )
+    await aq.stub.FailJob(pb.FailJobRequest(job_id=job_id(broken), processor_id="w1"), metadata=service())
+    await eventually(lambda: len(deliveries(delivery)) == 2)
+    assert {r["event_id"] for r in deliveries(delivery)} == {f"job.completed:{job_id(done)}", f"job.failed:{job_id(broken)}"}
+    assert {ids.WEBHOOK_ENDPOINT.format(r["endpoint_id"]) for r in deliveries(delivery)} == {endpoint.id}
