@@ -154,12 +154,12 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
     async def IsConversationProcessing(
         self, request: pb.IsConversationProcessingRequest, context: Ctx
     ) -> pb.IsConversationProcessingResponse:
-        processing = await jobs.is_conversation_processing(
+        processing, active = await jobs.is_conversation_processing(
             self._deps,
             _user(),
             wire.conversation_id(request.conversation_id),
         )
-        return pb.IsConversationProcessingResponse(processing=processing)
+        return pb.IsConversationProcessingResponse(processing=processing, active_job_ids=wire.job_refs(active))
 
     async def WatchConversationProcessing(
         self, request: pb.WatchConversationProcessingRequest, context: Ctx

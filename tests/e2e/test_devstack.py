@@ -192,7 +192,9 @@ def test_a_new_user_signs_up_chats_watches_lists_skills_and_approves_a_tool_call
             resolved = http.post(f"/v1/approvals/{created.id}:resolve", json={"status": "APPROVAL_STATUS_APPROVED"})
             assert resolved.json()["approval"]["status"] == "APPROVAL_STATUS_APPROVED"
             assert next(events)[2] == {"pending_approvals": []}
-        assert http.get(f"/v1/conversations/{cid}/processing").json() == {"processing": True}
+        processing = http.get(f"/v1/conversations/{cid}/processing").json()
+        # The unfinished job is named, so the owner can cancel it (POST /v1/jobs/{id}:cancel).
+        assert processing["processing"] is True and processing["active_job_ids"]
 
 
 # --- metrics (zenthor/metrics.py): each process's own /metrics port, scraped as Prometheus does ---

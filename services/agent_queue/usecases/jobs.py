@@ -528,10 +528,20 @@ async def list_active_jobs(deps: Deps, conversation_id: uuid.UUID) -> list[Job]:
 # --- user view and watches ---
 
 
-async def is_conversation_processing(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID) -> bool:
+# How many of a conversation's unfinished jobs IsConversationProcessing names (for CancelJob).
+ACTIVE_JOBS_SHOWN = 10
+
+
+async def is_conversation_processing(
+    deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID
+) -> tuple[bool, list[uuid.UUID]]:
+    """Whether the caller's conversation has unfinished jobs, and their ids, oldest first."""
     async with deps.uow() as uow:
         owners = await store.conversation_owners(uow.conn, conversation_id)
-    return _processing_for(user, owners)
+        if not _processing_for(user, owners):
+            return False, []
+        active = await store.active_jobs(uow.conn, conversation_id, ACTIVE_JOBS_SHOWN)
+    return True, [job.id for job in active]
 
 
 def _processing_for(user: ResolvedUser, owners: list[tuple[uuid.UUID | None, uuid.UUID | None, bool]]) -> bool:
@@ -564,7 +574,8 @@ async def watch_conversation_processing(
     last: bool | None = None
     async with feed.subscribe(JOBS_CHANNEL, conversation_id.hex) as subscription:
         while True:
-            value = await is_conversation_processing(deps, user, conversation_id)
+            async with deps.uow() as uow:
+                value = _processing_for(user, await store.conversation_owners(uow.conn, conversation_id))
             if value != last:
                 last = value
                 yield value

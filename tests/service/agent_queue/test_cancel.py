@@ -283,3 +283,25 @@ async def test_cancel_conversation_jobs_covers_jobs_whose_enqueue_has_not_arrive
         pb.CancelConversationJobsRequest(conversation_id=conv_id(c), before_message_id=ids.MESSAGE.format(interrupting),
                                          message_ids=[msg_id() for _ in range(101)]), metadata=service()))
     assert too_many.code() == grpc.StatusCode.INVALID_ARGUMENT and violated_fields(too_many) == ["message_ids"]
+
+
+async def test_the_owner_finds_the_jobs_to_cancel_through_is_conversation_processing(agent_queue: Running) -> None:
+    """A web user has only the conversation: IsConversationProcessing names its unfinished jobs,
+    oldest first, so the owner can cancel the running one; others see nothing."""
+    owner = alice(agent_queue.db)
+    bob(agent_queue.db)
+    c = conv()
+    first = add_job(agent_queue.db, c, user_id=owner)
+    second = add_job(agent_queue.db, c, user_id=owner)
+    await claim(agent_queue, "w1", first)
+    request = pb.IsConversationProcessingRequest(conversation_id=conv_id(c))
+
+    seen = await agent_queue.stub.IsConversationProcessing(request, metadata=bearer(agent_queue.issuer.token("user_alice")))
+    assert seen.processing and list(seen.active_job_ids) == [job_id(first), job_id(second)]
+    other = await agent_queue.stub.IsConversationProcessing(request, metadata=bearer(agent_queue.issuer.token("user_bob")))
+    assert not other.processing and list(other.active_job_ids) == []
+
+    requested = await agent_queue.stub.CancelJob(
+        pb.CancelJobRequest(job_id=seen.active_job_ids[0]), metadata=bearer(agent_queue.issuer.token("user_alice"))
+    )
+    assert requested.job.HasField("cancel_request_time")
