@@ -58,6 +58,9 @@ DATABASE = "zenthor"
 RESTART_BASE_S = 1.0
 RESTART_CAP_S = 30.0
 STABLE_AFTER_S = 60.0
+# How long Ctrl-C waits for the children together before killing the ones still running: longer
+# than a service's own bounded shutdown (ZENTHOR_SHUTDOWN_GRACE_S, 10 s by default).
+CHILD_STOP_S = 20.0
 
 
 @dataclass
@@ -264,9 +267,12 @@ class Stack:
         for child in reversed(self.children):
             if child.proc.poll() is None:
                 child.proc.terminate()
+        # One deadline for all: they stop in parallel, so a loaded machine where several are slow
+        # waits CHILD_STOP_S once, not once per slow child (which outlived a caller's patience).
+        deadline = time.monotonic() + CHILD_STOP_S
         for child in reversed(self.children):
             try:
-                child.proc.wait(timeout=15)
+                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 say(f"{child.name} did not stop in time; killing it")
                 child.proc.kill()
