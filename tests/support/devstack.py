@@ -22,6 +22,10 @@ from zenthor.devstack.__main__ import READY_LINE
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 240.0
+
+
+def _as_a_background_job() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 COMMAND_TIMEOUT_S = 60.0
 OWN_VARIABLES = frozenset({"SERVICE_KEY", "AGENT_SECRET", "ADMIN_EMAIL_ALLOWLIST", "CLERK_WEBHOOK_SECRET",
                            "ZENTHOR_DEV_DATA_DIR", "CLERK_JWT_ISSUER_DOMAIN", "ZENTHOR_DEV_ISSUER"})
@@ -79,6 +83,9 @@ class DevStack:
              "--temporal-ui-port", str(self.ports["ui"]), "--gateway-port", str(self.ports["gateway"]),
              "--issuer-port", str(self.ports["issuer"]), "--port-offset", str(self.offset), *extra_args],
             cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # As `make dev &` or a CI step starts it: a background job of a non-interactive shell
+            # inherits SIGINT ignored, and Ctrl-C (`stop`) must still end it.
+            preexec_fn=_as_a_background_job,
         )
         # Drained all along: a full pipe would block the stack's own prints.
         threading.Thread(target=self._drain, daemon=True).start()

@@ -338,6 +338,10 @@ def run_stack(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C is how a person stops the stack. A process started in the background by a
+    # non-interactive shell (`make dev &`, nohup, a CI step) inherits SIGINT *ignored*, and Python
+    # then installs no handler of its own: without this line SIGINT would do nothing at all.
+    signal.signal(signal.SIGINT, on_signal)
     try:
         stack.up()
         while True:
