@@ -69,6 +69,23 @@ def optional_duration(message: Message, field: str, *, maximum: timedelta = MAX_
     return value.ToTimedelta()
 
 
+# What google.protobuf.Timestamp allows (0001-01-01 .. 9999-12-31T23:59:59), in epoch seconds.
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+
+
+def optional_timestamp(message: Message, field: str) -> datetime | None:
+    """An optional instant (None when absent); one a datetime cannot hold is INVALID_ARGUMENT
+    naming the field, not a crash in ToDatetime."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    if not (MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S) or not (0 <= value.nanos < 1_000_000_000):
+        raise InvalidArgument(field, "must be a valid timestamp between years 1 and 9999")
+    result: datetime = value.ToDatetime(tzinfo=UTC)
+    return result
+
+
 def duration_pb(value: timedelta) -> Duration:
     duration = Duration()
     duration.FromTimedelta(value)

@@ -43,6 +43,7 @@ from zenthor.convert import (
     optional_duration,
     optional_id,
     optional_str,
+    optional_timestamp,
     timestamp,
 )
 from zenthor.errors import InvalidArgument
@@ -57,9 +58,6 @@ PENDING_JOBS_PAGE = PageLimits(default=100, maximum=1_000)
 AGENTS_PAGE = PageLimits(default=100, maximum=500)
 SKILLS_PAGE = PageLimits(default=100, maximum=500)
 TASKS_PAGE = PageLimits(default=100, maximum=500)
-# What google.protobuf.Timestamp allows (0001-01-01 .. 9999-12-31T23:59:59), in epoch seconds.
-MIN_TIMESTAMP_S = -62_135_596_800
-MAX_TIMESTAMP_S = 253_402_300_799
 
 E = TypeVar("E", bound=StrEnum)
 P = TypeVar("P", bound=int)
@@ -413,13 +411,10 @@ def task_changes(request: pb.UpdateScheduledTaskRequest) -> TaskFields:
 
 def run_time(request: pb.FireScheduledTaskRequest) -> datetime:
     """The run a task's workflow fires: a required instant that a datetime can hold."""
-    field = "run_time"
-    if not request.HasField("run_time"):
-        raise InvalidArgument(field, "is required")
-    value = request.run_time
-    if not (MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S) or not (0 <= value.nanos < 1_000_000_000):
-        raise InvalidArgument(field, "must be a valid timestamp between years 1 and 9999")
-    return value.ToDatetime(tzinfo=UTC)
+    value = optional_timestamp(request, "run_time")
+    if value is None:
+        raise InvalidArgument("run_time", "is required")
+    return value
 
 
 def task_pb(task: ScheduledTask) -> pb.ScheduledTask:

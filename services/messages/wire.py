@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -31,8 +31,13 @@ from services.messages.domain.recent import (
 )
 from services.messages.domain.watch import WatchPosition
 from zenthor import ids
-from zenthor.convert import optional_duration, optional_id, optional_str, timestamp
-from zenthor.errors import InvalidArgument
+from zenthor.convert import (
+    optional_duration,
+    optional_id,
+    optional_str,
+    optional_timestamp,
+    timestamp,
+)
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb
 from zenthor.pagination import PageRequest, check_size, page_request
@@ -57,9 +62,6 @@ DOUBLE_TEXTING_PB = {
     DoubleTexting.ROLLBACK: pb.DOUBLE_TEXTING_ROLLBACK,
 }
 DOUBLE_TEXTING_OF: dict[int, DoubleTexting] = {int(v): k for k, v in DOUBLE_TEXTING_PB.items()}
-# What google.protobuf.Timestamp allows (0001-01-01 .. 9999-12-31T23:59:59), in epoch seconds.
-MIN_TIMESTAMP_S = -62_135_596_800
-MAX_TIMESTAMP_S = 253_402_300_799
 
 
 # --- requests: ids, enums, optional fields, pages ---
@@ -139,14 +141,7 @@ def older_than(request: pb.CleanupInboundDedupeRequest) -> timedelta | None:
 
 
 def created_before(request: pb.FailJobPlaceholdersRequest) -> datetime | None:
-    """An optional instant; one outside what a datetime holds is INVALID_ARGUMENT, not a crash."""
-    field = "created_before"
-    if not request.HasField("created_before"):
-        return None
-    value = request.created_before
-    if not (MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S) or not (0 <= value.nanos < 1_000_000_000):
-        raise InvalidArgument(field, "must be a valid timestamp between years 1 and 9999")
-    return value.ToDatetime(tzinfo=UTC)
+    return optional_timestamp(request, "created_before")
 
 
 def conversations_page(request: pb.ListConversationsRequest) -> PageRequest:
