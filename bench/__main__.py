@@ -124,6 +124,11 @@ def _headline(case: Case, metrics: dict[str, float]) -> str:
     return f"{value:,.1f}{unit}" if value is not None else "done"
 
 
+async def settle(bench: Bench, case: Case, tag: str) -> None:
+    if case.quiet and not await asyncio.to_thread(bench.stack.wait_quiet):
+        bench.say(f"{tag}: the stack still had outbox events due after 60 s; measuring anyway")
+
+
 async def run_rounds(bench: Bench, results: Results) -> None:
     cases = all_cases(bench)
     opts = bench.options
@@ -143,8 +148,9 @@ async def run_rounds(bench: Bench, results: Results) -> None:
         bench.round = r
         shift = r % len(cases) if cases else 0
         for case in cases[shift:] + cases[:shift]:
-            started = time.perf_counter()
             tag = f"round {r + 1}/{opts.rounds} · ({case.figure}) {case.name}"
+            await settle(bench, case, tag)
+            started = time.perf_counter()
             try:
                 metrics = await case.run(bench)
             except Exception as e:  # one broken case must not hide the others' numbers
@@ -183,6 +189,7 @@ async def profile_missed(bench: Bench, results: Results, work_dir: Path) -> None
                 continue
             pids = {s: bench.stack.services[s].proc.pid for s in run.services}
             bench.say(f"profile: {key} with {', '.join(f'{s} (pid {pid})' for s, pid in pids.items())} under {mode}")
+            await settle(bench, case, f"profile: {key}")
             paths = {s: work_dir / f"pyspy-{run.figure}-{s}.txt" for s in run.services}
             recordings = [Recording(pid, paths[s], PROFILE_RATE_HZ, native=opts.profile_native) for s, pid in pids.items()]
             found: dict[str, Any] = {"rate": PROFILE_RATE_HZ, "mode": mode, "size": sizes.get(run.figure, samples),

@@ -90,3 +90,5 @@ class Case:
     # The metric printed on the progress line, with its unit.
     headline: tuple[str, str] = ("rate", "/s")
     multi: bool = False
+    # A latency case: runs once the stack is quiet (Stack.wait_quiet), as its goal assumes.
+    quiet: bool = False

@@ -148,7 +148,7 @@ async def approval_to_waiter(bench: Bench) -> Metrics:
 
 def live_cases(bench: Bench) -> list[Case]:
     return [
-        Case("g", "EnqueueJob → WatchPendingJobs", enqueue_to_pending_watch, ("p99_ms", " ms p99")),
-        Case("j", "UpdateStreamingContent → WatchConversation", streaming_to_conversation_watch, ("p99_ms", " ms p99")),
-        Case("k", "ResolveApproval → WaitForApproval", approval_to_waiter, ("p99_ms", " ms p99")),
+        Case("g", "EnqueueJob → WatchPendingJobs", enqueue_to_pending_watch, ("p99_ms", " ms p99"), quiet=True),
+        Case("j", "UpdateStreamingContent → WatchConversation", streaming_to_conversation_watch, ("p99_ms", " ms p99"), quiet=True),
+        Case("k", "ResolveApproval → WaitForApproval", approval_to_waiter, ("p99_ms", " ms p99"), quiet=True),
     ]

@@ -203,6 +203,31 @@ class Stack:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
+    def wait_quiet(self, timeout_s: float = 60.0) -> bool:
+        """Waits until no service has an outbox event due (a drain's after-effects, e.g. delivery
+        reporting thousands of outcomes to messages, still running): latency cases measure the
+        idle stack the goals speak of, not the tail of the case before. Events to a peer the bench
+        does not run (Temporal) back off, so they are not due and do not hold this up. False when
+        the stack was still busy at `timeout_s`."""
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
+            schemas = [r[0] for r in conn.execute(
+                "SELECT table_schema FROM information_schema.tables WHERE table_name = 'outbox'"
+            ).fetchall()]
+            due = " + ".join(
+                f"(SELECT count(*) FROM {schema}.outbox WHERE delivered_at IS NULL AND dead_at IS NULL"
+                " AND next_attempt_at <= now())"
+                for schema in schemas
+            )
+            deadline = time.monotonic() + timeout_s
+            while schemas:
+                row = conn.execute(f"SELECT {due}").fetchone()
+                if row is None or row[0] == 0:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+        return True
+
     # --- probes ---
 
     def postgres_cpu_s(self) -> float:

@@ -4,9 +4,9 @@ hot paths (single statements in autocommit, docs/architecture.md §6)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import namedtuple_row
@@ -131,6 +131,8 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 # an idle pooled connection. Any other error is the statement's own and is raised at once.
 _RETRIED_ONCE = (psycopg.OperationalError, psycopg.InterfaceError)
 
+_T = TypeVar("_T")
+
 
 class DirectPool:
     """psycopg's own pool of autocommit connections, for the few statements a worker sends per
@@ -166,20 +168,42 @@ class DirectPool:
 
     async def fetch(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> list[Any]:
         """Runs one statement in its own transaction; its rows as named tuples."""
-        try:
-            return await self._fetch(query, params)
-        except _RETRIED_ONCE as e:
-            if isinstance(e, psycopg.errors.QueryCanceled) or not _connection_lost(e):
-                raise
-        # The connection was gone (a restart, an idle timeout): drop the other dead ones, retry once.
-        await self._pool.check()
-        return await self._fetch(query, params)
+        return await self._once_more_if_lost(lambda: self._fetch(query, params))
 
     async def _fetch(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None) -> list[Any]:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=namedtuple_row)
             await cur.execute(query, params)
             return await cur.fetchall() if cur.description is not None else []
+
+    async def read_together(self, statements: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[Any]]:
+        """Runs read-only statements as of ONE snapshot and in ONE round trip: a REPEATABLE READ,
+        READ ONLY transaction sent as a pipeline (BEGIN, the statements, COMMIT, one sync). For
+        a watcher that needs several tables to agree; each statement's rows as named tuples."""
+        return await self._once_more_if_lost(lambda: self._read_together(statements))
+
+    async def _once_more_if_lost(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await attempt()
+        except _RETRIED_ONCE as e:
+            if isinstance(e, psycopg.errors.QueryCanceled) or not _connection_lost(e):
+                raise
+        # The connection was gone (a restart, an idle timeout): drop the other dead ones, retry once.
+        await self._pool.check()
+        return await attempt()
+
+    async def _read_together(self, statements: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[Any]]:
+        async with self._pool.connection() as conn:
+            cursors = []
+            async with conn.pipeline():
+                # Transaction control is never prepared (and needs no plan).
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", prepare=False)
+                for query, params in statements:
+                    cur = conn.cursor(row_factory=namedtuple_row)
+                    await cur.execute(query, params)
+                    cursors.append(cur)
+                await conn.execute("COMMIT", prepare=False)
+            return [await cur.fetchall() for cur in cursors]
 
 
 def _connection_lost(error: BaseException) -> bool:

@@ -5,6 +5,8 @@ PgBouncer in transaction mode)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -76,3 +78,62 @@ async def test_an_engine_connection_dropped_while_busy_fails_once_as_unavailable
             assert (await uow.conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one() != first
     finally:
         await engine.dispose()
+
+
+async def test_statements_read_together_see_one_snapshot(db: TestDatabase) -> None:
+    """A commit landing between the statements is invisible to the later ones (REPEATABLE READ):
+    the watcher's conversation row and its messages agree. The second statement waits on an
+    advisory lock that the test releases only after another session committed a new row."""
+    db.sql("CREATE TABLE IF NOT EXISTS snapshot_probe (n int)")
+    db.sql("TRUNCATE snapshot_probe")
+    pool = DirectPool(db.admin_dsn(), 1)
+    await pool.open()
+    try:
+        with psycopg.connect(db.admin_dsn(), autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(4242)")
+            read = asyncio.ensure_future(
+                pool.read_together([
+                    ("SELECT count(*) AS n FROM snapshot_probe", {}),
+                    ("SELECT pg_advisory_xact_lock_shared(4242)", {}),
+                    ("SELECT count(*) AS n FROM snapshot_probe", {}),
+                ])
+            )
+            # The reader is parked on the lock, inside its snapshot, when the row commits.
+            async with asyncio.timeout(30):
+                while not db.sql("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+                    await asyncio.sleep(0.01)
+            db.sql("INSERT INTO snapshot_probe VALUES (1)")
+            holder.execute("SELECT pg_advisory_unlock(4242)")
+            before, _, after = await asyncio.wait_for(read, 30)
+        assert (before[0].n, after[0].n) == (0, 0)
+        assert (await pool.fetch("SELECT count(*) AS n FROM snapshot_probe"))[0].n == 1
+    finally:
+        await pool.close()
+
+
+async def test_statements_read_together_run_on_a_fresh_connection_when_the_pooled_one_was_dropped(
+    db: TestDatabase,
+) -> None:
+    pool = DirectPool(db.admin_dsn(), 1)
+    await pool.open()
+    try:
+        ((first,),) = await pool.fetch("SELECT pg_backend_pid()")
+        db.sql("SELECT pg_terminate_backend(%s)", (first,))
+        [[(second,)], [(one,)]] = await pool.read_together([("SELECT pg_backend_pid()", {}), ("SELECT 1", {})])
+        assert second != first and one == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_failed_statement_read_together_leaves_the_pooled_connection_usable(db: TestDatabase) -> None:
+    pool = DirectPool(db.admin_dsn(), 1)
+    await pool.open()
+    try:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await pool.read_together([("SELECT 1", {}), ("SELECT 1 / 0", {})])
+        # Not left inside the aborted transaction: the next reads work on the same connection.
+        [[(status,)]] = await pool.read_together([("SELECT 'ok'", {})])
+        assert status == "ok"
+        assert (await pool.fetch("SELECT 2 AS n"))[0].n == 2
+    finally:
+        await pool.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,8 +26,9 @@ from services.messages.domain.conversations import (
 )
 from services.messages.domain.messages import Message, MessageRole, MessageStatus
 from services.messages.domain.recent import RecentConversation, RecentCursor
-from services.messages.store.messages import tool_calls_of
+from services.messages.store.messages import message_of, tool_calls_of
 from services.messages.store.tables import conversations
+from zenthor.db import DirectPool
 from zenthor.pagination import PageRequest
 
 
@@ -241,3 +243,43 @@ async def recent_conversations(
     return result
 
 
+# A watcher's read (services/messages/usecases/watch.py): the conversation, its messages changed
+# after the watcher's position up to the revision that row shows, and the deletions in the same
+# range, as of one snapshot and in one round trip (DirectPool.read_together). Every revision up to
+# the row's has committed (store/conversations.py), so nothing at or below it can still appear.
+WATCH_CONVERSATION = "SELECT * FROM messages.conversations WHERE id = %(conversation_id)s"
+WATCH_CHANGED = """
+SELECT m.* FROM messages.messages m
+WHERE m.conversation_id = %(conversation_id)s AND m.revision > %(after)s
+  AND m.revision <= (SELECT revision FROM messages.conversations WHERE id = %(conversation_id)s)
+ORDER BY m.revision, m.id
+LIMIT %(limit)s
+"""
+WATCH_REMOVED = """
+SELECT r.message_id, r.revision FROM messages.removed_messages r
+WHERE r.conversation_id = %(conversation_id)s AND r.revision > %(after)s
+  AND r.revision <= (SELECT revision FROM messages.conversations WHERE id = %(conversation_id)s)
+ORDER BY r.revision, r.message_id
+"""
+
+
+@dataclass(frozen=True)
+class WatchRead:
+    conversation: Conversation | None
+    # Messages whose last change has a revision in (after, conversation.revision], in change
+    # order, at most `limit`: rows changed again later are left for the next read.
+    changed: list[Message]
+    # Messages deleted by changes in the same range, in change order, with those revisions.
+    removed: list[tuple[uuid.UUID, int]]
+
+
+async def watch_read(db: DirectPool, conversation_id: uuid.UUID, after: int, limit: int) -> WatchRead:
+    params = {"conversation_id": conversation_id, "after": after, "limit": limit}
+    conversation, changed, removed = await db.read_together(
+        [(WATCH_CONVERSATION, params), (WATCH_CHANGED, params), (WATCH_REMOVED, params)]
+    )
+    return WatchRead(
+        conversation_of(conversation[0]) if conversation else None,
+        [message_of(r) for r in changed],
+        [(r.message_id, r.revision) for r in removed],
+    )

@@ -284,26 +284,6 @@ async def history(conn: AsyncConnection, conversation_id: uuid.UUID, last: int |
     return [message_of(r) for r in rows]
 
 
-async def changed_messages(
-    conn: AsyncConnection, conversation_id: uuid.UUID, after: int, upto: int, limit: int
-) -> list[Message]:
-    """Messages whose last change has a revision in (after, upto], in change order. Rows
-    changed again after `upto` are left for the next read (their newer state supersedes)."""
-    rows = (
-        await conn.execute(
-            sa.select(messages)
-            .where(
-                messages.c.conversation_id == conversation_id,
-                messages.c.revision > after,
-                messages.c.revision <= upto,
-            )
-            .order_by(messages.c.revision, messages.c.id)
-            .limit(limit)
-        )
-    ).all()
-    return [message_of(r) for r in rows]
-
-
 # --- deletion (double-texting `rollback`: docs/double-texting.md) ---
 
 
@@ -337,20 +317,6 @@ async def conversations_with_replies_of_job(conn: AsyncConnection, job_id: uuid.
     """The conversations holding assistant messages of the job, in id order (the lock order)."""
     query = sa.select(messages.c.conversation_id).where(*replies_of_job(job_id)).distinct().order_by(messages.c.conversation_id)
     return list((await conn.execute(query)).scalars().all())
-
-
-async def removed_between(conn: AsyncConnection, conversation_id: uuid.UUID, after: int, upto: int) -> list[uuid.UUID]:
-    """Messages deleted by changes with a revision in (after, upto], in change order."""
-    rows = await conn.execute(
-        sa.select(removed_messages.c.message_id)
-        .where(
-            removed_messages.c.conversation_id == conversation_id,
-            removed_messages.c.revision > after,
-            removed_messages.c.revision <= upto,
-        )
-        .order_by(removed_messages.c.revision, removed_messages.c.message_id)
-    )
-    return list(rows.scalars().all())
 
 
 async def messages_awaiting_jobs(conn: AsyncConnection, topic: str, conversation_id: str) -> list[uuid.UUID]:

@@ -17,7 +17,6 @@ from services.messages.domain.messages import Message
 from services.messages.domain.recent import RecentConversation
 from services.messages.domain.watch import WatchPosition
 from services.messages.store import conversations as store
-from services.messages.store import messages as message_store
 from services.messages.usecases.deps import CONVERSATION_CHANNEL, CONVERSATION_LIST_CHANNEL, Deps
 from zenthor.auth.principal import ResolvedUser
 from zenthor.notify import Subscription
@@ -51,19 +50,17 @@ class _Read:
 
 async def _read_changes(deps: Deps, conversation_id: uuid.UUID, after: int) -> _Read:
     """The conversation, then its messages changed after `after` up to the revision that
-    conversation row showed: every revision up to it has committed (store/conversations.py),
-    so nothing at or below it can still appear. Deletions up to the same revision come with them."""
-    async with deps.uow() as uow:
-        conversation = await store.get_conversation(uow.conn, conversation_id)
-        if conversation is None:
-            return _Read(None, [], after, False, [])
-        changed = await message_store.changed_messages(uow.conn, conversation_id, after, conversation.revision, CATCH_UP_CHUNK)
-        # A full chunk may stop inside the backlog: resume right after its last row
-        # (one message per revision, so no row shares that revision).
-        full = len(changed) == CATCH_UP_CHUNK
-        upto = changed[-1].revision if full else conversation.revision
-        removed = await message_store.removed_between(uow.conn, conversation_id, after, upto)
-    return _Read(conversation, changed, upto, full, removed)
+    conversation row showed, and the deletions up to the same revision: one snapshot, one round
+    trip (store/conversations.py: watch_read)."""
+    read = await store.watch_read(deps.db, conversation_id, after, CATCH_UP_CHUNK)
+    if read.conversation is None:
+        return _Read(None, [], after, False, [])
+    # A full chunk may stop inside the backlog: resume right after its last row
+    # (one message per revision, so no row shares that revision).
+    full = len(read.changed) == CATCH_UP_CHUNK
+    upto = read.changed[-1].revision if full else read.conversation.revision
+    removed = [message_id for message_id, revision in read.removed if revision <= upto]
+    return _Read(read.conversation, read.changed, upto, full, removed)
 
 
 async def watch_conversation(
