@@ -1,4 +1,4 @@
-"""Composition root of the approvals service: engine, change feed, outbox relay (webhook events),
+"""Composition root of the approvals service: engine, direct pool, change feed, outbox relay (webhook events),
 deps, servicer, server."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from services.approvals.store.tables import CHANGES, outbox
 from services.approvals.usecases.deps import Deps
 from zenthor.config import Settings
 from zenthor.convert import utc_now
-from zenthor.db import UnitOfWork, create_engine
+from zenthor.db import DirectPool, UnitOfWork, create_engine
 from zenthor.gen.zenthor.approvals.v1 import approvals_pb2, approvals_pb2_grpc
 from zenthor.metrics import DomainGauges
 from zenthor.notify import ChangeFeed
@@ -32,12 +32,14 @@ async def build_server(
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the approvals service")
     engine = create_engine(settings.database_url, settings.db_pool_size)
+    db = DirectPool(settings.database_url, settings.db_pool_size, prepare=settings.db_prepared_statements)
     feed = ChangeFeed(settings.listen_url, [CHANGES], resync_s=watch_resync_s)
     await feed.start()
     # Principals resolve through identity; delivery gets the webhook events through the outbox.
     resolver, peers = peer_resolver(settings)
     relay = OutboxRelay(engine, outbox, outbox_handlers(peers), poll_s=outbox_poll_s, clock=clock)
-    deps = Deps(uow=lambda: UnitOfWork(engine), clock=clock, feed=feed, kick_outbox=relay.kick)
+    await db.open()
+    deps = Deps(uow=lambda: UnitOfWork(engine), db=db, clock=clock, feed=feed, kick_outbox=relay.kick)
     registration = ServiceRegistration(
         descriptor=approvals_pb2.DESCRIPTOR.services_by_name["ApprovalsService"],
         base=approvals_pb2_grpc.ApprovalsServiceServicer,
@@ -49,5 +51,5 @@ async def build_server(
     gauges.start()
     relay.start()
     return GrpcServer(
-        settings, [registration], resolver, on_stop=[gauges.stop, relay.stop, feed.stop, peers.close, engine.dispose]
+        settings, [registration], resolver, on_stop=[gauges.stop, relay.stop, feed.stop, peers.close, db.close, engine.dispose]
     )

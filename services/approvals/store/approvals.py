@@ -1,4 +1,6 @@
-"""SQL of tool approvals: insert, guarded resolve and expiry, the batched sweep, lists, wake-ups."""
+"""SQL of tool approvals: insert, guarded resolve and expiry, the batched sweep, lists, wake-ups.
+The runtime's hot pair (a resolve, the waiter's re-read) are single statements on the direct pool
+(docs/architecture.md §6); the rest runs in the caller's unit of work."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.approvals.domain.approvals import Approval, ApprovalStatus, Channel, Owner
 from services.approvals.store.tables import CHANGES, tool_approvals
+from zenthor import ids
 from zenthor.auth.principal import ResolvedUser
+from zenthor.db import DirectPool
 from zenthor.pagination import PageRequest
 
 t = tool_approvals
@@ -43,7 +47,34 @@ EXPIRE_DUE = sa.text(
 NOTIFY_MANY = sa.text("SELECT pg_notify(:channel, key) FROM unnest(CAST(:keys AS text[])) AS key")
 
 
-def _approval(row: sa.Row[Any]) -> Approval:
+def _ref(kind: ids.IdKind, column: str) -> str:
+    """A typed id (`apv_<hex>`) from a uuid column, as zenthor.ids formats it: the change keys."""
+    return f"'{kind.prefix}_' || replace({column}::text, '-', '')"
+
+
+# PENDING → resolved in one statement, its own transaction: the guard of the unit-of-work path
+# (still pending, not yet expired: docs/hardening.md #18, and owned unless the service resolves),
+# and the wake-ups of the approval's waiters and its conversation's watchers, sent at its commit.
+# A concurrent resolve holding the row makes this one wait and re-check the guard against the
+# committed row (READ COMMITTED), so exactly one of them wins.
+RESOLVE_PENDING = f"""
+WITH resolved AS (
+    UPDATE approvals.tool_approvals
+       SET status = %(status)s, resolved_at = %(now)s
+     WHERE id = %(id)s AND status = 'pending' AND expires_at > %(now)s
+       AND (%(as_service)s OR owner_user_id = %(user_id)s::uuid OR owner_contact_id = %(contact_id)s::uuid)
+    RETURNING *
+)
+SELECT r.*,
+       pg_notify('{CHANGES}', {_ref(ids.APPROVAL, "r.id")}) AS approval_woken,
+       pg_notify('{CHANGES}', {_ref(ids.CONVERSATION, "r.conversation_id")}) AS conversation_woken
+  FROM resolved AS r
+"""
+APPROVAL_BY_ID = "SELECT * FROM approvals.tool_approvals WHERE id = %(id)s"
+
+
+def _approval(row: Any) -> Approval:
+    """An approval from a row of the table: SQLAlchemy's, or psycopg's named tuple (direct pool)."""
     return Approval(
         id=row.id,
         conversation_id=row.conversation_id,
@@ -108,24 +139,34 @@ async def get_approval(conn: AsyncConnection, approval_id: uuid.UUID) -> Approva
 
 
 async def resolve_pending(
-    conn: AsyncConnection,
+    db: DirectPool,
     approval_id: uuid.UUID,
     status: ApprovalStatus,
     now: datetime,
     owner: ResolvedUser | None,
 ) -> Approval | None:
-    """PENDING → `status` in one guarded statement: still pending, not yet expired (docs/hardening.md #18:
-    the TTL is compared here, so an unswept overdue row cannot be approved) and, for a user,
-    owned. No row back: one of those failed; the caller reads the row to say which."""
-    conditions = [t.c.id == approval_id, t.c.status == ApprovalStatus.PENDING.value, t.c.expires_at > now]
-    if owner is not None:
-        conditions.append(_owned_by(owner))
-    row = (
-        await conn.execute(
-            sa.update(t).where(*conditions).values(status=status.value, resolved_at=now).returning(t)
-        )
-    ).first()
-    return _approval(row) if row else None
+    """PENDING → `status` in one guarded statement (RESOLVE_PENDING); `owner` None is the service,
+    which may resolve any approval. No row back: one of the guards failed; the caller reads the
+    row to say which."""
+    rows = await db.fetch(
+        RESOLVE_PENDING,
+        {
+            "id": approval_id,
+            "status": status.value,
+            "now": now,
+            "as_service": owner is None,
+            # The SQL form of `ResolvedUser.owns`: a NULL id (no linked contact) never matches.
+            "user_id": owner.user_id if owner is not None else None,
+            "contact_id": owner.contact_id if owner is not None else None,
+        },
+    )
+    return _approval(rows[0]) if rows else None
+
+
+async def read_approval(db: DirectPool, approval_id: uuid.UUID) -> Approval | None:
+    """`get_approval` on the direct pool: the waiter's re-read after every wake-up."""
+    rows = await db.fetch(APPROVAL_BY_ID, {"id": approval_id})
+    return _approval(rows[0]) if rows else None
 
 
 async def expire_one(conn: AsyncConnection, approval_id: uuid.UUID, now: datetime) -> Approval | None:

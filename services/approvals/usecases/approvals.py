@@ -1,5 +1,7 @@
-"""Approval use cases: one async function per operation, each in one unit of work; the two
-watches re-read from the table on every change-feed wake-up."""
+"""Approval use cases: one async function per operation, each in one unit of work, except the
+runtime's hot pair (docs/architecture.md §6): a resolve's common case is one statement on the
+direct pool, and WaitForApproval re-reads with one; the two watches re-read from the table on
+every change-feed wake-up."""
 
 from __future__ import annotations
 
@@ -88,12 +90,13 @@ async def resolve_approval(
     `user` None is the service variant (no ownership check)."""
     resolution = domain.check_resolution(status)
     now = deps.clock()
+    # The common case, a pending approval resolved in time by its owner or the service, is one
+    # statement with its wake-ups: the runtime's waiter is blocked on it.
+    resolved = await store.resolve_pending(deps.db, approval_id, resolution, now, user)
+    if resolved is not None:
+        return resolved
+    # The guard refused: say why, from the row as it is now.
     async with deps.uow() as uow:
-        resolved = await store.resolve_pending(uow.conn, approval_id, resolution, now, user)
-        if resolved is not None:
-            await store.notify_changed(uow.conn, _change_keys(resolved.id, resolved.conversation_id))
-            await uow.commit()
-            return resolved
         current = await store.get_approval(uow.conn, approval_id)
         if current is None or (
             user is not None and not user.owns(user_id=current.owner.user_id, contact_id=current.owner.contact_id)
@@ -188,11 +191,12 @@ async def wait_for_approval(deps: Deps, approval_id: uuid.UUID, wait_at_most: ti
         last: Approval | None = None
         while True:
             now = deps.clock()
-            async with deps.uow() as uow:
-                approval = await store.get_approval(uow.conn, approval_id)
-                if approval is None:
-                    raise NotFound("Approval not found")
-                if not approval.is_final and domain.has_expired(approval, now):
+            # One statement per wake-up; only an approval found past its TTL takes a transaction.
+            approval = await store.read_approval(deps.db, approval_id)
+            if approval is None:
+                raise NotFound("Approval not found")
+            if not approval.is_final and domain.has_expired(approval, now):
+                async with deps.uow() as uow:
                     expired = await store.expire_one(uow.conn, approval_id, now)
                     if expired is not None:
                         await store.notify_changed(uow.conn, _change_keys(expired.id, expired.conversation_id))

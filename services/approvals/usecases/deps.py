@@ -6,13 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from zenthor.db import UnitOfWorkFactory
+from zenthor.db import DirectPool, UnitOfWorkFactory
 from zenthor.notify import ChangeFeed
 
 
 @dataclass(frozen=True)
 class Deps:
     uow: UnitOfWorkFactory
+    # The runtime's hot pair in single statements (docs/architecture.md §6): ResolveApproval's
+    # common case and WaitForApproval's re-read after each wake-up.
+    db: DirectPool
     clock: Callable[[], datetime]
     # Wakes the two watches (WatchApprovals, WaitForApproval) when an approval changes.
     feed: ChangeFeed
