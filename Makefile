@@ -17,6 +17,9 @@ help: ## List the targets
 # Installs exactly what uv.lock records (--frozen: never re-resolve, so every clone, CI run and
 # image gets the same versions); --inexact keeps uv itself, which lives in the same venv.
 $(STAMP): pyproject.toml uv.lock
+	@# A first install interrupted inside ensurepip leaves a venv without pip, which `venv` will
+	@# not repair: start that one afresh.
+	@test -x $(VENV)/bin/pip || rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync --quiet --frozen --inexact --extra dev --extra bench
