@@ -291,6 +291,13 @@ FIGURE_KIND = {"a": "drain", "b": "drain", "c": "drain", "d": "drain", "h": "dra
                "f": "calls", "l": "calls", "g": "latency", "j": "latency", "k": "latency"}
 
 
+def _backlogs(options: dict[str, Any]) -> str:
+    figures = options.get("figures")
+    if figures is not None and "i" not in figures:
+        return f"figures {', '.join(sorted(figures))} only (no backlog series)"
+    return f"backlog sizes {', '.join(f'{s:,}' for s in options['backlog_sizes'])}"
+
+
 def markdown(run: dict[str, Any], results: Results, found: list[Goal]) -> str:
     m, v, o = run["machine"], run["versions"], run["options"]
     lines = [
@@ -307,7 +314,7 @@ def markdown(run: dict[str, Any], results: Results, found: list[Goal]) -> str:
         f"Options: {o['jobs']:,} jobs, {o['outbound']:,} outbound messages ({o['per_recipient']} per recipient), "
         f"{o['workers']} workers, claim batch "
         f"{o['claim_batch']}, {o['call_seconds']:g} s per calls/s window, {o['latency_samples']} latency samples per round, "
-        f"backlog sizes {', '.join(f'{s:,}' for s in o['backlog_sizes'])}. Run took {run['duration_s']:.0f} s.",
+        f"{_backlogs(o)}. Run took {run['duration_s']:.0f} s.",
         "",
         "## Goals (issue: hot paths at peer speed)",
         "",
