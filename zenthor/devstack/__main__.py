@@ -61,6 +61,8 @@ STABLE_AFTER_S = 60.0
 # How long Ctrl-C waits for the children together before killing the ones still running: longer
 # than a service's own bounded shutdown (ZENTHOR_SHUTDOWN_GRACE_S, 10 s by default).
 CHILD_STOP_S = 20.0
+# How long the services, the gateway and the issuer have, together, to answer their health checks.
+STARTUP_TIMEOUT_S = 180.0
 
 
 @dataclass
@@ -81,9 +83,10 @@ def say(message: str) -> None:
     print(f"[dev] {message}", flush=True)
 
 
-def healthy(port: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+def healthy(port: int, deadline: float, child: Child | None = None) -> bool:
+    """Whether the gRPC server on `port` answers SERVING before `deadline` (monotonic); False at
+    once if its process exited meanwhile."""
+    while time.monotonic() < deadline and (child is None or child.proc.poll() is None):
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 check = channel.unary_unary(
@@ -100,11 +103,10 @@ def healthy(port: int, timeout_s: float) -> bool:
     return False
 
 
-def http_ok(url: str, timeout_s: float) -> bool:
+def http_ok(url: str, deadline: float, child: Child | None = None) -> bool:
     import httpx
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (child is None or child.proc.poll() is None):
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return True
@@ -130,9 +132,10 @@ def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
 
 class Stack:
     def __init__(self, data_dir: Path, pg_port: int, temporal_port: int, ui_port: int, gateway_port: int, port_offset: int,
-                 issuer_port: int, runtime: bool = True) -> None:
+                 issuer_port: int, runtime: bool = True, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         self.data_dir = data_dir
         self.runtime = runtime
+        self.startup_timeout_s = startup_timeout_s
         self.pg = LocalPostgres(data_dir / "postgres", pg_port)
         self.temporal = LocalTemporal(data_dir / "temporal.db", temporal_port, ui_port, data_dir / "temporal.log")
         self.gateway_port = gateway_port
@@ -167,6 +170,18 @@ class Stack:
 
     def metrics_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def not_started(self, name: str, what: str) -> RuntimeError:
+        child = self.child(name)
+        if child.proc.poll() is not None:
+            return RuntimeError(f"{name} exited with {child.proc.returncode}; see {child.log_path}")
+        return RuntimeError(
+            f"{name} {what} within {self.startup_timeout_s:g} s (--startup-timeout gives a slow machine longer); "
+            f"see {child.log_path}"
+        )
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         if name in self.metrics_ports:
@@ -230,14 +245,18 @@ class Stack:
         if self.runtime:
             # The reference agent runtime answers every message; its WhatsApp sink is a file here.
             self.spawn("runtime", ["-m", "examples.runtime"], {**env, "ZENTHOR_RUNTIME_DATA_DIR": str(self.data_dir)})
+        # One deadline for all of them: a dozen interpreters importing gRPC, SQLAlchemy and
+        # Temporal at once take a while on a small or busy machine, and a process that died is
+        # reported at once instead of at the deadline.
+        deadline = time.monotonic() + self.startup_timeout_s
         for service in ServiceName:
-            if not healthy(self.ports[service], 60):
-                raise RuntimeError(f"{service.value} did not become healthy; see {self.data_dir}/logs/{service.value}.log")
+            if not healthy(self.ports[service], deadline, self.child(service.value)):
+                raise self.not_started(service.value, "did not become healthy")
             say(f"{service.value:<12} gRPC  127.0.0.1:{self.ports[service]}  SERVING")
-        if not http_ok(f"http://127.0.0.1:{self.gateway_port}/healthz", 60):
-            raise RuntimeError(f"gateway did not answer /healthz; see {self.data_dir}/logs/gateway.log")
-        if not http_ok(self.issuer_url + JWKS_PATH, 60):
-            raise RuntimeError(f"the dev issuer did not serve its JWKS; see {self.data_dir}/logs/issuer.log")
+        if not http_ok(f"http://127.0.0.1:{self.gateway_port}/healthz", deadline, self.child("gateway")):
+            raise self.not_started("gateway", "did not answer /healthz")
+        if not http_ok(self.issuer_url + JWKS_PATH, deadline, self.child("issuer")):
+            raise self.not_started("issuer", "did not serve its JWKS")
         for child in self.children:
             if child.proc.poll() is not None:
                 raise RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}")
@@ -293,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--issuer-port", type=int, default=8090, help="the dev token issuer (JWKS over HTTP)")
     parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC service port (50051…)")
+    parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S, metavar="SECONDS",
+                        help=f"how long the processes have, together, to become healthy (default {STARTUP_TIMEOUT_S:g})")
     parser.add_argument("--no-runtime", dest="runtime", action="store_false",
                         help="do not start the reference agent runtime (examples/runtime)")
     commands = parser.add_subparsers(dest="command", metavar="[command]")
@@ -332,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_stack(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(args.data_dir.resolve(), args.pg_port, args.temporal_port, args.temporal_ui_port, args.gateway_port,
-                  args.port_offset, args.issuer_port, args.runtime)
+                  args.port_offset, args.issuer_port, args.runtime, args.startup_timeout)
 
     def on_signal(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

@@ -1,0 +1,41 @@
+"""`make dev`'s start-up wait (zenthor/devstack/__main__.py): one deadline for every process, and a
+process that died is reported at once, with its exit code, instead of at the deadline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import free_port
+from zenthor.devstack.__main__ import Child, Stack, healthy, http_ok
+
+
+def _exited_child(tmp_path: Path, name: str, code: int) -> Child:
+    proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+    proc.wait(timeout=60)
+    return Child(name, [], {}, tmp_path / f"{name}.log", proc, time.monotonic())
+
+
+def test_the_wait_for_a_process_that_exited_ends_at_once(tmp_path: Path) -> None:
+    child = _exited_child(tmp_path, "identity", 3)
+    far = time.monotonic() + 3600  # a wait that ran to this deadline would hit the test's timeout
+    assert not healthy(free_port(), far, child)
+    assert not http_ok(f"http://127.0.0.1:{free_port()}/healthz", far, child)
+
+
+def test_a_process_that_exited_is_named_with_its_code_and_a_slow_one_with_the_flag(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, free_port(), free_port(), free_port(), free_port(), 0, free_port(), startup_timeout_s=7)
+    stack.children.append(_exited_child(tmp_path, "identity", 3))
+    assert str(stack.not_started("identity", "did not become healthy")) == (
+        f"identity exited with 3; see {tmp_path / 'identity.log'}"
+    )
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stack.children.append(Child("gateway", [], {}, tmp_path / "gateway.log", slow, time.monotonic()))
+        message = str(stack.not_started("gateway", "did not answer /healthz"))
+        assert message.startswith("gateway did not answer /healthz within 7 s (--startup-timeout")
+    finally:
+        slow.kill()
+        slow.wait(timeout=60)
