@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from tests.conftest import free_port
 from tests.support.database import TestDatabase
+from tests.support.messages_builders import eventually
 from zenthor.db import DirectPool, UnitOfWork, create_engine, is_database_unavailable
 
 
@@ -99,9 +100,7 @@ async def test_statements_read_together_see_one_snapshot(db: TestDatabase) -> No
                 ])
             )
             # The reader is parked on the lock, inside its snapshot, when the row commits.
-            async with asyncio.timeout(30):
-                while not db.sql("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
-                    await asyncio.sleep(0.01)
+            await eventually(lambda: bool(db.sql("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")))
             db.sql("INSERT INTO snapshot_probe VALUES (1)")
             holder.execute("SELECT pg_advisory_unlock(4242)")
             before, _, after = await asyncio.wait_for(read, 30)
