@@ -25,6 +25,11 @@ log = logging.getLogger("runtime.whatsapp")
 CLAIM_BATCH = 10
 # How often a standby asks for the lease again (there is no lease stream to wait on).
 ACQUIRE_EVERY_S = 3.0
+# Waits between attempts to reach delivery at start-up, doubling up to the cap.
+REGISTER_FIRST_WAIT_S = 0.5
+REGISTER_MAX_WAIT_S = 10.0
+# Delivery down, restarting or not started yet: another attempt later can succeed.
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class Sink:
@@ -51,19 +56,43 @@ class Egress:
 
     async def run(self, stopping: asyncio.Event) -> None:
         c = self._config
-        await self._stubs.delivery.UpsertWhatsAppAccount(
-            dl.UpsertWhatsAppAccountRequest(account_id=c.account_id, phone=c.phone, enabled=True))
+        if not await self.register(stopping):
+            return
         try:
             while not stopping.is_set():
-                if await self._acquire():
-                    await self._while_holding(stopping)
-                else:
-                    await _wait(stopping, ACQUIRE_EVERY_S)
+                try:
+                    if await self._acquire():
+                        await self._while_holding(stopping)
+                        continue
+                except grpc.aio.AioRpcError as e:
+                    if e.code() not in UNREACHABLE:
+                        raise
+                    log.warning("lease request failed (%s); trying again", e.code().name)
+                await _wait(stopping, ACQUIRE_EVERY_S)
         finally:
             # Hand the account to a standby at once instead of after the lease's TTL.
             released = await self._stubs.delivery.ReleaseLease(
                 dl.ReleaseLeaseRequest(account_id=c.account_id, owner_id=c.worker_id))
             log.info("lease on %s released: %s", c.account_id, released.released)
+
+    async def register(self, stopping: asyncio.Event) -> bool:
+        """Registers the account once delivery answers. A runtime may start before the backend
+        (`make dev` starts every process at once; a rollout restarts delivery) and then waits for
+        it, with backoff, instead of exiting. False when told to stop first."""
+        c = self._config
+        request = dl.UpsertWhatsAppAccountRequest(account_id=c.account_id, phone=c.phone, enabled=True)
+        delay = REGISTER_FIRST_WAIT_S
+        while not stopping.is_set():
+            try:
+                await self._stubs.delivery.UpsertWhatsAppAccount(request)
+                return True
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in UNREACHABLE:
+                    raise
+                log.warning("delivery not reachable yet (%s); trying again in %.1f s", e.code().name, delay)
+            await _wait(stopping, delay)
+            delay = min(delay * 2, REGISTER_MAX_WAIT_S)
+        return False
 
     async def _acquire(self) -> bool:
         c = self._config

@@ -242,9 +242,6 @@ class Stack:
             self.spawn(service.value, ["-m", f"services.{service.value}"], service_env)
         self.spawn("gateway", ["-m", "gateway"], env)
         self.spawn("worker", ["-m", "workflows"], env)
-        if self.runtime:
-            # The reference agent runtime answers every message; its WhatsApp sink is a file here.
-            self.spawn("runtime", ["-m", "examples.runtime"], {**env, "ZENTHOR_RUNTIME_DATA_DIR": str(self.data_dir)})
         # One deadline for all of them: a dozen interpreters importing gRPC, SQLAlchemy and
         # Temporal at once take a while on a small or busy machine, and a process that died is
         # reported at once instead of at the deadline.
@@ -257,6 +254,11 @@ class Stack:
             raise self.not_started("gateway", "did not answer /healthz")
         if not http_ok(self.issuer_url + JWKS_PATH, deadline, self.child("issuer")):
             raise self.not_started("issuer", "did not serve its JWKS")
+        if self.runtime:
+            # The reference agent runtime answers every message; its WhatsApp sink is a file here.
+            # It starts once the services answer, so its first calls find them (started earlier,
+            # it would wait for delivery with backoff: examples/runtime/whatsapp.py).
+            self.spawn("runtime", ["-m", "examples.runtime"], {**env, "ZENTHOR_RUNTIME_DATA_DIR": str(self.data_dir)})
         for child in self.children:
             if child.proc.poll() is not None:
                 raise RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}")
