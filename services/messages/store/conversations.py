@@ -246,7 +246,7 @@ async def recent_conversations(
 # A watcher's read (services/messages/usecases/watch.py): the conversation, its messages changed
 # after the watcher's position up to the revision that row shows, and the deletions in the same
 # range, as of one snapshot and in one round trip (DirectPool.read_together). Every revision up to
-# the row's has committed (store/conversations.py), so nothing at or below it can still appear.
+# the row's has committed (this module's docstring), so nothing at or below it can still appear.
 WATCH_CONVERSATION = "SELECT * FROM messages.conversations WHERE id = %(conversation_id)s"
 WATCH_CHANGED = """
 SELECT m.* FROM messages.messages m
