@@ -29,6 +29,11 @@ class IdKind:
     def format(self, value: uuid.UUID) -> str:
         return f"{self.prefix}_{value.hex}"
 
+    def sql(self, column: str) -> str:
+        """`format` as a SQL expression over a uuid column, for statements that build ids
+        themselves (event payloads, wake-up keys written in the same statement)."""
+        return f"'{self.prefix}_' || replace({column}::text, '-', '')"
+
     def parse(self, text: str, field: str) -> uuid.UUID:
         """The UUID inside `text`, or InvalidArgument naming `field`."""
         prefix, sep, body = text.partition("_")

@@ -17,12 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.agent_queue.domain.jobs import Job, JobStatus
+from zenthor import ids
 from zenthor.webhooks import WEBHOOK_EVENT_TOPIC
-
-
-def _ref(prefix: str, column: str) -> str:
-    """A typed id (`job_<hex>`) from a uuid column, as zenthor.ids formats it."""
-    return f"'{prefix}_' || replace({column}::text, '-', '')"
 
 
 def _iso(column: str) -> str:
@@ -35,7 +31,7 @@ def insert_job_events(source: str, now: str) -> str:
     or a CTE returning `jobs.*`); `now` is the statement's placeholder for the current time. A
     repeated event (same key) is ignored, as zenthor.outbox.add_event does."""
     event_type = "CASE s.status WHEN 'completed' THEN 'job.completed' ELSE 'job.failed' END"
-    event_id = f"({event_type}) || ':' || {_ref('job', 's.id')}"
+    event_id = f"({event_type}) || ':' || {ids.JOB.sql('s.id')}"
     return f"""
     INSERT INTO agent_queue.outbox (id, topic, key, payload, created_at, attempts, next_attempt_at)
     SELECT gen_random_uuid(), '{WEBHOOK_EVENT_TOPIC}', {event_id},
@@ -43,13 +39,13 @@ def insert_job_events(source: str, now: str) -> str:
                'event_id', {event_id},
                'type', {event_type},
                'occurred_at', {_iso('s.finished_at')},
-               'owner_user_id', CASE WHEN s.conversation_user_id IS NOT NULL THEN {_ref('usr', 's.conversation_user_id')} END,
+               'owner_user_id', CASE WHEN s.conversation_user_id IS NOT NULL THEN {ids.USER.sql('s.conversation_user_id')} END,
                'owner_contact_id', CASE WHEN s.conversation_contact_id IS NOT NULL
-                                        THEN {_ref('ctc', 's.conversation_contact_id')} END,
+                                        THEN {ids.CONTACT.sql('s.conversation_contact_id')} END,
                'data', jsonb_build_object(
-                   'job_id', {_ref('job', 's.id')},
-                   'conversation_id', {_ref('conv', 's.conversation_id')},
-                   'message_id', {_ref('msg', 's.message_id')},
+                   'job_id', {ids.JOB.sql('s.id')},
+                   'conversation_id', {ids.CONVERSATION.sql('s.conversation_id')},
+                   'message_id', {ids.MESSAGE.sql('s.message_id')},
                    'status', s.status,
                    'attempt_count', s.attempt_count,
                    'model_used', s.model_used,

@@ -47,11 +47,6 @@ EXPIRE_DUE = sa.text(
 NOTIFY_MANY = sa.text("SELECT pg_notify(:channel, key) FROM unnest(CAST(:keys AS text[])) AS key")
 
 
-def _ref(kind: ids.IdKind, column: str) -> str:
-    """A typed id (`apv_<hex>`) from a uuid column, as zenthor.ids formats it: the change keys."""
-    return f"'{kind.prefix}_' || replace({column}::text, '-', '')"
-
-
 # PENDING → resolved in one statement, its own transaction: the guard of the unit-of-work path
 # (still pending, not yet expired: docs/hardening.md #18, and owned unless the service resolves),
 # and the wake-ups of the approval's waiters and its conversation's watchers, sent at its commit.
@@ -66,8 +61,8 @@ WITH resolved AS (
     RETURNING *
 )
 SELECT r.*,
-       pg_notify('{CHANGES}', {_ref(ids.APPROVAL, "r.id")}) AS approval_woken,
-       pg_notify('{CHANGES}', {_ref(ids.CONVERSATION, "r.conversation_id")}) AS conversation_woken
+       pg_notify('{CHANGES}', {ids.APPROVAL.sql("r.id")}) AS approval_woken,
+       pg_notify('{CHANGES}', {ids.CONVERSATION.sql("r.conversation_id")}) AS conversation_woken
   FROM resolved AS r
 """
 APPROVAL_BY_ID = "SELECT * FROM approvals.tool_approvals WHERE id = %(id)s"

@@ -313,7 +313,7 @@ async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: 
 # that marks its message delivered (docs/hardening.md #27), as zenthor.outbox.add_event stores it:
 # one round trip, and a row is never sent without its event. Clearing is_head hands each
 # recipient over (migration 0003's trigger).
-COMPLETE_MANY = """
+COMPLETE_MANY = f"""
     WITH sent AS (
         UPDATE delivery.outbound_messages AS m
            SET status = 'sent', is_head = false, processor_id = NULL, locked_until = NULL, last_error = NULL,
@@ -329,8 +329,7 @@ COMPLETE_MANY = """
     marked AS (
         INSERT INTO delivery.outbox (id, topic, key, payload, created_at, next_attempt_at)
         SELECT sent.event_id, %(topic)s, sent.key,
-               -- the message's id as zenthor.ids formats it: prefix, then the UUID in hex
-               jsonb_build_object('message_id', %(message_prefix)s || replace(sent.message_id::text, '-', ''),
+               jsonb_build_object('message_id', {MESSAGE.sql('sent.message_id')},
                                   'outcome', 'delivered'),
                %(now)s, %(now)s
           FROM sent
@@ -349,7 +348,6 @@ async def complete_many(db: DirectPool, outbound_ids: Sequence[uuid.UUID], proce
         "processor_id": processor_id,
         "now": now,
         "topic": MARK_DELIVERY_TOPIC,
-        "message_prefix": MESSAGE.format(uuid.UUID(int=0)).removesuffix(uuid.UUID(int=0).hex),
     }
     return {r.id for r in await db.fetch(COMPLETE_MANY, params)}
 
