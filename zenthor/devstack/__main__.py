@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,10 +84,20 @@ def say(message: str) -> None:
     print(f"[dev] {message}", flush=True)
 
 
-def healthy(port: int, deadline: float, child: Child | None = None) -> bool:
-    """Whether the gRPC server on `port` answers SERVING before `deadline` (monotonic); False at
-    once if its process exited meanwhile."""
+def _until(probe: Callable[[], bool], deadline: float, child: Child | None) -> bool:
+    """Whether `probe` succeeds before `deadline` (monotonic); False at once if the process it
+    waits for exited meanwhile."""
     while time.monotonic() < deadline and (child is None or child.proc.poll() is None):
+        if probe():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def healthy(port: int, deadline: float, child: Child | None = None) -> bool:
+    """The gRPC server on `port` answers SERVING."""
+
+    def serving() -> bool:
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 check = channel.unary_unary(
@@ -94,26 +105,24 @@ def healthy(port: int, deadline: float, child: Child | None = None) -> bool:
                     request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
                     response_deserializer=health_pb2.HealthCheckResponse.FromString,
                 )
-                reply = check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
+                return bool(check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING)
         except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-    return False
+            return False
+
+    return _until(serving, deadline, child)
 
 
 def http_ok(url: str, deadline: float, child: Child | None = None) -> bool:
+    """`url` answers 200."""
     import httpx
 
-    while time.monotonic() < deadline and (child is None or child.proc.poll() is None):
+    def answers() -> bool:
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return True
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    return False
+            return False
+
+    return _until(answers, deadline, child)
 
 
 def free_port() -> int:
