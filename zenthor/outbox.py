@@ -6,8 +6,15 @@ Delivery is at-least-once; handlers call idempotent RPCs keyed by the event's na
 the effect is exactly-once. One relay round, per topic:
 
     tx 1 (short): lease due rows — next_attempt_at = now + LEASE, attempts + 1 — and commit
-    no tx:        call the handlers, several at once (a peer down costs its deadline once)
-    tx 2 (short): delivered_at for successes; backoff or dead letter for failures
+    no tx:        call the handlers, several at once (a peer down costs its deadline once):
+                  a plain `Handler` once per event; a `Batched` one once per chunk of up to
+                  `max_size` events, answering per event
+    tx 2 (short): delivered_at for successes (one statement); backoff or dead letter for failures
+
+Batch handlers exist for high-volume topics (one delivery outcome per outbound message, thousands
+a second): one peer call per event would make the round trips, not the peer's work, the limit,
+so such a topic's handler takes a chunk of payloads and makes one peer call for all of them. Its
+answer names each event's outcome, and an event counts as delivered only if that answer says so.
 
 No transaction stays open while a peer is called, each topic has its own loop (a peer that
 is down never delays another peer's events), and a relay that dies mid-round loses nothing:
@@ -17,6 +24,7 @@ dead letter an operator sees (`python -m zenthor.outbox list`) and re-drives (`�
 With tracing on (zenthor/tracing.py) an event stored inside a span keeps that span's context in
 its payload (`_trace`, taken off before the handler sees the payload), and its delivery runs in a
 span that is the writer's child, so a request's trace goes on into the peer the event reaches.
+A batch has many writers and a span only one parent: its delivery span links to each of them.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 import grpc
 import sqlalchemy as sa
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -57,10 +66,37 @@ MAX_ATTEMPTS = 40
 CONCURRENCY = 16
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
+# A batch handler's call: the payloads of a chunk, in lease order → one entry per payload, in
+# the same order: None = delivered, an exception = that event failed (classified as a plain
+# handler's exception is). Raising fails every event of the chunk.
+BatchCall = Callable[[Sequence[Mapping[str, Any]]], Awaitable[Sequence[Exception | None]]]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A topic's handler that takes up to `max_size` events per call: for high-volume topics
+    whose peer has a batch RPC (module docstring)."""
+
+    call: BatchCall
+    max_size: int = DEFAULT_BATCH
+
+    def __post_init__(self) -> None:
+        if self.max_size < 1:
+            raise ValueError(f"Batched.max_size must be at least 1, got {self.max_size}")
+
+
+# What `OutboxRelay` takes per topic.
+TopicHandler = Handler | Batched
 
 
 class PermanentDeliveryError(Exception):
     """The peer rejected the event for good; retrying cannot help."""
+
+
+class BatchResultError(Exception):
+    """A batch handler's answer that does not name one outcome per event: a bug in the handler.
+    No event of that chunk counts as delivered; they are retried like any other failure (a
+    fixed handler then delivers them, where a dead letter would need an operator)."""
 
 
 def _is_permanent(error: Exception) -> bool:
@@ -181,7 +217,7 @@ class OutboxRelay:
         self,
         engine: AsyncEngine,
         table: sa.Table,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, TopicHandler],
         *,
         poll_s: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -246,13 +282,25 @@ class OutboxRelay:
         leased = await self._lease(topic, batch)
         if not leased:
             return 0
+        handler = self._handlers.get(topic) if topic is not None else None
         limit = asyncio.Semaphore(self._concurrency)
+        outcomes: list[_Outcome] = []
+        if isinstance(handler, Batched):
 
-        async def deliver(event: _Leased) -> _Outcome:
-            async with limit:
-                return _Outcome(event, await self._call(event))
+            async def deliver_chunk(chunk: list[_Leased]) -> list[_Outcome]:
+                async with limit:
+                    return await self._call_batch(handler, chunk)
 
-        outcomes = await asyncio.gather(*(deliver(event) for event in leased))
+            chunks = [leased[i : i + handler.max_size] for i in range(0, len(leased), handler.max_size)]
+            for chunk_outcomes in await asyncio.gather(*(deliver_chunk(chunk) for chunk in chunks)):
+                outcomes.extend(chunk_outcomes)
+        else:
+
+            async def deliver(event: _Leased) -> _Outcome:
+                async with limit:
+                    return _Outcome(event, await self._call(handler, event))
+
+            outcomes.extend(await asyncio.gather(*(deliver(event) for event in leased)))
         await self._record(outcomes)
         return len(leased)
 
@@ -260,26 +308,28 @@ class OutboxRelay:
         t = self._table
         now = self._clock()
         due = (
-            sa.select(t.c.id)
+            sa.select(t.c.id, t.c.next_attempt_at.label("due_at"))
             .where(t.c.delivered_at.is_(None), t.c.dead_at.is_(None), t.c.next_attempt_at <= now)
             .where(t.c.topic == topic if topic is not None else t.c.topic.not_in(list(self._handlers) or [""]))
             .where(*self._in_order(topic))
             .order_by(t.c.next_attempt_at)
             .limit(batch)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
+            .subquery("due")
         )
         async with self._engine.begin() as conn:
             rows = (
                 await conn.execute(
                     sa.update(t)
-                    .where(t.c.id.in_(due))
+                    .where(t.c.id == due.c.id)
                     .values(next_attempt_at=now + LEASE, attempts=t.c.attempts + 1)
-                    .returning(t.c.id, t.c.topic, t.c.payload, t.c.attempts)
+                    .returning(t.c.id, t.c.topic, t.c.payload, t.c.attempts, due.c.due_at)
                 )
             ).all()
         leased = []
-        for r in rows:
+        # RETURNING keeps no order; the lease order (due first, then write order: ids are
+        # UUIDv7) is what a batch handler's chunks follow.
+        for r in sorted(rows, key=lambda r: (r.due_at, r.id)):
             payload, carrier = split_trace(r.payload)
             leased.append(_Leased(r.id, r.topic, payload, r.attempts, carrier))
         return leased
@@ -302,9 +352,9 @@ class OutboxRelay:
             )
         ]
 
-    async def _call(self, event: _Leased) -> Exception | None:
+    async def _call(self, handler: Handler | None, event: _Leased) -> Exception | None:
         if event.trace_carrier is None:  # written outside a trace (always so with tracing off)
-            return await self._deliver(event)
+            return await self._deliver(handler, event)
         # The delivery span is a child of the span that wrote the event, so one request's trace
         # goes on into the peer the outbox calls for it, however much later that happens.
         with _tracer.start_as_current_span(
@@ -313,13 +363,12 @@ class OutboxRelay:
             kind=trace.SpanKind.CONSUMER,
             attributes={"zenthor.outbox.topic": event.topic, "zenthor.outbox.attempt": event.attempts},
         ) as span:
-            error = await self._deliver(event)
+            error = await self._deliver(handler, event)
             if error is not None:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)[:200] or type(error).__name__))
             return error
 
-    async def _deliver(self, event: _Leased) -> Exception | None:
-        handler = self._handlers.get(event.topic)
+    async def _deliver(self, handler: Handler | None, event: _Leased) -> Exception | None:
         try:
             if handler is None:
                 raise PermanentDeliveryError(f"no handler for topic {event.topic!r}")
@@ -327,6 +376,36 @@ class OutboxRelay:
         except Exception as e:
             return e
         return None
+
+    async def _call_batch(self, handler: Batched, chunk: list[_Leased]) -> list[_Outcome]:
+        topic = chunk[0].topic
+        links = [link for event in chunk if (link := _writer_link(event)) is not None]
+        if not links:  # no event written inside a trace (always so with tracing off)
+            outcomes, _ = _batch_outcomes(topic, chunk, await self._deliver_batch(handler, chunk))
+            return outcomes
+        # One span per peer call; it cannot be the child of every writer, so it starts its own
+        # trace and links to each writer's span instead.
+        with _tracer.start_as_current_span(
+            f"outbox deliver {topic}",
+            context=Context(),
+            kind=trace.SpanKind.CONSUMER,
+            links=links,
+            attributes={"zenthor.outbox.topic": topic, "zenthor.outbox.batch_size": len(chunk)},
+        ) as span:
+            outcomes, failed_whole = _batch_outcomes(topic, chunk, await self._deliver_batch(handler, chunk))
+            if failed_whole is not None:
+                span.set_status(
+                    trace.Status(trace.StatusCode.ERROR, str(failed_whole)[:200] or type(failed_whole).__name__)
+                )
+            span.set_attribute("zenthor.outbox.failed", sum(o.error is not None for o in outcomes))
+            return outcomes
+
+    async def _deliver_batch(self, handler: Batched, chunk: list[_Leased]) -> Sequence[Exception | None] | Exception:
+        """The handler's per-event answer, or the one exception that fails the whole chunk."""
+        try:
+            return await handler.call([event.payload for event in chunk])
+        except Exception as e:
+            return e
 
     async def _record(self, outcomes: list[_Outcome]) -> None:
         t = self._table
@@ -353,6 +432,44 @@ class OutboxRelay:
                     )
                     values = {"next_attempt_at": now + timedelta(seconds=delay), "last_error": reason}
                 await conn.execute(sa.update(t).where(t.c.id == event.id).values(**values))
+
+
+def _batch_outcomes(
+    topic: str, chunk: list[_Leased], answer: Sequence[Exception | None] | Exception
+) -> tuple[list[_Outcome], Exception | None]:
+    """Each event's outcome from a batch handler's answer, and the exception that failed the
+    whole chunk, if one did (the call raised, or answered wrongly)."""
+    if isinstance(answer, Exception):
+        return [_Outcome(event, answer) for event in chunk], answer
+    # Checked at run time: a handler that miscounts must not get events it never confirmed
+    # marked delivered.
+    flaw = _batch_answer_flaw(answer, len(chunk))
+    if flaw is not None:
+        log.error("outbox.bad_batch_answer", topic=topic, events=len(chunk), flaw=flaw)
+        error = BatchResultError(f"batch handler of topic {topic!r} answered {flaw} for {len(chunk)} events")
+        return [_Outcome(event, error) for event in chunk], error
+    return [_Outcome(event, error) for event, error in zip(chunk, answer, strict=True)], None
+
+
+def _batch_answer_flaw(answer: object, events: int) -> str | None:
+    """What is wrong with a batch handler's answer for `events` events, or None: it must be a
+    sequence of one None or exception per event."""
+    if not isinstance(answer, Sequence) or isinstance(answer, str | bytes):
+        return f"a {type(answer).__name__}, not a sequence"
+    if len(answer) != events:
+        return f"{len(answer)} results"
+    for entry in answer:
+        if entry is not None and not isinstance(entry, Exception):
+            return f"a {type(entry).__name__} among its results (only None or an exception)"
+    return None
+
+
+def _writer_link(event: _Leased) -> trace.Link | None:
+    """A link to the span that wrote `event`, when it was written inside one."""
+    if event.trace_carrier is None:
+        return None
+    writer = trace.get_current_span(propagate.extract(event.trace_carrier)).get_span_context()
+    return trace.Link(writer) if writer.is_valid else None
 
 
 @dataclass(frozen=True)
