@@ -188,6 +188,12 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         )
         return pb.MarkMessageDeliveryResponse(message=wire.message_pb(message))
 
+    async def MarkMessagesDelivery(
+        self, request: pb.MarkMessagesDeliveryRequest, context: Ctx
+    ) -> pb.MarkMessagesDeliveryResponse:
+        marks = await messages.mark_messages_delivery(self._deps, wire.delivery_reports(request))
+        return pb.MarkMessagesDeliveryResponse(results=[wire.delivery_mark_pb(m) for m in marks])
+
     async def ListMessages(self, request: pb.ListMessagesRequest, context: Ctx) -> pb.ListMessagesResponse:
         page = await messages.list_messages(
             self._deps, _user(), wire.conversation_id(request.conversation_id), wire.messages_page(request)

@@ -62,6 +62,12 @@ DOUBLE_TEXTING_PB = {
     DoubleTexting.ROLLBACK: pb.DOUBLE_TEXTING_ROLLBACK,
 }
 DOUBLE_TEXTING_OF: dict[int, DoubleTexting] = {int(v): k for k, v in DOUBLE_TEXTING_PB.items()}
+MARK_OUTCOME_PB = {
+    message_rules.MarkOutcome.MARKED: pb.DELIVERY_MARK_OUTCOME_MARKED,
+    message_rules.MarkOutcome.ALREADY: pb.DELIVERY_MARK_OUTCOME_ALREADY,
+    message_rules.MarkOutcome.NOT_FOUND: pb.DELIVERY_MARK_OUTCOME_NOT_FOUND,
+    message_rules.MarkOutcome.REFUSED: pb.DELIVERY_MARK_OUTCOME_REFUSED,
+}
 
 
 # --- requests: ids, enums, optional fields, pages ---
@@ -134,6 +140,14 @@ def optional_memory_source(request: pb.SearchMemoriesRequest, field: str = "sour
 
 def delivery_outcome(value: int, field: str = "status") -> MessageStatus:
     return message_rules.check_delivery_outcome(MESSAGE_STATUS_OF.get(value), field)
+
+
+def delivery_reports(request: pb.MarkMessagesDeliveryRequest) -> list[tuple[uuid.UUID, MessageStatus]]:
+    message_rules.check_delivery_mark_count(len(request.items))
+    return [
+        (message_id(item.message_id, f"items[{i}].message_id"), delivery_outcome(item.status, f"items[{i}].status"))
+        for i, item in enumerate(request.items)
+    ]
 
 
 def older_than(request: pb.CleanupInboundDedupeRequest) -> timedelta | None:
@@ -235,6 +249,12 @@ def message_refs(values: Sequence[uuid.UUID]) -> list[str]:
 
 def optional_message_pb(m: Message | None) -> pb.Message | None:
     return message_pb(m) if m is not None else None
+
+
+def delivery_mark_pb(mark: message_rules.DeliveryMark) -> pb.DeliveryMark:
+    return pb.DeliveryMark(
+        message_id=ids.MESSAGE.format(mark.message_id), outcome=MARK_OUTCOME_PB[mark.outcome], reason=mark.reason
+    )
 
 
 def recent_pb(r: RecentConversation) -> pb.RecentConversation:

@@ -88,10 +88,51 @@ def refuse_streaming_change(message: Message, operation: str) -> FailedPrecondit
 DELIVERY_OUTCOMES = frozenset({MessageStatus.DELIVERED, MessageStatus.FAILED})
 
 
+# How many delivery outcomes one MarkMessagesDelivery call carries: the delivery outbox's batch.
+MAX_DELIVERY_MARKS = 100
+
+
+class MarkOutcome(StrEnum):
+    """What became of one delivery outcome report."""
+
+    MARKED = "marked"  # the message took the outcome now
+    ALREADY = "already"  # it already carried it: a repeated report
+    NOT_FOUND = "not_found"
+    REFUSED = "refused"  # still streaming, or another final outcome already
+
+
+@dataclass(frozen=True)
+class DeliveryMark:
+    message_id: uuid.UUID
+    outcome: MarkOutcome
+    reason: str = ""  # why, when REFUSED
+
+
+def can_take_delivery_outcome(message: Message) -> bool:
+    """Only a stored message (PENDING/SENT) that is not streaming takes an outcome
+    (docs/hardening.md #27); store.messages.MARK_DELIVERIES holds the same guard in SQL."""
+    return not message.streaming and message.status in (MessageStatus.PENDING, MessageStatus.SENT)
+
+
+def judge_delivery_mark(message: Message | None, message_id: uuid.UUID, outcome: MessageStatus) -> DeliveryMark:
+    """The verdict on a report the guarded update did not apply, from the message as it is now."""
+    if message is None:
+        return DeliveryMark(message_id, MarkOutcome.NOT_FOUND)
+    if message.status is outcome and not message.streaming:
+        return DeliveryMark(message_id, MarkOutcome.ALREADY)
+    return DeliveryMark(message_id, MarkOutcome.REFUSED, refuse_delivery_outcome(message, outcome).message)
+
+
 def refuse_delivery_outcome(message: Message, outcome: MessageStatus) -> FailedPrecondition:
     if message.streaming:
         return FailedPrecondition("message is still streaming")
     return FailedPrecondition(f"message is already {message.status.value}; cannot mark it {outcome.value}")
+
+
+def check_delivery_mark_count(count: int, field: str = "items") -> int:
+    if not 1 <= count <= MAX_DELIVERY_MARKS:
+        raise InvalidArgument(field, f"must hold 1..{MAX_DELIVERY_MARKS} items")
+    return count
 
 
 # --- input checks ---

@@ -248,23 +248,78 @@ async def fail_open_placeholders_of_job(
     return sorted((message_of(r) for r in rows), key=lambda m: m.id)
 
 
-async def mark_delivery(
-    conn: AsyncConnection, message_id: uuid.UUID, outcome: MessageStatus, revision: int, now: datetime
-) -> Message | None:
-    """Guarded: only a stored (PENDING/SENT) message that is not streaming (docs/hardening.md #27)."""
-    row = (
-        await conn.execute(
-            sa.update(messages)
-            .where(
-                messages.c.id == message_id,
-                messages.c.streaming.is_(False),
-                messages.c.status.in_([MessageStatus.PENDING.value, MessageStatus.SENT.value]),
-            )
-            .values(status=outcome.value, revision=revision, updated_at=now)
-            .returning(messages)
-        )
-    ).first()
-    return message_of(row) if row else None
+# MarkMessagesDelivery as one statement, one round trip on the direct pool: the delivery outbox
+# reports a batch of sends at a time (docs/hardening.md #27). As the unit-of-work writers do, it
+# locks each conversation concerned (in id order, so two batches never deadlock) and allocates
+# its revisions, one per message so a watcher's page never splits a revision; then marks each
+# message that is stored (PENDING/SENT) and not streaming, a guard re-checked under the
+# message's lock (a concurrent writer's change is seen, and a message that no longer qualifies
+# leaves a revision gap, which watchers skip); and wakes the conversations' watchers and their
+# owners' list watchers at commit. Answers one row per conversation woken, each carrying every
+# marked id; no row when nothing was marked. `ids` hold each message at most once.
+MARK_DELIVERIES = """
+WITH markable AS (
+    SELECT m.id, m.conversation_id, v.outcome,
+           row_number() OVER (PARTITION BY m.conversation_id ORDER BY m.id) AS n
+    FROM unnest(CAST(%(ids)s AS uuid[]), CAST(%(outcomes)s AS text[])) AS v(id, outcome)
+    JOIN messages.messages m ON m.id = v.id
+    WHERE NOT m.streaming AND m.status IN ('pending', 'sent')
+), locked AS MATERIALIZED (
+    SELECT c.id FROM messages.conversations c
+    WHERE c.id IN (SELECT conversation_id FROM markable)
+    ORDER BY c.id
+    FOR UPDATE
+), conversation AS (
+    UPDATE messages.conversations c SET revision = c.revision + k.n
+    FROM (SELECT conversation_id, count(*) AS n FROM markable GROUP BY conversation_id) k
+    WHERE c.id = k.conversation_id AND c.id IN (SELECT id FROM locked)
+    RETURNING c.id, c.revision - k.n AS base, c.user_id, c.contact_id
+), marked AS (
+    UPDATE messages.messages m
+    SET status = t.outcome, revision = c.base + t.n, updated_at = %(now)s
+    FROM markable t JOIN conversation c ON c.id = t.conversation_id
+    WHERE m.id = t.id AND NOT m.streaming AND m.status IN ('pending', 'sent')
+    RETURNING m.id, m.conversation_id
+), woken AS (
+    SELECT c.id, c.user_id, c.contact_id FROM conversation c
+    WHERE c.id IN (SELECT conversation_id FROM marked)
+)
+SELECT pg_notify(%(conversation_channel)s, replace(w.id::text, '-', '')) AS conversation,
+       CASE WHEN w.user_id IS NOT NULL
+            THEN pg_notify(%(list_channel)s, 'u' || replace(w.user_id::text, '-', '')) END AS user_list,
+       CASE WHEN w.contact_id IS NOT NULL
+            THEN pg_notify(%(list_channel)s, 'c' || replace(w.contact_id::text, '-', '')) END AS contact_list,
+       (SELECT array_agg(id) FROM marked) AS marked_ids
+FROM woken w
+"""
+
+
+async def mark_deliveries(
+    db: DirectPool,
+    outcomes: dict[uuid.UUID, MessageStatus],
+    now: datetime,
+    *,
+    conversation_channel: str,
+    list_channel: str,
+) -> set[uuid.UUID]:
+    """The messages that took their outcome; the others failed the guard or do not exist (the
+    caller reads them to say which). The wake-up keys are domain.conversations.owner_keys'."""
+    rows = await db.fetch(
+        MARK_DELIVERIES,
+        {
+            "ids": list(outcomes),
+            "outcomes": [o.value for o in outcomes.values()],
+            "now": now,
+            "conversation_channel": conversation_channel,
+            "list_channel": list_channel,
+        },
+    )
+    return set(rows[0].marked_ids) if rows else set()
+
+
+async def get_messages(conn: AsyncConnection, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Message]:
+    rows = (await conn.execute(sa.select(messages).where(messages.c.id.in_(list(message_ids))))).all()
+    return {r.id: message_of(r) for r in rows}
 
 
 async def list_messages(conn: AsyncConnection, conversation_id: uuid.UUID, page: PageRequest) -> list[Message]:

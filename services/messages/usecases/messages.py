@@ -400,17 +400,44 @@ async def _fail_job_placeholders(
 
 async def mark_message_delivery(deps: Deps, message_id: uuid.UUID, outcome: MessageStatus) -> Message:
     """The delivery service reports DELIVERED or FAILED for a stored message
-    (docs/hardening.md #27)."""
+    (docs/hardening.md #27); repeating the same outcome changes nothing."""
+    (mark,) = await mark_messages_delivery(deps, [(message_id, outcome)])
+    if mark.outcome is rules.MarkOutcome.NOT_FOUND:
+        raise NotFound(MESSAGE_NOT_FOUND)  # a clean NOT_FOUND, not a crash (docs/hardening.md #30)
+    if mark.outcome is rules.MarkOutcome.REFUSED:
+        raise FailedPrecondition(mark.reason)
     async with deps.uow() as uow:
-        conversation, current = await _lock_message(uow, message_id)
-        if current.status is outcome and not current.streaming:
-            return current  # a repeated report
-        marked = await store.mark_delivery(uow.conn, message_id, outcome, conversation.revision, deps.clock())
-        if marked is None:
-            raise rules.refuse_delivery_outcome(current, outcome)
-        await announce(uow.conn, conversation)
-        await uow.commit()
-    return marked
+        message = await store.get_message(uow.conn, message_id)
+    if message is None:
+        raise NotFound(MESSAGE_NOT_FOUND)  # deleted right after (docs/double-texting.md)
+    return message
+
+
+async def mark_messages_delivery(
+    deps: Deps, reports: Sequence[tuple[uuid.UUID, MessageStatus]]
+) -> list[rules.DeliveryMark]:
+    """Many delivery outcomes in one statement, each judged as MarkMessageDelivery judges it; one
+    verdict per report, in order. A message reported twice takes the first outcome, and the
+    second is judged against it."""
+    rules.check_delivery_mark_count(len(reports))
+    first: dict[uuid.UUID, MessageStatus] = {}
+    for message_id, outcome in reports:
+        first.setdefault(message_id, outcome)
+    marked = await store.mark_deliveries(
+        deps.db, first, deps.clock(), conversation_channel=CONVERSATION_CHANNEL, list_channel=CONVERSATION_LIST_CHANNEL
+    )
+    verdicts: list[rules.DeliveryMark] = []
+    current: dict[uuid.UUID, Message] | None = None
+    for message_id, outcome in reports:
+        if message_id in marked:
+            marked.discard(message_id)  # a later report of the same message is judged below
+            verdicts.append(rules.DeliveryMark(message_id, rules.MarkOutcome.MARKED))
+            continue
+        if current is None:  # rare: a repeated report, a refusal or an unknown id
+            async with deps.uow() as uow:
+                current = await store.get_messages(uow.conn, list(first))
+        verdicts.append(rules.judge_delivery_mark(current.get(message_id), message_id, outcome))
+    return verdicts
 
 
 async def list_messages(deps: Deps, user: ResolvedUser, conversation_id: uuid.UUID, page: PageRequest) -> Page[Message]:

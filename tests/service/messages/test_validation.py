@@ -101,6 +101,8 @@ def bad_requests(conv: str, msg: str, placeholder: str, user: Any) -> list[tuple
         ("MarkMessageDelivery", "message_id", lambda st: st.MarkMessageDelivery(pb.MarkMessageDeliveryRequest(message_id="msg_zz", status=pb.MESSAGE_STATUS_DELIVERED), metadata=s)),
         ("MarkMessageDelivery", "status", lambda st: st.MarkMessageDelivery(pb.MarkMessageDeliveryRequest(message_id=msg, status=pb.MESSAGE_STATUS_SENT), metadata=s)),
         ("MarkMessageDelivery", "status", lambda st: st.MarkMessageDelivery(pb.MarkMessageDeliveryRequest(message_id=msg), metadata=s)),
+        ("MarkMessagesDelivery", "items", lambda st: st.MarkMessagesDelivery(pb.MarkMessagesDeliveryRequest(), metadata=s)),
+        ("MarkMessagesDelivery", "items[0].message_id", lambda st: st.MarkMessagesDelivery(pb.MarkMessagesDeliveryRequest(items=[pb.MarkMessageDeliveryRequest(message_id=conv, status=pb.MESSAGE_STATUS_FAILED)]), metadata=s)),
         ("ListMessages", "conversation_id", lambda st: st.ListMessages(pb.ListMessagesRequest(conversation_id=msg), metadata=user)),
         ("ListMessages", "page_size", lambda st: st.ListMessages(pb.ListMessagesRequest(conversation_id=conv, page_size=-1), metadata=user)),
         ("ListMessages", "page_size", lambda st: st.ListMessages(pb.ListMessagesRequest(conversation_id=conv, page_size=1001), metadata=user)),
