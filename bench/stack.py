@@ -337,13 +337,17 @@ class RssSampler:
 class Measurement:
     """One timed interval: wall time, the CPU split per 1,000 items, peak RSS. `start()` and
     `stop()` may be called from inside the work (the first job seen, the last ack) and only
-    the first call of each counts."""
+    the first call of each counts. `settled()`, called once the stack is quiet after `stop()`,
+    moves the end of the CPU reading (not of the wall time) there: work a drain leaves behind
+    (outbox events still being delivered, e.g. delivery's outcome reports to messages) is
+    charged to the drain that caused it."""
 
     def __init__(self, stack: Stack, items: int, server: str | None) -> None:
         self._stack, self._items, self._server = stack, items, server
         self._rss = RssSampler(stack)
         self._before: CpuReading | None = None
         self._after: CpuReading | None = None
+        self._settled: CpuReading | None = None
 
     def start(self) -> None:
         if self._before is None:
@@ -355,6 +359,10 @@ class Measurement:
             self._after = read_cpu(self._stack)
             self._rss.stop()
 
+    def settled(self) -> None:
+        if self._after is not None and self._settled is None:
+            self._settled = read_cpu(self._stack)
+
     @property
     def rss_peak_mb(self) -> dict[str, float]:
         return self._rss.peak_mb
@@ -364,7 +372,7 @@ class Measurement:
             raise RuntimeError("the measured interval never started or never ended")
         elapsed = self._after.wall_s - self._before.wall_s
         found = {"rate": self._items / elapsed, "seconds": elapsed}
-        found.update(cpu_per_1k(self._before, self._after, self._items, self._server))
+        found.update(cpu_per_1k(self._before, self._settled or self._after, self._items, self._server))
         if self._server is not None:
             found["rss_server_mb"] = self._rss.peak_mb.get(self._server, 0.0)
         return found
