@@ -1,13 +1,14 @@
 """Completion webhook events as the services that own them emit them (docs/webhooks.md).
 
 A service stores the event in its outbox in the transaction of the change itself
-(`webhook_event` + `zenthor.outbox.add_events`); after commit its relay hands it to delivery's
-PublishWebhookEvent (`webhook_event_handler`), which is idempotent on the event id and fans the
-event out to the owner's subscribed endpoints, one delivery (one WebhookDeliveryWorkflow) each.
+(`webhook_event` + `zenthor.outbox.add_events`); after commit its relay hands it, with up to
+MAX_PUBLISH_BATCH others, to delivery's PublishWebhookEvents (`webhook_event_handler`), which is
+idempotent on the event id and fans each event out to its owner's subscribed endpoints, one
+delivery (one WebhookDeliveryWorkflow) each, in one transaction for the whole batch.
 
     emitter tx: state change + outbox(delivery.publish_webhook_event, key = event id)
-        ──relay──► delivery.PublishWebhookEvent ──► one delivery row per endpoint
-                                                     ──outbox──► WebhookDeliveryWorkflow
+        ──relay, a chunk per call──► delivery.PublishWebhookEvents ──► one delivery row per endpoint
+                                                                    ──outbox──► WebhookDeliveryWorkflow
 
 The event id is `<type>:<entity id>` (`job.completed:job_…`): each event happens once per entity,
 so the id is its natural idempotency key, and receivers get it as `svix-id`.
@@ -15,7 +16,7 @@ so the id is its natural idempotency key, and receivers get it as `svix-id`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -30,12 +31,14 @@ from zenthor.clients import Peers
 from zenthor.convert import timestamp
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
 from zenthor.logs import get_logger
-from zenthor.outbox import Handler
+from zenthor.outbox import Batched, Handler, PermanentDeliveryError
 from zenthor.retries import TemporalClientProvider
 
 log = get_logger("zenthor.webhooks")
 
 WEBHOOK_EVENT_TOPIC = "delivery.publish_webhook_event"
+# Events per PublishWebhookEvents call: the relay's chunk, and what delivery accepts.
+MAX_PUBLISH_BATCH = 100
 
 
 class WebhookEventType(StrEnum):
@@ -101,13 +104,21 @@ def publish_request(payload: Mapping[str, Any]) -> pb.PublishWebhookEventRequest
     )
 
 
-def webhook_event_handler(peers: Peers) -> Handler:
-    """The outbox handler for WEBHOOK_EVENT_TOPIC, for every emitting service's relay."""
+def webhook_event_handler(peers: Peers) -> Batched:
+    """The outbox handler for WEBHOOK_EVENT_TOPIC, for every emitting service's relay: a chunk of
+    events per PublishWebhookEvents call (a busy job queue finishes thousands of jobs a second;
+    one call each would make the round trips the limit). A refused event is dead-lettered (no
+    retry can make it valid); a failed call fails, and retries, the whole chunk."""
 
-    async def publish(payload: Mapping[str, Any]) -> None:
-        await peers.delivery().PublishWebhookEvent(publish_request(payload))
+    async def publish(payloads: Sequence[Mapping[str, Any]]) -> list[Exception | None]:
+        request = pb.PublishWebhookEventsRequest(events=[publish_request(p) for p in payloads])
+        reply = await peers.delivery().PublishWebhookEvents(request)
+        return [
+            PermanentDeliveryError(f"{r.refusal.field}: {r.refusal.description}") if r.HasField("refusal") else None
+            for r in reply.results
+        ]
 
-    return publish
+    return Batched(publish, max_size=MAX_PUBLISH_BATCH)
 
 
 # --- the delivery workflow, started by name from delivery's outbox (as zenthor.retries) ---

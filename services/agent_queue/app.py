@@ -57,7 +57,7 @@ async def build_server(
             TRIGGER_TOPIC: trigger_message_sender(peers),
             FAIL_PLACEHOLDERS_TOPIC: job_placeholder_failer(peers),
             TASK_WORKFLOW_TOPIC: task_workflow_signaller(temporal, settings.temporal_task_queue),
-            # job.completed / job.failed (store/job_events.py) to delivery's PublishWebhookEvent.
+            # job.completed / job.failed (store/job_events.py) to delivery's PublishWebhookEvents.
             WEBHOOK_EVENT_TOPIC: webhook_event_handler(peers),
         },
         poll_s=outbox_poll_s,

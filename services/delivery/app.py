@@ -75,7 +75,7 @@ async def build_server(
             max_attempts=settings.webhooks_max_attempts,
             timeout_s=settings.webhooks_timeout_s,
         ),
-        linked_user=linked_user_lookup(peers),
+        linked_users=linked_user_lookup(peers),
     )
     registration = ServiceRegistration(
         descriptor=delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"],

@@ -9,9 +9,8 @@ from services.delivery.usecases import outbound as outbound_uc
 from services.delivery.usecases import webhooks as webhooks_uc
 from services.delivery.usecases import whatsapp as whatsapp_uc
 from services.delivery.usecases.deps import Deps
-from zenthor import ids
 from zenthor.auth.principal import ResolvedUser, current_principal
-from zenthor.convert import optional_bool, optional_id, optional_str
+from zenthor.convert import optional_bool, optional_str
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2_grpc
 from zenthor.server import Ctx
@@ -238,16 +237,14 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
     async def PublishWebhookEvent(
         self, request: pb.PublishWebhookEventRequest, context: Ctx
     ) -> pb.PublishWebhookEventResponse:
-        published = await webhooks_uc.publish_event(
-            self._deps,
-            event_id=request.event_id,
-            event_type=wire.WEBHOOK_EVENT_TYPE_OF.get(request.type),
-            occurred_at=wire.occur_time(request),
-            owner_user_id=optional_id(ids.USER, request, "owner_user_id"),
-            owner_contact_id=optional_id(ids.CONTACT, request, "owner_contact_id"),
-            data=wire.event_data(request),
-        )
+        published = await webhooks_uc.publish_event(self._deps, wire.new_event(request))
         return pb.PublishWebhookEventResponse(deliveries_created=published.deliveries_created, duplicate=published.duplicate)
+
+    async def PublishWebhookEvents(
+        self, request: pb.PublishWebhookEventsRequest, context: Ctx
+    ) -> pb.PublishWebhookEventsResponse:
+        results = await webhooks_uc.publish_events(self._deps, wire.new_events(request))
+        return wire.published_events_pb(request, results)
 
     async def GetWebhookDeliveryTarget(
         self, request: pb.GetWebhookDeliveryTargetRequest, context: Ctx

@@ -21,9 +21,11 @@ from services.delivery.domain.webhooks import (
     DeliveryStatus,
     DeliveryTarget,
     Endpoint,
+    NewEvent,
 )
 from services.delivery.domain.whatsapp import Account, Lease, SessionEntry
 from services.delivery.usecases.outbound import ClaimableCount
+from services.delivery.usecases.webhooks import Published
 from zenthor import ids
 from zenthor.convert import duration_pb, optional_duration, optional_id, optional_str, timestamp
 from zenthor.errors import InvalidArgument
@@ -232,6 +234,49 @@ def webhook_endpoints_page(request: pb.ListWebhookEndpointsRequest) -> PageReque
 
 def webhook_deliveries_page(request: pb.ListWebhookDeliveriesRequest) -> PageRequest:
     return page_request(request.page_size, request.page_token, webhook_rules.DELIVERIES_PAGE)
+
+
+def new_event(request: pb.PublishWebhookEventRequest) -> NewEvent:
+    """A published event as the rules check it; INVALID_ARGUMENT naming the field when a value
+    cannot even be read (an id of the wrong kind, an impossible time)."""
+    return NewEvent(
+        event_id=request.event_id,
+        type=WEBHOOK_EVENT_TYPE_OF.get(request.type),
+        occurred_at=occur_time(request),
+        owner_user_id=optional_id(ids.USER, request, "owner_user_id"),
+        owner_contact_id=optional_id(ids.CONTACT, request, "owner_contact_id"),
+        data=event_data(request),
+    )
+
+
+def new_events(request: pb.PublishWebhookEventsRequest) -> list[NewEvent | InvalidArgument]:
+    """Each event of a batch, or why it cannot be read: one bad event does not fail the call."""
+    events: list[NewEvent | InvalidArgument] = []
+    for item in request.events:
+        try:
+            events.append(new_event(item))
+        except InvalidArgument as refused:
+            events.append(refused)
+    return events
+
+
+def published_events_pb(
+    request: pb.PublishWebhookEventsRequest, results: Sequence[Published | InvalidArgument]
+) -> pb.PublishWebhookEventsResponse:
+    """One result per event, in order; a refused one carries its event id as sent."""
+    return pb.PublishWebhookEventsResponse(
+        results=[
+            pb.PublishedWebhookEvent(
+                event_id=item.event_id,
+                refusal=pb.WebhookEventRefusal(field=result.field, description=result.why),
+            )
+            if isinstance(result, InvalidArgument)
+            else pb.PublishedWebhookEvent(
+                event_id=result.event_id, deliveries_created=result.deliveries_created, duplicate=result.duplicate
+            )
+            for item, result in zip(request.events, results, strict=True)
+        ]
+    )
 
 
 def occur_time(request: pb.PublishWebhookEventRequest) -> datetime:

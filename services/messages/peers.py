@@ -17,11 +17,11 @@ from zenthor import ids
 from zenthor.clients import Peers
 from zenthor.errors import Unavailable
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as agent_queue
-from zenthor.outbox import Handler
+from zenthor.outbox import TopicHandler
 from zenthor.webhooks import WEBHOOK_EVENT_TOPIC, webhook_event_handler
 
 
-def outbox_handlers(peers: Peers) -> Mapping[str, Handler]:
+def outbox_handlers(peers: Peers) -> Mapping[str, TopicHandler]:
     async def enqueue_job(payload: Mapping[str, Any]) -> None:
         # agent_queue keys the job by message id: a repeated delivery returns the same job.
         await peers.agent_queue().EnqueueJob(
@@ -49,7 +49,7 @@ def outbox_handlers(peers: Peers) -> Mapping[str, Handler]:
     return {
         ENQUEUE_JOB_TOPIC: enqueue_job,
         CANCEL_JOBS_TOPIC: cancel_conversation_jobs,
-        # message.created (docs/webhooks.md) to delivery's idempotent PublishWebhookEvent.
+        # message.created (docs/webhooks.md) to delivery's idempotent PublishWebhookEvents (a batch per call).
         WEBHOOK_EVENT_TOPIC: webhook_event_handler(peers),
     }
 

@@ -4,7 +4,7 @@ statements on the direct pool (store/jobs.py), so the event is one more CTE ther
 rows the UPDATE returns; the failures in a unit of work insert it from the stored rows.
 
 The payload has the shape `zenthor.webhooks.webhook_event` gives every other emitter (event id
-`<type>:job_…`, ISO times, typed ids), which the relay hands to delivery's PublishWebhookEvent.
+`<type>:job_…`, ISO times, typed ids), which the relay hands to delivery's PublishWebhookEvents.
 A job whose conversation has no owner on record is not an event anyone could receive."""
 
 from __future__ import annotations

@@ -54,6 +54,8 @@ LEASE_EXPIRED_ERROR = "claim lease expired (sender crashed or stalled) while hel
 RELEASE_TARGET = "delivery.ReleaseOutbound"
 # Outbox topic: a SENT/FAILED row marks its `messages` row delivered/failed (docs/hardening.md #27).
 MARK_DELIVERY_TOPIC = "messages.mark_delivery"
+# Outcomes per MarkMessagesDelivery call: the most messages' contract takes.
+MAX_DELIVERY_MARKS = 100
 # A WhatsApp number as identity stores it: 10 to 15 ASCII digits.
 PHONE_RE = re.compile(r"^[0-9]{10,15}$")
 

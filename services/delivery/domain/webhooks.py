@@ -12,7 +12,7 @@ import base64
 import json
 import math
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -20,7 +20,7 @@ from typing import Any
 
 from zenthor.errors import InvalidArgument
 from zenthor.pagination import PageLimits
-from zenthor.webhooks import WebhookEventType
+from zenthor.webhooks import MAX_PUBLISH_BATCH, WebhookEventType
 
 SECRET_PREFIX = "whsec_"
 # svix secrets are 24 to 64 random bytes, base64 after the prefix; 32 is what svix itself issues.
@@ -116,6 +116,34 @@ class Event:
     body: str
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """An event as an emitter publishes it, before its checks (`checked_event`)."""
+
+    event_id: str
+    type: WebhookEventType | None
+    occurred_at: datetime
+    owner_user_id: uuid.UUID | None
+    owner_contact_id: uuid.UUID | None
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """An enabled endpoint, its owner and the event types it subscribes to."""
+
+    endpoint_id: uuid.UUID
+    user_id: uuid.UUID
+    event_types: frozenset[WebhookEventType]
+
+
+def subscribers(
+    subscriptions: Sequence[Subscription], owners: Collection[uuid.UUID], event_type: WebhookEventType
+) -> list[uuid.UUID]:
+    """The endpoints an event of `event_type` owned by `owners` fans out to, in the given order."""
+    return [s.endpoint_id for s in subscriptions if s.user_id in owners and event_type in s.event_types]
+
+
 def new_secret(token_bytes: Callable[[int], bytes]) -> str:
     """A signing secret in svix's format (`whsec_` + base64 of random bytes)."""
     return SECRET_PREFIX + base64.b64encode(token_bytes(SECRET_BYTES)).decode()
@@ -147,6 +175,24 @@ def check_event_id(value: str) -> str:
 def check_owner(user_id: uuid.UUID | None, contact_id: uuid.UUID | None) -> None:
     if user_id is None and contact_id is None:
         raise InvalidArgument("owner_user_id", "an event needs an owner user or contact")
+
+
+def check_event_batch(count: int) -> None:
+    """PublishWebhookEvents takes 1..MAX_PUBLISH_BATCH events."""
+    if count == 0:
+        raise InvalidArgument("events", "must hold at least one event")
+    if count > MAX_PUBLISH_BATCH:
+        raise InvalidArgument("events", f"must hold at most {MAX_PUBLISH_BATCH} events")
+
+
+def checked_event(new: NewEvent) -> Event:
+    """The event as stored, or InvalidArgument naming the field at fault."""
+    check_event_id(new.event_id)
+    if new.type is None:
+        raise InvalidArgument("type", "must be a known event type")
+    check_owner(new.owner_user_id, new.owner_contact_id)
+    body = event_body(new.event_id, new.type, new.occurred_at, new.data)
+    return Event(new.event_id, new.type, new.occurred_at, new.owner_user_id, new.owner_contact_id, body)
 
 
 def check_attempt(series: int, attempt: int) -> None:

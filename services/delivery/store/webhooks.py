@@ -6,7 +6,7 @@ status)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from services.delivery.domain.webhooks import (
     Endpoint,
     EndpointChanges,
     Event,
+    Subscription,
 )
 from services.delivery.store.tables import webhook_attempts as a
 from services.delivery.store.tables import webhook_deliveries as d
@@ -147,54 +148,79 @@ async def delete_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID) -> None
     await conn.execute(sa.delete(e).where(e.c.id == endpoint_id))
 
 
-# --- events and their fan-out ---
+# --- events and their fan-out (a batch of events per statement) ---
 
 
-async def insert_event_if_absent(conn: AsyncConnection, event: Event, now: datetime) -> bool:
-    """True when the event is new; False for a repeat (its fan-out happened already)."""
+# The deliveries of a whole batch from three arrays: one statement and three parameters however
+# many there are (a multi-row VALUES would pay seven parameters a row).
+INSERT_DELIVERIES = sa.text(
+    f"""
+    INSERT INTO delivery.webhook_deliveries (id, event_id, endpoint_id, status, series, created_at, updated_at)
+    SELECT v.id, v.event_id, v.endpoint_id, '{DeliveryStatus.PENDING.value}', 1, :now, :now
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:event_ids AS text[]), CAST(:endpoint_ids AS uuid[]))
+           AS v(id, event_id, endpoint_id)
+    ON CONFLICT ON CONSTRAINT webhook_deliveries_event_endpoint_key DO NOTHING
+    RETURNING id, event_id
+    """
+)
+
+
+async def insert_events_if_absent(conn: AsyncConnection, events: Sequence[Event], now: datetime) -> set[str]:
+    """The ids of the events that are new; the others are repeats (their fan-out happened
+    already). Inserted in id order, so two batches sharing events lock them in the same order
+    and cannot deadlock."""
+    if not events:
+        return set()
     stmt = (
         pg.insert(ev)
         .values(
-            id=event.id, type=event.type.value, owner_user_id=event.owner_user_id, owner_contact_id=event.owner_contact_id,
-            body=event.body, occurred_at=event.occurred_at, created_at=now,
+            [
+                {
+                    "id": event.id, "type": event.type.value, "owner_user_id": event.owner_user_id,
+                    "owner_contact_id": event.owner_contact_id, "body": event.body, "occurred_at": event.occurred_at,
+                    "created_at": now,
+                }
+                for event in sorted(events, key=lambda x: x.id)
+            ]
         )
         .on_conflict_do_nothing(index_elements=[ev.c.id])
         .returning(ev.c.id)
     )
-    return (await conn.execute(stmt)).first() is not None
+    return {r.id for r in (await conn.execute(stmt)).all()}
 
 
-async def subscribed_endpoints(conn: AsyncConnection, user_ids: Sequence[uuid.UUID], event_type: WebhookEventType) -> list[uuid.UUID]:
-    """The enabled endpoints of these users that subscribe to `event_type`."""
-    if not user_ids:
+async def subscriptions(
+    conn: AsyncConnection, user_ids: Collection[uuid.UUID], event_types: Collection[WebhookEventType]
+) -> list[Subscription]:
+    """The enabled endpoints of these users that subscribe to any of these types, oldest first."""
+    if not user_ids or not event_types:
         return []
     query = (
-        sa.select(e.c.id)
-        .where(e.c.user_id.in_(list(user_ids)), e.c.enabled, sa.literal(event_type.value) == sa.any_(e.c.event_types))
+        sa.select(e.c.id, e.c.user_id, e.c.event_types)
+        .where(
+            e.c.user_id.in_(list(user_ids)),
+            e.c.enabled,
+            e.c.event_types.overlap(sa.cast(sorted(t.value for t in event_types), pg.ARRAY(sa.Text))),
+        )
         .order_by(e.c.id)
     )
-    return [r.id for r in (await conn.execute(query)).all()]
+    return [
+        Subscription(r.id, r.user_id, frozenset(WebhookEventType(t) for t in r.event_types))
+        for r in (await conn.execute(query)).all()
+    ]
 
 
 async def insert_deliveries(
-    conn: AsyncConnection, event_id: str, rows: Sequence[tuple[uuid.UUID, uuid.UUID]], now: datetime
-) -> list[uuid.UUID]:
-    """(delivery id, endpoint id) pairs as PENDING deliveries of series 1; answers the ids stored."""
+    conn: AsyncConnection, rows: Sequence[tuple[uuid.UUID, str, uuid.UUID]], now: datetime
+) -> list[tuple[uuid.UUID, str]]:
+    """(delivery id, event id, endpoint id) triples as PENDING deliveries of series 1; answers
+    the (delivery id, event id) pairs stored."""
     if not rows:
         return []
-    stmt = (
-        pg.insert(d)
-        .values(
-            [
-                {"id": delivery_id, "event_id": event_id, "endpoint_id": endpoint_id, "status": DeliveryStatus.PENDING.value,
-                 "series": 1, "created_at": now, "updated_at": now}
-                for delivery_id, endpoint_id in rows
-            ]
-        )
-        .on_conflict_do_nothing(constraint="webhook_deliveries_event_endpoint_key")
-        .returning(d.c.id)
-    )
-    return [r.id for r in (await conn.execute(stmt)).all()]
+    params = {
+        "ids": [r[0] for r in rows], "event_ids": [r[1] for r in rows], "endpoint_ids": [r[2] for r in rows], "now": now,
+    }
+    return [(r.id, r.event_id) for r in (await conn.execute(INSERT_DELIVERIES, params)).all()]
 
 
 # --- the delivery log ---

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,8 +26,8 @@ class WebhookOptions:
     timeout_s: float = 15.0
 
 
-async def _no_linked_user(contact_id: uuid.UUID) -> uuid.UUID | None:
-    return None
+async def _no_linked_users(contact_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Deps:
     watch_heartbeat_s: float = 30.0
     # --- completion webhooks ---
     webhooks: WebhookOptions = field(default_factory=WebhookOptions)
-    # The web user a WhatsApp contact is linked to (identity), for events of contact-owned
-    # conversations; implemented in peers.py.
-    linked_user: Callable[[uuid.UUID], Awaitable[uuid.UUID | None]] = _no_linked_user
+    # The web users WhatsApp contacts are linked to (identity, one call for many), for events of
+    # contact-owned conversations; implemented in peers.py.
+    linked_users: Callable[[Collection[uuid.UUID]], Awaitable[dict[uuid.UUID, uuid.UUID]]] = _no_linked_users
     token_bytes: Callable[[int], bytes] = secrets.token_bytes

@@ -8,9 +8,9 @@ redelivery), keyed by the workflow id: the relay starts it after commit, a repea
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +24,7 @@ from services.delivery.domain.webhooks import (
     Endpoint,
     EndpointChanges,
     Event,
+    NewEvent,
 )
 from services.delivery.store import webhooks as store
 from services.delivery.store.tables import outbox
@@ -197,52 +198,94 @@ async def redeliver(deps: Deps, user: ResolvedUser, delivery_id: uuid.UUID) -> D
     return delivery
 
 
-# --- the fan-out of a published event (PublishWebhookEvent) ---
+# --- the fan-out of published events (PublishWebhookEvent, PublishWebhookEvents) ---
 
 
 @dataclass(frozen=True)
 class Published:
+    event_id: str
     deliveries_created: int
     duplicate: bool
 
 
-async def publish_event(
-    deps: Deps,
-    *,
-    event_id: str,
-    event_type: WebhookEventType | None,
-    occurred_at: datetime,
-    owner_user_id: uuid.UUID | None,
-    owner_contact_id: uuid.UUID | None,
-    data: Mapping[str, Any],
-) -> Published:
-    """One PENDING delivery, and its workflow start, per enabled endpoint of the owner (or of the
-    user the owning contact is linked to) subscribed to the event's type. Idempotent on the event
-    id: a repeat creates nothing, also for endpoints registered since."""
-    rules.check_event_id(event_id)
-    if event_type is None:
-        raise InvalidArgument("type", "must be a known event type")
-    rules.check_owner(owner_user_id, owner_contact_id)
-    body = rules.event_body(event_id, event_type, occurred_at, data)
-    owners = [owner_user_id] if owner_user_id is not None else []
-    if owner_contact_id is not None:
-        linked = await deps.linked_user(owner_contact_id)
-        if linked is not None and linked not in owners:
-            owners.append(linked)
+async def publish_event(deps: Deps, event: NewEvent) -> Published:
+    """One event: a batch of one (`publish_events`), its refusal raised as INVALID_ARGUMENT."""
+    (result,) = await publish_events(deps, [event])
+    if isinstance(result, InvalidArgument):
+        raise result
+    return result
+
+
+async def publish_events(deps: Deps, events: Sequence[NewEvent | InvalidArgument]) -> list[Published | InvalidArgument]:
+    """One PENDING delivery, and its workflow start, per enabled endpoint of each event's owner
+    (or of the user the owning contact is linked to) subscribed to the event's type. Idempotent
+    on the event id: a repeat creates nothing, also for endpoints registered since; an id given
+    twice is published once, the later one answering `duplicate`.
+
+    One answer per event, in order. An invalid event (refused already by the wire, as given, or
+    by the rules here) is answered with its InvalidArgument and stores nothing; the others go
+    on. The whole batch is one transaction of a fixed number of statements (events, endpoints,
+    deliveries, workflow starts), and its contact owners cost one identity call, however many
+    events it holds."""
+    rules.check_event_batch(len(events))
+    checked: list[Event | InvalidArgument] = []
+    for item in events:
+        if isinstance(item, InvalidArgument):
+            checked.append(item)
+            continue
+        try:
+            checked.append(rules.checked_event(item))
+        except InvalidArgument as refused:
+            checked.append(refused)
+    first: dict[str, Event] = {}
+    for event in checked:
+        if isinstance(event, Event):
+            first.setdefault(event.id, event)
+    unique = list(first.values())
+    # Before the transaction: none stays open while a peer is called.
+    linked = await deps.linked_users({e.owner_contact_id for e in unique if e.owner_contact_id is not None})
+    owners = {e.id: _owners(e, linked) for e in unique}
     now = deps.clock()
-    event = Event(event_id, event_type, occurred_at, owner_user_id, owner_contact_id, body)
-    async with deps.uow() as uow:
-        if not await store.insert_event_if_absent(uow.conn, event, now):
-            return Published(deliveries_created=0, duplicate=True)
-        endpoints = await store.subscribed_endpoints(uow.conn, owners, event_type)
-        created = await store.insert_deliveries(
-            uow.conn, event_id, [(ids.WEBHOOK_DELIVERY.new(), endpoint_id) for endpoint_id in endpoints], now
-        )
-        await add_events(uow.conn, outbox, [_start_event(deps, delivery_id, 1) for delivery_id in created], now)
-        await uow.commit()
+    fresh: set[str] = set()
+    created: list[tuple[uuid.UUID, str]] = []
+    if unique:
+        async with deps.uow() as uow:
+            fresh = await store.insert_events_if_absent(uow.conn, unique, now)
+            new_events = [e for e in unique if e.id in fresh]
+            subscriptions = await store.subscriptions(
+                uow.conn, {u for e in new_events for u in owners[e.id]}, {e.type for e in new_events}
+            )
+            rows = [
+                (ids.WEBHOOK_DELIVERY.new(), e.id, endpoint_id)
+                for e in new_events
+                for endpoint_id in rules.subscribers(subscriptions, owners[e.id], e.type)
+            ]
+            created = sorted(await store.insert_deliveries(uow.conn, rows, now))
+            await add_events(uow.conn, outbox, [_start_event(deps, delivery_id, 1) for delivery_id, _ in created], now)
+            await uow.commit()
     if created:
         deps.kick_outbox()
-    return Published(deliveries_created=len(created), duplicate=False)
+    per_event = Counter(event_id for _, event_id in created)
+    answered: set[str] = set()
+    results: list[Published | InvalidArgument] = []
+    for event in checked:
+        if isinstance(event, InvalidArgument):
+            results.append(event)
+            continue
+        new = event.id in fresh and event.id not in answered
+        answered.add(event.id)
+        results.append(Published(event.id, per_event[event.id] if new else 0, duplicate=not new))
+    return results
+
+
+def _owners(event: Event, linked: Mapping[uuid.UUID, uuid.UUID]) -> list[uuid.UUID]:
+    """The users whose endpoints get the event: its owner user, and the user its owner contact
+    is linked to."""
+    owners = [event.owner_user_id] if event.owner_user_id is not None else []
+    user = linked.get(event.owner_contact_id) if event.owner_contact_id is not None else None
+    if user is not None and user not in owners:
+        owners.append(user)
+    return owners
 
 
 # --- the workflow's calls ---

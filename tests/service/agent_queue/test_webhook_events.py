@@ -1,7 +1,8 @@
 """`job.completed` / `job.failed` webhook events (docs/webhooks.md): stored in the agent_queue
 outbox by the statement or transaction that finishes the job, one per job also for batched
 acknowledgements, none for a refused ack, a retry still to come, or a job without an owner; and
-relayed to the real delivery server, which fans them out to the owner's endpoint."""
+relayed to the real delivery server a batch per PublishWebhookEvents call, which fans them out to
+the owner's endpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.delivery.app import build_server as build_delivery
 from tests.service.agent_queue.conftest import AgentQueueFactory
@@ -135,3 +137,37 @@ async def test_the_relay_hands_each_event_to_delivery(relayed: tuple[Running, Ru
     await eventually(lambda: len(deliveries(delivery)) == 2)
     assert {r["event_id"] for r in deliveries(delivery)} == {f"job.completed:{job_id(done)}", f"job.failed:{job_id(broken)}"}
     assert {ids.WEBHOOK_ENDPOINT.format(r["endpoint_id"]) for r in deliveries(delivery)} == {endpoint.id}
+
+
+def delivery_calls(method: str) -> float:
+    """Calls the real delivery server answered, from its own gRPC server metrics (process-wide:
+    compare before and after)."""
+    labels = {"grpc_service": "zenthor.delivery.v1.DeliveryService", "grpc_method": method, "grpc_type": "unary",
+              "grpc_code": "OK"}
+    return REGISTRY.get_sample_value("zenthor_grpc_server_handled_total", labels) or 0.0
+
+
+async def test_the_relay_publishes_the_events_of_many_finished_jobs_in_one_call(relayed: tuple[Running, Running]) -> None:
+    aq, delivery = relayed
+    owner = alice(delivery.db)
+    endpoint = (await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED,))).endpoint
+    jobs = [owned_job(aq, owner) for _ in range(5)]
+    await claim(aq)
+    batches, singles = delivery_calls("PublishWebhookEvents"), delivery_calls("PublishWebhookEvent")
+    # One acknowledgement writes the five events in one transaction: the relay's next round
+    # leases them together.
+    await aq.stub.CompleteJobs(
+        pb.CompleteJobsRequest(processor_id="w1", completions=[pb.JobCompletion(job_id=job_id(j)) for j in jobs]),
+        metadata=service(),
+    )
+    await eventually(lambda: len(deliveries(delivery)) == 5)
+    assert {r["event_id"] for r in deliveries(delivery)} == {f"job.completed:{job_id(j)}" for j in jobs}
+    assert {ids.WEBHOOK_ENDPOINT.format(r["endpoint_id"]) for r in deliveries(delivery)} == {endpoint.id}
+    assert delivery_calls("PublishWebhookEvents") - batches == 1
+    assert delivery_calls("PublishWebhookEvent") - singles == 0
+    # And the relay took them as delivered.
+    await eventually(
+        lambda: aq.db.sql(
+            "SELECT count(*) FROM agent_queue.outbox WHERE topic = 'delivery.publish_webhook_event' AND delivered_at IS NULL"
+        ) == [(0,)]
+    )

@@ -5,7 +5,7 @@ server.
 
 Each message is sent exactly once, each recipient's messages in enqueue order, and a message
 whose send always fails ends FAILED after 5 attempts and is never claimed again. The WhatsApp
-socket is the only fake (a list of sends); messages' MarkMessageDelivery is a recording
+socket is the only fake (a list of sends); messages' MarkMessagesDelivery is a recording
 stand-in (the real one is exercised in test_message_outcome.py)."""
 
 from __future__ import annotations
@@ -44,13 +44,19 @@ class RecordingMessages(messages_pb2_grpc.MessagesServiceServicer):
         self.expected = expected
         self.all_marked = asyncio.Event()
 
-    async def MarkMessageDelivery(
-        self, request: messages_pb2.MarkMessageDeliveryRequest, context: grpc.aio.ServicerContext
-    ) -> messages_pb2.MarkMessageDeliveryResponse:
-        self.marks[request.message_id].append(request.status)
+    async def MarkMessagesDelivery(
+        self, request: messages_pb2.MarkMessagesDeliveryRequest, context: grpc.aio.ServicerContext
+    ) -> messages_pb2.MarkMessagesDeliveryResponse:
+        for item in request.items:
+            self.marks[item.message_id].append(item.status)
         if len(self.marks) == self.expected:
             self.all_marked.set()
-        return messages_pb2.MarkMessageDeliveryResponse()
+        return messages_pb2.MarkMessagesDeliveryResponse(
+            results=[
+                messages_pb2.DeliveryMark(message_id=item.message_id, outcome=messages_pb2.DELIVERY_MARK_OUTCOME_MARKED)
+                for item in request.items
+            ]
+        )
 
 
 @asynccontextmanager

@@ -5,11 +5,15 @@ workflow itself, with a real receiver, is tests/workflows/test_webhook_delivery.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 from svix.webhooks import Webhook
 
 from tests.service.conftest import Running
@@ -17,6 +21,7 @@ from tests.service.delivery.conftest import DeliveryFactory
 from tests.support.builders import add_contact, alice, bob, boss
 from tests.support.grpc_client import rpc_error, service
 from tests.support.webhook_builders import (
+    APPROVAL_REQUESTED,
     JOB_COMPLETED,
     JOB_FAILED,
     MESSAGE_CREATED,
@@ -28,10 +33,13 @@ from tests.support.webhook_builders import (
     workflow_starts,
 )
 from zenthor import egress, ids
-from zenthor.clients import violated_fields
+from zenthor.clients import Peers, violated_fields
+from zenthor.config import ServiceName
 from zenthor.convert import timestamp
 from zenthor.errors import InvalidArgument
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
+from zenthor.outbox import PermanentDeliveryError
+from zenthor.webhooks import WebhookEventType, webhook_event, webhook_event_handler
 
 PENDING = pb.WEBHOOK_DELIVERY_STATUS_PENDING
 DELIVERED = pb.WEBHOOK_DELIVERY_STATUS_DELIVERED
@@ -332,3 +340,207 @@ async def test_deleting_an_endpoint_removes_its_log_and_stops_its_deliveries(del
         )
     )
     assert target.code() is grpc.StatusCode.NOT_FOUND
+
+
+# --- a batch of events (PublishWebhookEvents), as the emitting services' outboxes publish ---
+
+
+def batch_item(
+    event_type: pb.WebhookEventType.ValueType,
+    entity: str,
+    *,
+    owner_user_id: uuid.UUID | None = None,
+    owner_contact_id: uuid.UUID | None = None,
+) -> pb.PublishWebhookEventRequest:
+    names = {JOB_COMPLETED: "job.completed", JOB_FAILED: "job.failed", MESSAGE_CREATED: "message.created",
+             APPROVAL_REQUESTED: "approval.requested"}
+    data = struct_pb2.Struct()
+    data.update({"entity": entity})
+    return pb.PublishWebhookEventRequest(
+        event_id=f"{names[event_type]}:{entity}",
+        type=event_type,
+        occur_time=now_pb(),
+        owner_user_id=ids.USER.format(owner_user_id) if owner_user_id else None,
+        owner_contact_id=ids.CONTACT.format(owner_contact_id) if owner_contact_id else None,
+        data=data,
+    )
+
+
+async def publish_batch(delivery: Running, items: list[pb.PublishWebhookEventRequest]) -> list[pb.PublishedWebhookEvent]:
+    reply = await delivery.stub.PublishWebhookEvents(pb.PublishWebhookEventsRequest(events=items), metadata=service())
+    assert len(reply.results) == len(items)
+    return list(reply.results)
+
+
+def outcome(result: pb.PublishedWebhookEvent) -> tuple[str, int, bool, str | None]:
+    """(event id, deliveries created, duplicate, the refused field or None)."""
+    refused = result.refusal.field if result.HasField("refusal") else None
+    return result.event_id, result.deliveries_created, result.duplicate, refused
+
+
+def identity_calls(method: str) -> float:
+    """Calls the real identity server answered, from its own gRPC server metrics (process-wide:
+    compare before and after)."""
+    labels = {"grpc_service": "zenthor.identity.v1.IdentityService", "grpc_method": method, "grpc_type": "unary",
+              "grpc_code": "OK"}
+    return REGISTRY.get_sample_value("zenthor_grpc_server_handled_total", labels) or 0.0
+
+
+async def test_a_batch_fans_out_as_publishing_its_events_one_by_one_with_one_contact_lookup(delivery: Running) -> None:
+    alice_id, bob_id = alice(delivery.db), bob(delivery.db)
+    to_alice = add_contact(delivery.db, "5511999990000", user_id=alice_id)
+    to_bob = add_contact(delivery.db, "5511999990001", user_id=bob_id)
+    stranger = add_contact(delivery.db, "5511999990002")
+    await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED, JOB_FAILED))
+    await create_endpoint(delivery, "user_alice", event_types=(MESSAGE_CREATED,))
+    await create_endpoint(delivery, "user_bob", event_types=(JOB_COMPLETED, MESSAGE_CREATED))
+    await create_endpoint(delivery, "user_bob", event_types=(JOB_FAILED,), enabled=False)
+    events = [  # (type, owner user, owner contact): deliveries expected
+        (JOB_COMPLETED, alice_id, None),  # 1: alice's job endpoint
+        (JOB_FAILED, bob_id, None),  # 0: bob's job.failed endpoint is disabled
+        (MESSAGE_CREATED, None, to_alice),  # 1: alice's message endpoint, through the link
+        (MESSAGE_CREATED, alice_id, to_bob),  # 2: alice's and bob's message endpoints
+        (JOB_COMPLETED, None, stranger),  # 0: a contact linked to nobody
+        (APPROVAL_REQUESTED, bob_id, None),  # 0: nobody subscribes
+        (JOB_COMPLETED, None, to_bob),  # 1: bob's endpoint, through the link
+    ]
+
+    def items(suffix: str) -> list[pb.PublishWebhookEventRequest]:
+        return [
+            batch_item(t, f"{n}-{suffix}", owner_user_id=user, owner_contact_id=contact)
+            for n, (t, user, contact) in enumerate(events)
+        ]
+
+    lookups = identity_calls("BatchGetContacts")
+    singles = [
+        await delivery.stub.PublishWebhookEvent(item, metadata=service()) for item in items("single")
+    ]
+    assert identity_calls("BatchGetContacts") - lookups == 4  # one per contact-owned event
+    lookups = identity_calls("BatchGetContacts")
+    batched = await publish_batch(delivery, items("batch"))
+    # One identity call for the batch's three distinct contacts (one by one took four).
+    assert identity_calls("BatchGetContacts") - lookups == 1
+
+    assert [r.deliveries_created for r in batched] == [s.deliveries_created for s in singles] == [1, 0, 1, 2, 0, 0, 1]
+    assert not any(r.duplicate or r.HasField("refusal") for r in batched)
+    assert [r.event_id for r in batched] == [i.event_id for i in items("batch")]
+
+    def fanned_out(suffix: str) -> list[tuple[str, uuid.UUID, str]]:
+        return sorted(
+            (r["event_id"].removesuffix(f"-{suffix}"), r["endpoint_id"], r["status"])
+            for r in deliveries(delivery)
+            if r["event_id"].endswith(f"-{suffix}")
+        )
+
+    assert fanned_out("batch") == fanned_out("single") and len(fanned_out("batch")) == 5
+    # Each of the batch's deliveries has its workflow start, written in the same transaction.
+    batch_deliveries = {ids.WEBHOOK_DELIVERY.format(r["id"]) for r in deliveries(delivery) if r["event_id"].endswith("-batch")}
+    assert batch_deliveries <= set(workflow_starts(delivery))
+    stored = delivery.db.sql("SELECT id, owner_user_id, owner_contact_id FROM delivery.webhook_events WHERE id LIKE '%%-batch'")
+    assert sorted(stored) == sorted(
+        (i.event_id, user, contact) for i, (_, user, contact) in zip(items("batch"), events, strict=True)
+    )
+
+
+async def test_a_repeated_event_is_a_duplicate_in_a_later_batch_and_within_one(delivery: Running) -> None:
+    alice_id = alice(delivery.db)
+    await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED,))
+    first = await publish_batch(
+        delivery, [batch_item(JOB_COMPLETED, "a", owner_user_id=alice_id), batch_item(JOB_COMPLETED, "b", owner_user_id=alice_id)]
+    )
+    assert [outcome(r) for r in first] == [("job.completed:a", 1, False, None), ("job.completed:b", 1, False, None)]
+    # A new subscriber does not make a repeat fan out again.
+    await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED,))
+    again = await publish_batch(
+        delivery,
+        [
+            batch_item(JOB_COMPLETED, "a", owner_user_id=alice_id),
+            batch_item(JOB_COMPLETED, "c", owner_user_id=alice_id),
+            batch_item(JOB_COMPLETED, "c", owner_user_id=alice_id),
+        ],
+    )
+    assert [outcome(r) for r in again] == [
+        ("job.completed:a", 0, True, None), ("job.completed:c", 2, False, None), ("job.completed:c", 0, True, None)
+    ]
+    per_event = delivery.db.sql("SELECT event_id, count(*) FROM delivery.webhook_deliveries GROUP BY event_id ORDER BY 1")
+    assert per_event == [("job.completed:a", 1), ("job.completed:b", 1), ("job.completed:c", 2)]
+    assert delivery.db.sql("SELECT count(*) FROM delivery.webhook_events") == [(3,)]
+    assert len(workflow_starts(delivery)) == 4
+
+
+async def test_an_invalid_event_is_refused_in_its_result_and_the_others_are_published(delivery: Running) -> None:
+    alice_id = alice(delivery.db)
+    await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED,))
+    unknown_type = batch_item(JOB_COMPLETED, "unknown-type", owner_user_id=alice_id)
+    unknown_type.type = pb.WebhookEventType.ValueType(99)
+    no_owner = batch_item(JOB_COMPLETED, "no-owner")
+    bad_id = batch_item(JOB_COMPLETED, "x", owner_user_id=alice_id)
+    bad_id.event_id = "job.completed x"
+    wrong_kind_owner = batch_item(JOB_COMPLETED, "wrong-owner")
+    wrong_kind_owner.owner_user_id = ids.CONTACT.format(ids.CONTACT.new())
+    no_time = batch_item(JOB_COMPLETED, "no-time", owner_user_id=alice_id)
+    no_time.ClearField("occur_time")
+    results = await publish_batch(
+        delivery,
+        [
+            batch_item(JOB_COMPLETED, "ok-1", owner_user_id=alice_id),
+            unknown_type, no_owner, bad_id, wrong_kind_owner, no_time,
+            batch_item(JOB_COMPLETED, "ok-2", owner_user_id=alice_id),
+        ],
+    )
+    assert [outcome(r) for r in results] == [
+        ("job.completed:ok-1", 1, False, None),
+        ("job.completed:unknown-type", 0, False, "type"),
+        ("job.completed:no-owner", 0, False, "owner_user_id"),
+        ("job.completed x", 0, False, "event_id"),
+        ("job.completed:wrong-owner", 0, False, "owner_user_id"),
+        ("job.completed:no-time", 0, False, "occur_time"),
+        ("job.completed:ok-2", 1, False, None),
+    ]
+    assert all(r.refusal.description for r in results if r.HasField("refusal"))
+    stored = delivery.db.sql("SELECT id FROM delivery.webhook_events ORDER BY id")
+    assert stored == [("job.completed:ok-1",), ("job.completed:ok-2",)]
+    assert len(deliveries(delivery)) == 2
+    # A batch of only refused events stores nothing and is still no error.
+    (alone,) = await publish_batch(delivery, [no_owner])
+    assert outcome(alone) == ("job.completed:no-owner", 0, False, "owner_user_id")
+
+
+async def test_a_batch_holds_one_to_a_hundred_events(delivery: Running) -> None:
+    alice_id = alice(delivery.db)
+    await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED,))
+    for count in (0, 101):
+        items = [batch_item(JOB_COMPLETED, f"e{n}", owner_user_id=alice_id) for n in range(count)]
+        error = await rpc_error(
+            delivery.stub.PublishWebhookEvents(pb.PublishWebhookEventsRequest(events=items), metadata=service())
+        )
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT and violated_fields(error) == ["events"]
+    assert delivery.db.sql("SELECT count(*) FROM delivery.webhook_events") == [(0,)]
+    full = await publish_batch(delivery, [batch_item(JOB_COMPLETED, f"e{n}", owner_user_id=alice_id) for n in range(100)])
+    assert sum(r.deliveries_created for r in full) == 100 == len(deliveries(delivery))
+
+
+async def test_the_emitters_handler_publishes_a_chunk_in_one_call_and_parks_only_a_refused_event(
+    delivery: Running, settings_for: Any
+) -> None:
+    """zenthor.webhooks.webhook_event_handler as every emitting relay runs it: one
+    PublishWebhookEvents per chunk; a refused event is permanent (dead letter), the rest delivered."""
+    alice_id = alice(delivery.db)
+    await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED,))
+    peers = Peers(settings_for(ServiceName.AGENT_QUEUE, delivery_addr=f"127.0.0.1:{delivery.server.port}"))
+    try:
+        handler = webhook_event_handler(peers)
+        assert handler.max_size == 100
+        payloads = [
+            webhook_event(
+                WebhookEventType.JOB_COMPLETED, f"job_{n}", occurred_at=datetime.now(UTC), owner_user_id=owner,
+                owner_contact_id=None, data={"n": n},
+            )[2]
+            for n, owner in enumerate([alice_id, None, alice_id])
+        ]
+        answer = await handler.call(payloads)
+    finally:
+        await peers.close()
+    assert answer[0] is None and answer[2] is None
+    assert isinstance(answer[1], PermanentDeliveryError) and "owner_user_id" in str(answer[1])
+    assert {r["event_id"] for r in deliveries(delivery)} == {"job.completed:job_0", "job.completed:job_2"}
