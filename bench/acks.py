@@ -8,7 +8,7 @@ claim-then-complete-each loop:
   acks-on-claim         the batch's acks ride on the next claim (ClaimJobs.completed,
                         ClaimOutbound.completed_ids): one call per batch; the last batch is
                         flushed with CompleteJobs / CompleteOutboundMessages
-  worker-stream         acks-on-claim over one WorkJobs stream per worker (jobs only): one
+  worker-stream         acks-on-claim over one WorkJobs / WorkOutbound stream per worker: one
                         message each way per batch, no call per batch
 
 Job claims ask for JOB_VIEW_BASIC (what a worker reads). Every refused ack fails the drain: in a
@@ -132,8 +132,33 @@ async def outbound_acks_on_claim(w: OutboundWorker) -> None:
         w.drain.completed(len(acks))
 
 
+async def outbound_worker_stream(w: OutboundWorker) -> None:
+    stream = w.stub.WorkOutbound(metadata=w.metadata)
+    try:
+        acks: list[str] = []
+        while True:
+            request = w.claim_request()
+            request.completed_ids.extend(acks)
+            await stream.write(dpb.WorkOutboundRequest(claim=request))
+            read = await asyncio.wait_for(stream.read(), STREAM_READ_TIMEOUT_S)
+            if not isinstance(read, dpb.WorkOutboundResponse):
+                raise RuntimeError("WorkOutbound ended the stream")
+            _check(read.claim.refused_ids)
+            if acks:
+                w.drain.completed(len(acks))
+            acks = [m.id for m in read.claim.outbound_messages]
+            if w.drain.done and not acks:
+                break
+            if not acks:
+                await w.drain.wait_for_progress()
+        await stream.done_writing()
+    finally:
+        stream.cancel()
+
+
 JOB_STRATEGIES["claim+complete-batch"] = job_claim_then_complete_batch
 JOB_STRATEGIES["acks-on-claim"] = job_acks_on_claim
 JOB_STRATEGIES["worker-stream"] = job_worker_stream
 OUTBOUND_STRATEGIES["claim+complete-batch"] = outbound_claim_then_complete_batch
 OUTBOUND_STRATEGIES["acks-on-claim"] = outbound_acks_on_claim
+OUTBOUND_STRATEGIES["worker-stream"] = outbound_worker_stream

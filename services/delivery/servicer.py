@@ -50,6 +50,13 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
             refused_ids=wire.outbound_refs(outcome.refused),
         )
 
+    async def WorkOutbound(
+        self, requests: AsyncIterator[pb.WorkOutboundRequest], context: Ctx
+    ) -> AsyncIterator[pb.WorkOutboundResponse]:
+        # One ClaimOutbound per message, answered in order: the same validation, acks and claim.
+        async for request in requests:
+            yield pb.WorkOutboundResponse(claim=await self.ClaimOutbound(request.claim, context))
+
     async def CompleteOutbound(self, request: pb.CompleteOutboundRequest, context: Ctx) -> pb.CompleteOutboundResponse:
         row = await outbound_uc.complete_outbound(self._deps, wire.outbound_id(request.id), request.processor_id)
         return pb.CompleteOutboundResponse(outbound=wire.optional_outbound_pb(row))
