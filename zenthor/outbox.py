@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import sqlalchemy as sa
@@ -87,6 +87,12 @@ class Batched:
 
 # What `OutboxRelay` takes per topic.
 TopicHandler = Handler | Batched
+
+
+class Kick(Protocol):
+    """`OutboxRelay.kick` as a use case holds it: the topics it just wrote, or none for all."""
+
+    def __call__(self, *topics: str) -> None: ...
 
 
 class PermanentDeliveryError(Exception):
@@ -240,10 +246,19 @@ class OutboxRelay:
         self._ordered_by = dict(ordered_by or {})
         self._wakes = {topic: asyncio.Event() for topic in self._handlers}
         self._tasks: list[asyncio.Task[None]] = []
+        # The lease and record statements run without BEGIN/COMMIT round trips: each is one
+        # statement, atomic by itself, and they run on every kick of a hot path.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._lease_statements: dict[str | None, sa.Update] = {}
 
-    def kick(self) -> None:
-        for wake in self._wakes.values():
-            wake.set()
+    def kick(self, *topics: str) -> None:
+        """Delivers the named topics' due events now (every topic's when none is named). A use
+        case on a hot path names what it wrote: waking every topic would cost each of the
+        others an empty lease."""
+        for topic in topics or self._wakes:
+            wake = self._wakes.get(topic)
+            if wake is not None:
+                wake.set()
 
     def start(self) -> None:
         if not self._tasks:
@@ -305,27 +320,12 @@ class OutboxRelay:
         return len(leased)
 
     async def _lease(self, topic: str | None, batch: int) -> list[_Leased]:
-        t = self._table
+        statement = self._lease_statements.get(topic)
+        if statement is None:
+            statement = self._lease_statements[topic] = self._lease_statement(topic)
         now = self._clock()
-        due = (
-            sa.select(t.c.id, t.c.next_attempt_at.label("due_at"))
-            .where(t.c.delivered_at.is_(None), t.c.dead_at.is_(None), t.c.next_attempt_at <= now)
-            .where(t.c.topic == topic if topic is not None else t.c.topic.not_in(list(self._handlers) or [""]))
-            .where(*self._in_order(topic))
-            .order_by(t.c.next_attempt_at)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-            .subquery("due")
-        )
-        async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    sa.update(t)
-                    .where(t.c.id == due.c.id)
-                    .values(next_attempt_at=now + LEASE, attempts=t.c.attempts + 1)
-                    .returning(t.c.id, t.c.topic, t.c.payload, t.c.attempts, due.c.due_at)
-                )
-            ).all()
+        async with self._autocommit.connect() as conn:
+            rows = (await conn.execute(statement, {"now": now, "leased_until": now + LEASE, "batch": batch})).all()
         leased = []
         # RETURNING keeps no order; the lease order (due first, then write order: ids are
         # UUIDv7) is what a batch handler's chunks follow.
@@ -333,6 +333,27 @@ class OutboxRelay:
             payload, carrier = split_trace(r.payload)
             leased.append(_Leased(r.id, r.topic, payload, r.attempts, carrier))
         return leased
+
+    def _lease_statement(self, topic: str | None) -> sa.Update:
+        """Due rows of `topic` (None: of topics nobody handles) leased: built once per topic,
+        since every kick of a hot path runs it."""
+        t = self._table
+        due = (
+            sa.select(t.c.id, t.c.next_attempt_at.label("due_at"))
+            .where(t.c.delivered_at.is_(None), t.c.dead_at.is_(None), t.c.next_attempt_at <= sa.bindparam("now"))
+            .where(t.c.topic == topic if topic is not None else t.c.topic.not_in(list(self._handlers) or [""]))
+            .where(*self._in_order(topic))
+            .order_by(t.c.next_attempt_at)
+            .limit(sa.bindparam("batch"))
+            .with_for_update(skip_locked=True)
+            .subquery("due")
+        )
+        return (
+            sa.update(t)
+            .where(t.c.id == due.c.id)
+            .values(next_attempt_at=sa.bindparam("leased_until"), attempts=t.c.attempts + 1)
+            .returning(t.c.id, t.c.topic, t.c.payload, t.c.attempts, due.c.due_at)
+        )
 
     def _in_order(self, topic: str | None) -> list[sa.ColumnElement[bool]]:
         """For an ordered topic: no earlier undelivered, live event of the same partition. Ids are
@@ -411,9 +432,12 @@ class OutboxRelay:
         t = self._table
         now = self._clock()
         delivered = [o.event.id for o in outcomes if o.error is None]
-        async with self._engine.begin() as conn:
-            if delivered:
+        if delivered:
+            async with self._autocommit.connect() as conn:
                 await conn.execute(sa.update(t).where(t.c.id.in_(delivered)).values(delivered_at=now))
+        if len(delivered) == len(outcomes):
+            return
+        async with self._engine.begin() as conn:
             for outcome in outcomes:
                 event, error = outcome.event, outcome.error
                 if error is None:

@@ -162,3 +162,41 @@ async def test_the_operator_cli_lists_and_redrives_dead_letters(
     ) == 0
     assert "re-driven: 1 event(s)" in capsys.readouterr().out
     assert db.sql("SELECT dead_at IS NULL, attempts FROM identity.outbox") == [(True, 0)]
+
+
+
+class CountingRelay(OutboxRelay):
+    """Counts each topic's rounds, begun and finished."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.begun: dict[str | None, int] = {}
+        self.finished: dict[str | None, int] = {}
+
+    async def drain_topic(self, topic: str | None, batch: int = 100) -> int:
+        self.begun[topic] = self.begun.get(topic, 0) + 1
+        try:
+            return await super().drain_topic(topic, batch)
+        finally:
+            self.finished[topic] = self.finished.get(topic, 0) + 1
+
+
+async def test_a_kick_naming_topics_wakes_only_those(engine: AsyncEngine, db: TestDatabase) -> None:
+    # A hot path kicks the topic it wrote; the other topics' loops stay asleep (no empty lease
+    # each) until their own kick or poll, and the poll never comes within this test.
+    async def peer(payload: Mapping[str, Any]) -> None:
+        return None
+
+    relay = CountingRelay(engine, OUTBOX, {"a": peer, "b": peer}, poll_s=3600)
+    relay.start()
+    try:
+        await until(lambda: relay.finished.get("a") == 1 and relay.finished.get("b") == 1, "first rounds done")
+        await store(engine, "a", ["a1"])
+        await store(engine, "b", ["b1"])
+        relay.kick("a")
+        await until(lambda: delivered(db, "a") == 1, "a delivered")
+        assert relay.begun["b"] == 1 and delivered(db, "b") == 0
+        relay.kick()  # no topic named: every topic
+        await until(lambda: delivered(db, "b") == 1, "b delivered")
+    finally:
+        await relay.stop()

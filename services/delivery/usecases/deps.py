@@ -11,6 +11,7 @@ from datetime import datetime
 
 from zenthor.db import DirectPool, UnitOfWorkFactory
 from zenthor.notify import ChangeFeed
+from zenthor.outbox import Kick
 from zenthor.retries import DEFAULT_BASE_S, DEFAULT_CAP_S
 
 
@@ -40,7 +41,8 @@ class Deps:
     # The deployment's WhatsApp account (`WHATSAPP_ACCOUNT_ID`): rows enqueued without one get
     # it, so no row is unclaimable (docs/hardening.md #10).
     default_account_id: str
-    kick_outbox: Callable[[], None]
+    # Delivers just-committed outbox events now; the hot paths name their topic.
+    kick_outbox: Kick
     rng: random.Random
     # Backoff of a failed send (zenthor.retries.retry_delay_s): attempt 1 waits base/2..base, …
     retry_base_s: float = DEFAULT_BASE_S

@@ -147,7 +147,7 @@ async def _acknowledge(deps: Deps, processor_id: str, outbound_ids: Sequence[uui
     """One statement: the rows sent, their messages' outcome events, their recipients handed over."""
     done = await store.complete_many(deps.db, outbound_ids, processor_id, deps.clock())
     if done:
-        deps.kick_outbox()
+        deps.kick_outbox(MARK_DELIVERY_TOPIC)
     return [i for i in outbound_ids if i not in done]
 
 
@@ -162,7 +162,7 @@ async def complete_outbound(deps: Deps, outbound_id: uuid.UUID, processor_id: st
             return None
         await _settle(deps, uow.conn, [sent], now)
         await uow.commit()
-    deps.kick_outbox()
+    deps.kick_outbox(MARK_DELIVERY_TOPIC)
     return sent
 
 
