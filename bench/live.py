@@ -133,6 +133,10 @@ async def approval_to_waiter(bench: Bench) -> Metrics:
                 first = await read(wait)
                 if first.approval.status != ap.APPROVAL_STATUS_PENDING:
                     raise RuntimeError(f"approval {approval.id} not pending: {first.approval.status}")
+                # A person answers seconds after the request, when its side effects (the
+                # `approval.requested` webhook going out through the outbox) are long done; a
+                # resolve 1 ms after the create would measure the two racing for the cores.
+                await asyncio.to_thread(stack.wait_quiet)
                 started = time.perf_counter()
                 await stub.ResolveApproval(
                     ap.ResolveApprovalRequest(approval_id=approval.id, status=ap.APPROVAL_STATUS_APPROVED), metadata=user

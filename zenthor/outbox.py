@@ -215,8 +215,9 @@ class _Outcome:
 
 
 class OutboxRelay:
-    """Delivers due events. `kick()` after a commit delivers at once; a background loop per
-    topic re-drives failures. Several relays (replicas) can run: rows are leased with
+    """Delivers due events. `kick(topic)` after a commit delivers at once; a poll every `poll_s`
+    (one query for the topics with events due) wakes the topics whose retries came due or whose
+    events another replica wrote. Several relays (replicas) can run: rows are leased with
     SKIP LOCKED and a lease time."""
 
     def __init__(
@@ -250,6 +251,16 @@ class OutboxRelay:
         # statement, atomic by itself, and they run on every kick of a hot path.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._lease_statements: dict[str | None, sa.Update] = {}
+        # The poll's one statement: which handled topics have events due.
+        topics = sa.func.unnest(sa.cast(list(self._handlers), pg.ARRAY(sa.Text))).table_valued("topic").render_derived()
+        self._due_topics = sa.select(topics.c.topic).where(
+            sa.exists().where(
+                table.c.topic == topics.c.topic,
+                table.c.delivered_at.is_(None),
+                table.c.dead_at.is_(None),
+                table.c.next_attempt_at <= sa.bindparam("now"),
+            )
+        )
 
     def kick(self, *topics: str) -> None:
         """Delivers the named topics' due events now (every topic's when none is named). A use
@@ -262,8 +273,11 @@ class OutboxRelay:
 
     def start(self) -> None:
         if not self._tasks:
+            for wake in self._wakes.values():
+                wake.set()  # a first round for whatever is due already
             self._tasks = [
-                asyncio.create_task(self._run(topic), name=f"outbox-relay-{topic}") for topic in self._handlers
+                *(asyncio.create_task(self._run(topic), name=f"outbox-relay-{topic}") for topic in self._handlers),
+                asyncio.create_task(self._poll(), name="outbox-relay-poll"),
             ]
 
     async def stop(self) -> None:
@@ -271,18 +285,32 @@ class OutboxRelay:
         self._tasks = []
 
     async def _run(self, topic: str) -> None:
+        """The topic's rounds, one after another while they find events, then asleep until a
+        kick (a use case's commit, or the poll finding the topic due)."""
         wake = self._wakes[topic]
         while True:
+            await wake.wait()
+            wake.clear()
             try:
                 while await self.drain_topic(topic) > 0:
                     pass
-            except Exception:  # a DB hiccup must not kill the relay; the next tick retries
+            except Exception:  # a DB hiccup must not kill the relay; the poll wakes it again
                 log.exception("outbox.relay_error", topic=topic)
+
+    async def _poll(self) -> None:
+        """Every `poll_s`, one query for the topics with events due (a retry whose backoff ran
+        out, an event another replica committed, a round a DB hiccup broke) wakes just those:
+        an idle service pays one small statement a tick, not one lease per topic."""
+        while True:
+            await asyncio.sleep(self._poll_s)
             try:
-                await asyncio.wait_for(wake.wait(), timeout=self._poll_s)
-            except TimeoutError:
-                pass
-            wake.clear()
+                async with self._autocommit.connect() as conn:
+                    due = (await conn.execute(self._due_topics, {"now": self._clock()})).scalars().all()
+            except Exception:
+                log.exception("outbox.poll_error")
+                continue
+            if due:
+                self.kick(*due)
 
     async def drain_once(self, batch: int = DEFAULT_BATCH) -> int:
         """One round for every topic (events of topics without a handler included, so they

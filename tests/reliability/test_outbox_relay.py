@@ -200,3 +200,20 @@ async def test_a_kick_naming_topics_wakes_only_those(engine: AsyncEngine, db: Te
         await until(lambda: delivered(db, "b") == 1, "b delivered")
     finally:
         await relay.stop()
+
+
+async def test_events_nobody_kicked_for_are_found_by_the_poll(engine: AsyncEngine, db: TestDatabase) -> None:
+    # Another replica's commit, or a retry whose backoff ran out: no kick reaches this relay, and
+    # its one due-topics query per tick wakes the topic that has something due.
+    async def peer(payload: Mapping[str, Any]) -> None:
+        return None
+
+    relay = CountingRelay(engine, OUTBOX, {"a": peer, "b": peer}, poll_s=0.05)
+    relay.start()
+    try:
+        await until(lambda: relay.finished.get("a") == 1 and relay.finished.get("b") == 1, "first rounds done")
+        await store(engine, "b", ["b1"])
+        await until(lambda: delivered(db, "b") == 1, "b delivered by the poll")
+        assert relay.begun["a"] == 1  # nothing due for a: its loop was never woken
+    finally:
+        await relay.stop()
