@@ -18,14 +18,16 @@ bench nobody else holds the leases.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from bench.jobs import JOB_STRATEGIES, JobWorker
+from bench.jobs import JOB_STRATEGIES, DrainState, JobWorker
 from bench.outbound import OUTBOUND_STRATEGIES, OutboundWorker
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as dpb
 
 STREAM_READ_TIMEOUT_S = 30.0
+Ack = TypeVar("Ack")
 
 
 def _check(refused: Sequence[str]) -> None:
@@ -75,27 +77,44 @@ async def job_acks_on_claim(w: JobWorker) -> None:
         w.drain.completed(len(acks))
 
 
-async def job_worker_stream(w: JobWorker) -> None:
-    stream = w.stub.WorkJobs(metadata=w.metadata)
+async def _work_stream(
+    stream: Any,
+    drain: DrainState,
+    ask: Callable[[list[Ack]], Any],
+    answer: Callable[[Any], tuple[Sequence[str], list[Ack]]],
+    response_type: type,
+) -> None:
+    """acks-on-claim over one worker stream: each message carries the last batch's acks and the
+    next claim, and `answer` reads the reply as (refused acks, the next batch's acks)."""
     try:
-        acks: list[pb.JobCompletion] = []
+        acks: list[Ack] = []
         while True:
-            await stream.write(pb.WorkJobsRequest(claim=_claim(w, acks)))
+            await stream.write(ask(acks))
             read = await asyncio.wait_for(stream.read(), STREAM_READ_TIMEOUT_S)
-            if not isinstance(read, pb.WorkJobsResponse):
-                raise RuntimeError("WorkJobs ended the stream")
-            reply = read
-            _check(reply.claim.refused_job_ids)
+            if not isinstance(read, response_type):
+                raise RuntimeError("the worker stream ended")
+            refused, claimed = answer(read)
+            _check(refused)
             if acks:
-                w.drain.completed(len(acks))
-            acks = _acks(reply.claim.jobs)
-            if w.drain.done and not acks:
+                drain.completed(len(acks))
+            acks = claimed
+            if drain.done and not acks:
                 break
             if not acks:
-                await w.drain.wait_for_progress()
+                await drain.wait_for_progress()
         await stream.done_writing()
     finally:
         stream.cancel()
+
+
+async def job_worker_stream(w: JobWorker) -> None:
+    await _work_stream(
+        w.stub.WorkJobs(metadata=w.metadata),
+        w.drain,
+        lambda acks: pb.WorkJobsRequest(claim=_claim(w, acks)),
+        lambda reply: (reply.claim.refused_job_ids, _acks(reply.claim.jobs)),
+        pb.WorkJobsResponse,
+    )
 
 
 async def outbound_claim_then_complete_batch(w: OutboundWorker) -> None:
@@ -133,27 +152,18 @@ async def outbound_acks_on_claim(w: OutboundWorker) -> None:
 
 
 async def outbound_worker_stream(w: OutboundWorker) -> None:
-    stream = w.stub.WorkOutbound(metadata=w.metadata)
-    try:
-        acks: list[str] = []
-        while True:
-            request = w.claim_request()
-            request.completed_ids.extend(acks)
-            await stream.write(dpb.WorkOutboundRequest(claim=request))
-            read = await asyncio.wait_for(stream.read(), STREAM_READ_TIMEOUT_S)
-            if not isinstance(read, dpb.WorkOutboundResponse):
-                raise RuntimeError("WorkOutbound ended the stream")
-            _check(read.claim.refused_ids)
-            if acks:
-                w.drain.completed(len(acks))
-            acks = [m.id for m in read.claim.outbound_messages]
-            if w.drain.done and not acks:
-                break
-            if not acks:
-                await w.drain.wait_for_progress()
-        await stream.done_writing()
-    finally:
-        stream.cancel()
+    def ask(acks: list[str]) -> dpb.WorkOutboundRequest:
+        request = w.claim_request()
+        request.completed_ids.extend(acks)
+        return dpb.WorkOutboundRequest(claim=request)
+
+    await _work_stream(
+        w.stub.WorkOutbound(metadata=w.metadata),
+        w.drain,
+        ask,
+        lambda reply: (reply.claim.refused_ids, [m.id for m in reply.claim.outbound_messages]),
+        dpb.WorkOutboundResponse,
+    )
 
 
 JOB_STRATEGIES["claim+complete-batch"] = job_claim_then_complete_batch

@@ -38,3 +38,10 @@ async def stream_end(stream: Any, timeout_s: float = READ_TIMEOUT_S) -> None:
     """The stream's end; fails if a message comes instead or nothing within `timeout_s`."""
     message = await asyncio.wait_for(stream.read(), timeout_s)
     assert message is grpc.aio.EOF, f"expected the stream to end, got {message}"
+
+
+async def exchange(stream: Any, request: Any, timeout_s: float = READ_TIMEOUT_S) -> Any:
+    """One request on a bidirectional stream and the answer to it (a worker stream answers each
+    request in order)."""
+    await stream.write(request)
+    return await next_message(stream, timeout_s)

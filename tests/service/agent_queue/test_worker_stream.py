@@ -18,7 +18,7 @@ from tests.service.conftest import Running
 from tests.support.agent_queue_builders import add_job, conv, job_id, job_row, lease
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import service
-from tests.support.streams import next_message
+from tests.support.streams import exchange, next_message
 from zenthor import ids
 from zenthor.clients import violated_fields
 from zenthor.convert import utc_now
@@ -30,12 +30,6 @@ def work(processor: str, *, done: Sequence[str] = (), max_jobs: int = 10) -> pb.
     claim = pb.ClaimJobsRequest(processor_id=processor, max_jobs=max_jobs, lease=lease(60), view=pb.JOB_VIEW_BASIC)
     claim.completed.extend(pb.JobCompletion(job_id=j, model_used="m") for j in done)
     return pb.WorkJobsRequest(claim=claim)
-
-
-async def exchange(stream: grpc.aio.StreamStreamCall, request: pb.WorkJobsRequest) -> pb.WorkJobsResponse:
-    await stream.write(request)
-    reply: pb.WorkJobsResponse = await next_message(stream)
-    return reply
 
 
 async def test_each_message_acknowledges_then_claims_and_is_answered_in_order(agent_queue: Running) -> None:

@@ -14,7 +14,7 @@ import pytest
 from tests.service.conftest import Running
 from tests.support.delivery_builders import WHATSAPP, enqueue, hold_lease, row
 from tests.support.grpc_client import service
-from tests.support.streams import next_message
+from tests.support.streams import exchange
 from zenthor import ids
 from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
@@ -25,12 +25,6 @@ def work(processor: str, *, sent: Sequence[str] = (), max_messages: int = 10) ->
         account_id="default", processor_id=processor, channel=WHATSAPP, max_messages=max_messages, completed_ids=sent
     )
     return pb.WorkOutboundRequest(claim=claim)
-
-
-async def exchange(stream: grpc.aio.StreamStreamCall, request: pb.WorkOutboundRequest) -> pb.WorkOutboundResponse:
-    await stream.write(request)
-    reply: pb.WorkOutboundResponse = await next_message(stream)
-    return reply
 
 
 async def test_each_message_acknowledges_then_claims_and_is_answered_in_order(delivery: Running) -> None:
