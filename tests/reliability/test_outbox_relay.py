@@ -181,16 +181,28 @@ class CountingRelay(OutboxRelay):
             self.finished[topic] = self.finished.get(topic, 0) + 1
 
 
-async def test_a_kick_naming_topics_wakes_only_those(engine: AsyncEngine, db: TestDatabase) -> None:
-    # A hot path kicks the topic it wrote; the other topics' loops stay asleep (no empty lease
-    # each) until their own kick or poll, and the poll never comes within this test.
-    async def peer(payload: Mapping[str, Any]) -> None:
-        return None
+async def accept(payload: Mapping[str, Any]) -> None:
+    return None
 
-    relay = CountingRelay(engine, OUTBOX, {"a": peer, "b": peer}, poll_s=3600)
+
+async def sleeping_relay(engine: AsyncEngine, poll_s: float) -> CountingRelay:
+    """A relay for topics "a" and "b", started, once both loops finished their first (empty)
+    round and sleep."""
+    relay = CountingRelay(engine, OUTBOX, {"a": accept, "b": accept}, poll_s=poll_s)
     relay.start()
     try:
         await until(lambda: relay.finished.get("a") == 1 and relay.finished.get("b") == 1, "first rounds done")
+    except BaseException:
+        await relay.stop()
+        raise
+    return relay
+
+
+async def test_a_kick_naming_topics_wakes_only_those(engine: AsyncEngine, db: TestDatabase) -> None:
+    # A hot path kicks the topic it wrote; the other topics' loops stay asleep (no empty lease
+    # each) until their own kick or poll, and the poll never comes within this test.
+    relay = await sleeping_relay(engine, poll_s=3600)
+    try:
         await store(engine, "a", ["a1"])
         await store(engine, "b", ["b1"])
         relay.kick("a")
@@ -205,13 +217,8 @@ async def test_a_kick_naming_topics_wakes_only_those(engine: AsyncEngine, db: Te
 async def test_events_nobody_kicked_for_are_found_by_the_poll(engine: AsyncEngine, db: TestDatabase) -> None:
     # Another replica's commit, or a retry whose backoff ran out: no kick reaches this relay, and
     # its one due-topics query per tick wakes the topic that has something due.
-    async def peer(payload: Mapping[str, Any]) -> None:
-        return None
-
-    relay = CountingRelay(engine, OUTBOX, {"a": peer, "b": peer}, poll_s=0.05)
-    relay.start()
+    relay = await sleeping_relay(engine, poll_s=0.05)
     try:
-        await until(lambda: relay.finished.get("a") == 1 and relay.finished.get("b") == 1, "first rounds done")
         await store(engine, "b", ["b1"])
         await until(lambda: delivered(db, "b") == 1, "b delivered by the poll")
         assert relay.begun["a"] == 1  # nothing due for a: its loop was never woken
