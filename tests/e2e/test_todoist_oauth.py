@@ -37,7 +37,7 @@ from tests.service.todoist.conftest import (
     todoist_factory,
 )
 from tests.support.builders import alice
-from tests.support.messages_builders import eventually
+from tests.support.waiting import eventually
 from tests.workflows.conftest import client, task_queue, temporal_address, temporal_env
 from zenthor.devstack.fake_todoist import FakeTodoist
 from zenthor.gen.zenthor.todoist.v1 import todoist_pb2 as pb

@@ -18,8 +18,8 @@ from services.messages.app import build_server as build_messages
 from tests.service.conftest import start, stop
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
-from tests.support.messages_builders import eventually
 from tests.support.service_process import NOBODY, REPO
+from tests.support.waiting import eventually
 from zenthor import shutdown
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc

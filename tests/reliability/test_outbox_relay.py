@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.database import TestDatabase
+from tests.support.waiting import eventually
 from zenthor.__main__ import main as zenthor_cli
 from zenthor.config import ServiceName
 from zenthor.db import UnitOfWork, create_engine
@@ -42,13 +43,6 @@ def delivered(db: TestDatabase, topic: str) -> int:
     return int(count)
 
 
-async def until(condition: Any, what: str) -> None:
-    """Waits for a state, bounded."""
-    async with asyncio.timeout(WAIT_S):
-        while not condition():  # noqa: ASYNC110 - the state lives in the database, not in an Event
-            await asyncio.sleep(0.02)
-
-
 async def test_a_peer_that_is_up_gets_its_events_while_another_hangs(engine: AsyncEngine, db: TestDatabase) -> None:
     released = asyncio.Event()
     entered = asyncio.Event()
@@ -69,7 +63,7 @@ async def test_a_peer_that_is_up_gets_its_events_while_another_hangs(engine: Asy
         await asyncio.wait_for(entered.wait(), WAIT_S)
         await store(engine, "fast", ["f1", "f2", "f3"])
         relay.kick()
-        await until(lambda: delivered(db, "fast") == 3, "fast topic delivered")
+        await eventually(lambda: delivered(db, "fast") == 3, WAIT_S, "fast topic delivered")
         assert sorted(seen) == ["f1", "f2", "f3"]
         # The hanging call holds no transaction open.
         idle = db.sql(
@@ -77,7 +71,7 @@ async def test_a_peer_that_is_up_gets_its_events_while_another_hangs(engine: Asy
         )
         assert idle == [(0,)]
         released.set()
-        await until(lambda: delivered(db, "slow") == 2, "slow topic delivered")
+        await eventually(lambda: delivered(db, "slow") == 2, WAIT_S, "slow topic delivered")
     finally:
         released.set()
         await relay.stop()
@@ -191,7 +185,7 @@ async def sleeping_relay(engine: AsyncEngine, poll_s: float) -> CountingRelay:
     relay = CountingRelay(engine, OUTBOX, {"a": accept, "b": accept}, poll_s=poll_s)
     relay.start()
     try:
-        await until(lambda: relay.finished.get("a") == 1 and relay.finished.get("b") == 1, "first rounds done")
+        await eventually(lambda: relay.finished.get("a") == 1 and relay.finished.get("b") == 1, WAIT_S, "first rounds done")
     except BaseException:
         await relay.stop()
         raise
@@ -206,10 +200,10 @@ async def test_a_kick_naming_topics_wakes_only_those(engine: AsyncEngine, db: Te
         await store(engine, "a", ["a1"])
         await store(engine, "b", ["b1"])
         relay.kick("a")
-        await until(lambda: delivered(db, "a") == 1, "a delivered")
+        await eventually(lambda: delivered(db, "a") == 1, WAIT_S, "a delivered")
         assert relay.begun["b"] == 1 and delivered(db, "b") == 0
         relay.kick()  # no topic named: every topic
-        await until(lambda: delivered(db, "b") == 1, "b delivered")
+        await eventually(lambda: delivered(db, "b") == 1, WAIT_S, "b delivered")
     finally:
         await relay.stop()
 
@@ -220,7 +214,7 @@ async def test_events_nobody_kicked_for_are_found_by_the_poll(engine: AsyncEngin
     relay = await sleeping_relay(engine, poll_s=0.05)
     try:
         await store(engine, "b", ["b1"])
-        await until(lambda: delivered(db, "b") == 1, "b delivered by the poll")
+        await eventually(lambda: delivered(db, "b") == 1, WAIT_S, "b delivered by the poll")
         assert relay.begun["a"] == 1  # nothing due for a: its loop was never woken
     finally:
         await relay.stop()

@@ -24,7 +24,7 @@ from tests.support.builders import add_user
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer, rpc_error, service
 from tests.support.jwks import FakeClerkIssuer
-from tests.support.messages_builders import eventually
+from tests.support.waiting import eventually
 from zenthor.auth.principal import ResolvedUser, Role, UserStatus
 from zenthor.auth.resolver import PRINCIPAL_CHANGES, UNFOLLOWED_TTL_S, CachingResolver
 from zenthor.config import ServiceName

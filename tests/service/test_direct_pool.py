@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from tests.conftest import free_port
 from tests.support.database import TestDatabase
-from tests.support.messages_builders import eventually
+from tests.support.waiting import eventually
 from zenthor.db import DirectPool, UnitOfWork, create_engine, is_database_unavailable
 
 

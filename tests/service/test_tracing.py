@@ -21,8 +21,9 @@ from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer
 from tests.support.jwks import FakeClerkIssuer
-from tests.support.messages_builders import eventually, web_conversation
+from tests.support.messages_builders import web_conversation
 from tests.support.tracing import ancestry, exporter_fixture, server_span, spans_fixture  # noqa: F401  (fixtures)
+from tests.support.waiting import eventually
 from zenthor import ids
 from zenthor.config import ServiceName, Settings
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb

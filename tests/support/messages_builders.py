@@ -3,8 +3,6 @@ the real RPCs, and row counts read as the superuser."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,13 +53,3 @@ def count(db: TestDatabase, table: str) -> int:
 
 def counts(db: TestDatabase) -> dict[str, int]:
     return {t: count(db, t) for t in ("conversations", "messages", "inbound_dedupe", "memories", "outbox")}
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    """Awaits a condition another component makes true (an outbox delivery) that offers no
-    event to await; bounded."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)

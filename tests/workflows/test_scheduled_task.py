@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -37,6 +37,7 @@ from tests.support.grpc_client import bearer, service
 from tests.support.jwks import FakeClerkIssuer
 from tests.support.messages_builders import web_conversation
 from tests.support.temporal_worker import production_worker
+from tests.support.waiting import eventually
 from workflows import scheduled_task
 from workflows.scheduled_task import ScheduledTaskInput, ScheduledTaskWorkflow
 from zenthor.config import ServiceName
@@ -114,16 +115,6 @@ def nine_in_berlin(day: date, change: date) -> datetime:
     return datetime(day.year, day.month, day.day, 8 if day < change else 7, tzinfo=UTC)
 
 
-async def until(check: Callable[[], Awaitable[bool]], attempts: int = 1_200) -> None:
-    """Awaits a state another component reaches in real time (an outbox delivery, a start),
-    with no event to await; bounded (60 s)."""
-    for _ in range(attempts):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
-
-
 async def event_types(handle: WorkflowHandle[Any, Any]) -> list[EventType.ValueType]:
     return [e.event_type for e in (await handle.fetch_history()).events]
 
@@ -180,7 +171,7 @@ async def test_weekdays_at_nine_in_berlin_fire_at_the_right_instants_across_the_
             except Exception:  # not started yet
                 return False
 
-        await until(asleep)
+        await eventually(asleep, timeout_s=60)
         # Through to the Wednesday after the change, noon.
         end = datetime.combine(wednesday_before + timedelta(days=7), datetime.min.time(), UTC) + timedelta(hours=12)
         await env.sleep(end - await env.get_current_time())
@@ -192,7 +183,7 @@ async def test_weekdays_at_nine_in_berlin_fire_at_the_right_instants_across_the_
         async def all_jobs_queued() -> bool:
             return aq.db.sql("SELECT count(*) FROM agent_queue.jobs") == [(len(expected),)]
 
-        await until(all_jobs_queued)
+        await eventually(all_jobs_queued, timeout_s=60)
         # A Temporal timer counts from when its workflow task completes, a few milliseconds
         # after the workflow read the time: each wake-up is at its run, give or take that,
         # well inside the minute, and the run fired is the instant itself.
@@ -256,7 +247,7 @@ async def test_the_workflow_continues_as_new_and_keeps_firing(
             found = aq.db.sql("SELECT last_run_at FROM agent_queue.scheduled_tasks")
             return found == [(first + timedelta(minutes=20),)]
 
-        await until(fired_three)
+        await eventually(fired_three, timeout_s=60)
         # Two runs fired by the first workflow run, the third by the run it continued as.
         latest = env.client.get_workflow_handle(handle.id)
         described = await latest.describe()

@@ -17,7 +17,7 @@ from tests.service.agent_queue.conftest import WithMessages
 from tests.support.agent_queue_builders import ManualClock, job_id, lease, msg_id
 from tests.support.builders import alice
 from tests.support.grpc_client import bearer, service
-from tests.support.messages_builders import eventually
+from tests.support.waiting import eventually
 from zenthor import ids
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as aq_pb
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as m_pb

@@ -4,9 +4,8 @@ Temporal outage delays a retry and loses none; the history replays."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from tests.service.agent_queue.test_jobs import claim, retry, sweep
 from tests.service.conftest import Running
 from tests.support.agent_queue_builders import ManualClock, add_job, conv, job_id, job_row
 from tests.support.grpc_client import SERVICE_KEY
+from tests.support.waiting import eventually
 from workflows.retry import RetryWorkflow
 from workflows.worker import build_worker
 from zenthor.clients import Peers
@@ -44,16 +44,6 @@ async def retry_worker(client: Client, task_queue: str, aq: Running) -> AsyncIte
             yield
     finally:
         await peers.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], attempts: int = 400) -> None:
-    """Awaits a condition another component makes true (a relay delivery, a start) with no
-    event to await; bounded (20 s)."""
-    for _ in range(attempts):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 async def started(client: Client, workflow_id: str) -> WorkflowHandle[Any, Any]:

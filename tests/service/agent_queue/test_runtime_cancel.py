@@ -14,8 +14,8 @@ from examples.runtime.responder import Turn, echo_text
 from tests.service.agent_queue.conftest import WithMessages
 from tests.support.builders import alice
 from tests.support.grpc_client import bearer
-from tests.support.messages_builders import eventually
 from tests.support.runtime_loop import running_runtime
+from tests.support.waiting import eventually
 from zenthor import ids
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as aq_pb
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as m_pb

@@ -18,7 +18,8 @@ from tests.service.conftest import Running
 from tests.support.agent_queue_builders import ManualClock, conv, conv_id
 from tests.support.builders import alice, boss
 from tests.support.grpc_client import bearer, rpc_error, service
-from tests.support.messages_builders import eventually, web_conversation
+from tests.support.messages_builders import web_conversation
+from tests.support.waiting import eventually
 from zenthor.clients import violated_fields
 from zenthor.convert import timestamp
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb

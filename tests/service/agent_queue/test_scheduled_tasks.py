@@ -14,7 +14,8 @@ from tests.service.conftest import Running
 from tests.support.agent_queue_builders import T0, ManualClock, conv, conv_id
 from tests.support.builders import add_contact, alice, boss
 from tests.support.grpc_client import bearer, rpc_error, service
-from tests.support.messages_builders import eventually, web_conversation, whatsapp_conversation
+from tests.support.messages_builders import web_conversation, whatsapp_conversation
+from tests.support.waiting import eventually
 from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common

@@ -22,7 +22,7 @@ from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import rpc_error, service
 from tests.support.jwks import FakeClerkIssuer
-from tests.support.messages_builders import eventually
+from tests.support.waiting import eventually
 from tests.support.webhook_builders import JOB_COMPLETED, JOB_FAILED, create_endpoint, deliveries
 from zenthor import ids
 from zenthor.config import ServiceName

@@ -16,7 +16,7 @@ from tests.service.conftest import Running, start, stop
 from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
-from tests.support.messages_builders import eventually
+from tests.support.waiting import eventually
 from tests.support.webhook_builders import APPROVAL_REQUESTED, create_endpoint, deliveries
 from zenthor import ids
 from zenthor.config import ServiceName

@@ -22,7 +22,7 @@ from tests.service.delivery.conftest import NOBODY
 from tests.support.database import TestDatabase
 from tests.support.fake_clock import FakeClock
 from tests.support.grpc_client import SERVICE_KEY
-from tests.support.messages_builders import eventually
+from tests.support.waiting import eventually
 from zenthor.config import ServiceName
 
 ACCOUNT = "acct-started-late"

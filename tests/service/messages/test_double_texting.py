@@ -16,9 +16,9 @@ from tests.service.agent_queue import conftest as agent_queue_fixtures
 from tests.service.agent_queue.conftest import WithMessages
 from tests.service.messages.conftest import People
 from tests.support.grpc_client import rpc_error, service
-from tests.support.messages_builders import eventually
 from tests.support.runtime_loop import running_runtime
 from tests.support.streams import read_until
+from tests.support.waiting import eventually
 from zenthor import ids
 from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as aq_pb

@@ -9,7 +9,8 @@ from typing import Any
 from services.agent_queue.app import build_server as build_agent_queue
 from tests.service.conftest import Running
 from tests.service.messages.conftest import People
-from tests.support.messages_builders import eventually, web_conversation
+from tests.support.messages_builders import web_conversation
+from tests.support.waiting import eventually
 from zenthor import ids
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as pb

@@ -18,7 +18,8 @@ from tests.service.messages.conftest import People
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import service
 from tests.support.jwks import FakeClerkIssuer
-from tests.support.messages_builders import eventually, web_conversation, whatsapp_conversation
+from tests.support.messages_builders import web_conversation, whatsapp_conversation
+from tests.support.waiting import eventually
 from tests.support.webhook_builders import MESSAGE_CREATED, create_endpoint, deliveries
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2_grpc

@@ -22,8 +22,9 @@ from tests.service.todoist.conftest import TOKEN_KEY, TodoistFactory, TodoistSta
 from tests.support.builders import alice
 from tests.support.fake_clock import T0
 from tests.support.grpc_client import service
-from tests.support.messages_builders import eventually, web_conversation
+from tests.support.messages_builders import web_conversation
 from tests.support.streams import next_message, read_until
+from tests.support.waiting import eventually
 from zenthor.gen.zenthor.todoist.v1 import todoist_pb2 as pb
 
 

@@ -15,7 +15,8 @@ from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.fake_clock import T0
 from tests.support.grpc_client import service
-from tests.support.messages_builders import eventually, web_conversation
+from tests.support.messages_builders import web_conversation
+from tests.support.waiting import eventually
 from zenthor.gen.zenthor.todoist.v1 import todoist_pb2 as pb
 
 
