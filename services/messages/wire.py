@@ -143,7 +143,6 @@ def delivery_outcome(value: int, field: str = "status") -> MessageStatus:
 
 
 def delivery_reports(request: pb.MarkMessagesDeliveryRequest) -> list[tuple[uuid.UUID, MessageStatus]]:
-    message_rules.check_delivery_mark_count(len(request.items))
     return [
         (message_id(item.message_id, f"items[{i}].message_id"), delivery_outcome(item.status, f"items[{i}].status"))
         for i, item in enumerate(request.items)

@@ -108,12 +108,6 @@ class DeliveryMark:
     reason: str = ""  # why, when REFUSED
 
 
-def can_take_delivery_outcome(message: Message) -> bool:
-    """Only a stored message (PENDING/SENT) that is not streaming takes an outcome
-    (docs/hardening.md #27); store.messages.MARK_DELIVERIES holds the same guard in SQL."""
-    return not message.streaming and message.status in (MessageStatus.PENDING, MessageStatus.SENT)
-
-
 def judge_delivery_mark(message: Message | None, message_id: uuid.UUID, outcome: MessageStatus) -> DeliveryMark:
     """The verdict on a report the guarded update did not apply, from the message as it is now."""
     if message is None:
@@ -129,10 +123,9 @@ def refuse_delivery_outcome(message: Message, outcome: MessageStatus) -> FailedP
     return FailedPrecondition(f"message is already {message.status.value}; cannot mark it {outcome.value}")
 
 
-def check_delivery_mark_count(count: int, field: str = "items") -> int:
+def check_delivery_mark_count(count: int, field: str = "items") -> None:
     if not 1 <= count <= MAX_DELIVERY_MARKS:
         raise InvalidArgument(field, f"must hold 1..{MAX_DELIVERY_MARKS} items")
-    return count
 
 
 # --- input checks ---

@@ -111,6 +111,16 @@ async def get_message_by_idempotency_key(conn: AsyncConnection, conversation_id:
     return message_of(row) if row else None
 
 
+# The select list that wakes, at commit, the watchers of a changed conversation and its owners'
+# list watchers (the keys of domain.conversations.owner_keys), for each `row` carrying the
+# conversation's id and owners: the single-statement writers' twin of usecases' `announce`.
+WAKE_WATCHERS = """pg_notify(%(conversation_channel)s, replace({row}.{conversation_id}::text, '-', '')) AS conversation,
+       CASE WHEN {row}.user_id IS NOT NULL
+            THEN pg_notify(%(list_channel)s, 'u' || replace({row}.user_id::text, '-', '')) END AS user_list,
+       CASE WHEN {row}.contact_id IS NOT NULL
+            THEN pg_notify(%(list_channel)s, 'c' || replace({row}.contact_id::text, '-', '')) END AS contact_list"""
+
+
 # UpdateStreamingContent as one statement, one round trip on the direct pool (the runtime sends
 # one per reply every 200 ms, and a watcher sees the text only after it commits: docs/architecture.md
 # §6). It does in one snapshot what the unit-of-work writers do in several: lock the conversation
@@ -120,7 +130,7 @@ async def get_message_by_idempotency_key(conn: AsyncConnection, conversation_id:
 # writer that finished the placeholder meanwhile (finalize, fail, a rollback's delete) is seen
 # when the row is re-checked under its lock: no row comes back and nothing is woken. The
 # conversation's revision may then have advanced without a change: a gap, which watchers skip.
-STREAM_CONTENT = """
+STREAM_CONTENT = f"""
 WITH target AS (
     SELECT conversation_id FROM messages.messages
     WHERE id = %(id)s AND role = 'assistant' AND streaming AND (%(sequence)s = 0 OR sequence < %(sequence)s)
@@ -136,11 +146,7 @@ WITH target AS (
     WHERE m.id = %(id)s AND m.role = 'assistant' AND m.streaming AND (%(sequence)s = 0 OR m.sequence < %(sequence)s)
     RETURNING conversation.id AS conversation_id, conversation.user_id, conversation.contact_id
 )
-SELECT pg_notify(%(conversation_channel)s, replace(u.conversation_id::text, '-', '')) AS conversation,
-       CASE WHEN u.user_id IS NOT NULL
-            THEN pg_notify(%(list_channel)s, 'u' || replace(u.user_id::text, '-', '')) END AS user_list,
-       CASE WHEN u.contact_id IS NOT NULL
-            THEN pg_notify(%(list_channel)s, 'c' || replace(u.contact_id::text, '-', '')) END AS contact_list
+SELECT {WAKE_WATCHERS.format(row="u", conversation_id="conversation_id")}
 FROM updated u
 """
 
@@ -257,7 +263,7 @@ async def fail_open_placeholders_of_job(
 # leaves a revision gap, which watchers skip); and wakes the conversations' watchers and their
 # owners' list watchers at commit. Answers one row per conversation woken, each carrying every
 # marked id; no row when nothing was marked. `ids` hold each message at most once.
-MARK_DELIVERIES = """
+MARK_DELIVERIES = f"""
 WITH markable AS (
     SELECT m.id, m.conversation_id, v.outcome,
            row_number() OVER (PARTITION BY m.conversation_id ORDER BY m.id) AS n
@@ -284,11 +290,7 @@ WITH markable AS (
     SELECT c.id, c.user_id, c.contact_id FROM conversation c
     WHERE c.id IN (SELECT conversation_id FROM marked)
 )
-SELECT pg_notify(%(conversation_channel)s, replace(w.id::text, '-', '')) AS conversation,
-       CASE WHEN w.user_id IS NOT NULL
-            THEN pg_notify(%(list_channel)s, 'u' || replace(w.user_id::text, '-', '')) END AS user_list,
-       CASE WHEN w.contact_id IS NOT NULL
-            THEN pg_notify(%(list_channel)s, 'c' || replace(w.contact_id::text, '-', '')) END AS contact_list,
+SELECT {WAKE_WATCHERS.format(row="w", conversation_id="id")},
        (SELECT array_agg(id) FROM marked) AS marked_ids
 FROM woken w
 """
