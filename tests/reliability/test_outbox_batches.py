@@ -14,9 +14,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.reliability.test_outbox_relay import OUTBOX, WAIT_S, delivered, store, until
+from tests.reliability.test_outbox_relay import OUTBOX, WAIT_S, delivered, store
 from tests.support.database import TestDatabase
 from tests.support.tracing import exporter_fixture, spans_fixture  # noqa: F401  (fixtures)
+from tests.support.waiting import eventually
 from zenthor.config import ServiceName
 from zenthor.db import UnitOfWork, create_engine
 from zenthor.outbox import Batched, OutboxRelay, PermanentDeliveryError, add_event
@@ -173,7 +174,7 @@ async def test_a_plain_topic_and_a_batched_topic_are_delivered_side_by_side(engi
         await store(engine, "sends", ["s1", "s2", "s3"])
         await store(engine, "marks", ["m1", "m2", "m3"])
         relay.kick()
-        await until(lambda: delivered(db, "sends") == 3 and delivered(db, "marks") == 3, "both topics delivered")
+        await eventually(lambda: delivered(db, "sends") == 3 and delivered(db, "marks") == 3, WAIT_S, "both topics delivered")
     finally:
         await relay.stop()
     assert sorted(singles) == ["s1", "s2", "s3"]
