@@ -33,6 +33,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -245,12 +246,13 @@ class OutboxRelay:
         # one: two messages sent 10 ms apart must queue their jobs in that order, or the
         # second could head the conversation and be answered first.
         self._ordered_by = dict(ordered_by or {})
+        # Built once: every kick of a hot path runs its topic's lease (None: topics nobody handles).
+        self._lease_statements = {topic: self._lease_statement(topic) for topic in [*self._handlers, None]}
         self._wakes = {topic: asyncio.Event() for topic in self._handlers}
         self._tasks: list[asyncio.Task[None]] = []
         # The lease and record statements run without BEGIN/COMMIT round trips: each is one
         # statement, atomic by itself, and they run on every kick of a hot path.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._lease_statements: dict[str | None, sa.Update] = {}
         # The poll's one statement: which handled topics have events due.
         topics = sa.func.unnest(sa.cast(list(self._handlers), pg.ARRAY(sa.Text))).table_valued("topic").render_derived()
         self._due_topics = sa.select(topics.c.topic).where(
@@ -348,12 +350,9 @@ class OutboxRelay:
         return len(leased)
 
     async def _lease(self, topic: str | None, batch: int) -> list[_Leased]:
-        statement = self._lease_statements.get(topic)
-        if statement is None:
-            statement = self._lease_statements[topic] = self._lease_statement(topic)
         now = self._clock()
         async with self._autocommit.connect() as conn:
-            rows = (await conn.execute(statement, {"now": now, "leased_until": now + LEASE, "batch": batch})).all()
+            rows = (await conn.execute(self._lease_statements[topic], {"now": now, "leased_until": now + LEASE, "batch": batch})).all()
         leased = []
         # RETURNING keeps no order; the lease order (due first, then write order: ids are
         # UUIDv7) is what a batch handler's chunks follow.
@@ -363,8 +362,7 @@ class OutboxRelay:
         return leased
 
     def _lease_statement(self, topic: str | None) -> sa.Update:
-        """Due rows of `topic` (None: of topics nobody handles) leased: built once per topic,
-        since every kick of a hot path runs it."""
+        """Due rows of `topic` (None: of topics nobody handles) leased, in one statement."""
         t = self._table
         due = (
             sa.select(t.c.id, t.c.next_attempt_at.label("due_at"))
@@ -414,7 +412,7 @@ class OutboxRelay:
         ) as span:
             error = await self._deliver(handler, event)
             if error is not None:
-                span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)[:200] or type(error).__name__))
+                span.set_status(_error_status(error))
             return error
 
     async def _deliver(self, handler: Handler | None, event: _Leased) -> Exception | None:
@@ -429,25 +427,27 @@ class OutboxRelay:
     async def _call_batch(self, handler: Batched, chunk: list[_Leased]) -> list[_Outcome]:
         topic = chunk[0].topic
         links = [link for event in chunk if (link := _writer_link(event)) is not None]
-        if not links:  # no event written inside a trace (always so with tracing off)
-            outcomes, _ = _batch_outcomes(topic, chunk, await self._deliver_batch(handler, chunk))
-            return outcomes
-        # One span per peer call; it cannot be the child of every writer, so it starts its own
-        # trace and links to each writer's span instead.
-        with _tracer.start_as_current_span(
-            f"outbox deliver {topic}",
-            context=Context(),
-            kind=trace.SpanKind.CONSUMER,
-            links=links,
-            attributes={"zenthor.outbox.topic": topic, "zenthor.outbox.batch_size": len(chunk)},
-        ) as span:
+        # One span per peer call, when any event was written inside a trace (never with tracing
+        # off); it cannot be the child of every writer, so it starts its own trace and links to
+        # each writer's span instead.
+        scope: AbstractContextManager[trace.Span | None] = (
+            _tracer.start_as_current_span(
+                f"outbox deliver {topic}",
+                context=Context(),
+                kind=trace.SpanKind.CONSUMER,
+                links=links,
+                attributes={"zenthor.outbox.topic": topic, "zenthor.outbox.batch_size": len(chunk)},
+            )
+            if links
+            else nullcontext()
+        )
+        with scope as span:
             outcomes, failed_whole = _batch_outcomes(topic, chunk, await self._deliver_batch(handler, chunk))
-            if failed_whole is not None:
-                span.set_status(
-                    trace.Status(trace.StatusCode.ERROR, str(failed_whole)[:200] or type(failed_whole).__name__)
-                )
-            span.set_attribute("zenthor.outbox.failed", sum(o.error is not None for o in outcomes))
-            return outcomes
+            if span is not None:
+                if failed_whole is not None:
+                    span.set_status(_error_status(failed_whole))
+                span.set_attribute("zenthor.outbox.failed", sum(o.error is not None for o in outcomes))
+        return outcomes
 
     async def _deliver_batch(self, handler: Batched, chunk: list[_Leased]) -> Sequence[Exception | None] | Exception:
         """The handler's per-event answer, or the one exception that fails the whole chunk."""
@@ -514,6 +514,10 @@ def _batch_answer_flaw(answer: object, events: int) -> str | None:
         if entry is not None and not isinstance(entry, Exception):
             return f"a {type(entry).__name__} among its results (only None or an exception)"
     return None
+
+
+def _error_status(error: Exception) -> trace.Status:
+    return trace.Status(trace.StatusCode.ERROR, str(error)[:200] or type(error).__name__)
 
 
 def _writer_link(event: _Leased) -> trace.Link | None:
