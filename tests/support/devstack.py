@@ -18,7 +18,7 @@ import psutil
 
 from tests.conftest import free_port
 from zenthor.config import ServiceName
-from zenthor.devstack.__main__ import READY_LINE, STARTUP_TIMEOUT_S
+from zenthor.devstack.__main__ import READY_LINE, STARTUP_TIMEOUT_S, offset_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 # The stack's own health deadline, plus PostgreSQL, the migrations and Temporal before it: the
@@ -41,9 +41,10 @@ def port_open(port: int) -> bool:
 
 def free_offset() -> int:
     while True:
-        # Below the kernel's ephemeral range (32768+), so no client socket can take them meanwhile.
-        offset = random.randint(-25_000, -18_000)
-        if not any(port_open(s.default_port + offset) for s in ServiceName):
+        # Every moved port (gRPC 50051…, metrics 50151…) lands below the kernel's ephemeral range
+        # (32768+), so neither a client socket nor another program's free-port pick takes it meanwhile.
+        offset = random.randint(-25_000, -18_100)
+        if not any(port_open(port) for port in offset_ports(offset).values()):
             return offset
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -64,6 +63,20 @@ STABLE_AFTER_S = 60.0
 CHILD_STOP_S = 20.0
 # How long the services, the gateway and the issuer have, together, to answer their health checks.
 STARTUP_TIMEOUT_S = 180.0
+# Every process's own /metrics port (ZENTHOR_METRICS_PORT): 50151… beside the gRPC ports 50051…,
+# moved by --port-offset with them. Ports picked free at start were taken, now and then, by the
+# Temporal dev server's own free-port picks or a client socket before the process bound its own
+# (a service then exits at start); an offset stack in tests puts both below the ephemeral range.
+METRICS_BASE_PORT = 50151
+METRICS_PROCESSES = (*(s.value for s in ServiceName), "gateway", "worker")
+
+
+def offset_ports(port_offset: int) -> dict[str, int]:
+    """The ports --port-offset moves: each service's gRPC port and each process's metrics port."""
+    return {
+        **{f"{s.value} grpc": s.default_port + port_offset for s in ServiceName},
+        **{f"{name} metrics": METRICS_BASE_PORT + i + port_offset for i, name in enumerate(METRICS_PROCESSES)},
+    }
 
 
 @dataclass
@@ -125,13 +138,6 @@ def http_ok(url: str, deadline: float, child: Child | None = None) -> bool:
     return _until(answers, deadline, child)
 
 
-def free_port() -> int:
-    """A port nothing listens on now (the metrics endpoints: many processes, one host)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -153,9 +159,9 @@ class Stack:
         # The dev admin is always on the allowlist, beside any ADMIN_EMAIL_ALLOWLIST given.
         given = os.environ.get("ADMIN_EMAIL_ALLOWLIST", "")
         self.admins = tuple(sorted({e.strip().lower() for e in given.split(",") if e.strip()} | {DEV_ADMIN_EMAIL}))
-        self.ports = {s: s.default_port + port_offset for s in ServiceName}
-        # Every process's own /metrics port (ZENTHOR_METRICS_PORT), free ones chosen at start.
-        self.metrics_ports = {name: free_port() for name in [*(s.value for s in ServiceName), "gateway", "worker"]}
+        ports = offset_ports(port_offset)
+        self.ports = {s: ports[f"{s.value} grpc"] for s in ServiceName}
+        self.metrics_ports = {name: ports[f"{name} metrics"] for name in METRICS_PROCESSES}
         self.children: list[Child] = []
 
     def env(self, key: str) -> dict[str, str]:
@@ -322,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temporal-ui-port", type=int, default=8233)
     parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--issuer-port", type=int, default=8090, help="the dev token issuer (JWKS over HTTP)")
-    parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC service port (50051…)")
+    parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC service port (50051…) and metrics port (50151…)")
     parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S, metavar="SECONDS",
                         help=f"how long the processes have, together, to become healthy (default {STARTUP_TIMEOUT_S:g})")
     parser.add_argument("--no-runtime", dest="runtime", action="store_false",
