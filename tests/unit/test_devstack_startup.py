@@ -1,5 +1,6 @@
 """`make dev`'s start-up wait (zenthor/devstack/__main__.py): one deadline for every process, and a
-process that died is reported at once, with its exit code, instead of at the deadline."""
+process that died is reported at once, with its exit code and the end of its log, instead of at
+the deadline."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def test_a_process_that_exited_is_named_with_its_code_and_a_slow_one_with_the_fl
     assert str(stack.not_started("identity", "did not become healthy")) == (
         f"identity exited with 3; see {tmp_path / 'identity.log'}"
     )
+    # What it logged before dying is printed too: a CI run keeps only the stack's own output.
+    (tmp_path / "identity.log").write_text("".join(f"line {i}\n" for i in range(40)) + "OSError: [Errno 98] Address in use\n")
+    message = str(stack.not_started("identity", "did not become healthy"))
+    assert message.endswith("  | line 39\n  | OSError: [Errno 98] Address in use")
+    assert "line 25" not in message
     slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         stack.children.append(Child("gateway", [], {}, tmp_path / "gateway.log", slow, time.monotonic()))

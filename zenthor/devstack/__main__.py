@@ -63,6 +63,8 @@ STABLE_AFTER_S = 60.0
 CHILD_STOP_S = 20.0
 # How long the services, the gateway and the issuer have, together, to answer their health checks.
 STARTUP_TIMEOUT_S = 180.0
+# How much of a child's log a start-up failure prints.
+LOG_TAIL_LINES = 15
 # Every process's own /metrics port (ZENTHOR_METRICS_PORT): 50151… beside the gRPC ports 50051…,
 # moved by --port-offset with them. Ports picked free at start were taken, now and then, by the
 # Temporal dev server's own free-port picks or a client socket before the process bound its own
@@ -91,6 +93,17 @@ class Child:
     started_at: float
     restarts: int = 0
     restart_at: float | None = None
+
+
+def exited(child: Child) -> RuntimeError:
+    """A child that died at start, with the end of its log: the reason is there, and a CI run
+    keeps only what the stack printed."""
+    try:
+        tail = child.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    except OSError:
+        tail = []
+    last = "".join(f"\n  | {line}" for line in tail)
+    return RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}{last}")
 
 
 def say(message: str) -> None:
@@ -192,7 +205,7 @@ class Stack:
     def not_started(self, name: str, what: str) -> RuntimeError:
         child = self.child(name)
         if child.proc.poll() is not None:
-            return RuntimeError(f"{name} exited with {child.proc.returncode}; see {child.log_path}")
+            return exited(child)
         return RuntimeError(
             f"{name} {what} within {self.startup_timeout_s:g} s (--startup-timeout gives a slow machine longer); "
             f"see {child.log_path}"
@@ -276,7 +289,7 @@ class Stack:
             self.spawn("runtime", ["-m", "examples.runtime"], {**env, "ZENTHOR_RUNTIME_DATA_DIR": str(self.data_dir)})
         for child in self.children:
             if child.proc.poll() is not None:
-                raise RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}")
+                raise exited(child)
         sink = self.data_dir / "whatsapp-sent.jsonl"
         runtime = f"examples/runtime (answers messages; WhatsApp sent to {sink})" if self.runtime else "off"
         print(
