@@ -16,7 +16,7 @@ from services.approvals.domain.approvals import (
     expiry_for,
     wait_deadline,
 )
-from services.delivery.domain import outbound, whatsapp
+from services.delivery.domain import outbound, webhooks, whatsapp
 from zenthor.errors import InvalidArgument
 from zenthor.pagination import key_page_request, next_key_token
 
@@ -136,3 +136,17 @@ def test_a_wait_ends_at_the_expiry_or_sooner_when_asked() -> None:
     assert wait_deadline(a, T0, None) == T0 + timedelta(minutes=5)
     assert wait_deadline(a, T0, timedelta(seconds=30)) == T0 + timedelta(seconds=30)
     assert wait_deadline(a, T0, timedelta(hours=1)) == T0 + timedelta(minutes=5)
+
+
+# --- webhook event ids: they travel as the svix-id header ---
+
+
+@pytest.mark.parametrize("event_id", ["job.completed:job 1", "job.completed:\tjob", "a\nb", "del\x7f", "nul\x00"])
+def test_an_event_id_with_whitespace_or_control_characters_is_refused(event_id: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        webhooks.check_event_id(event_id)
+    assert refused.value.field == "event_id"
+
+
+def test_an_event_id_of_printable_characters_is_kept() -> None:
+    assert webhooks.check_event_id("job.completed:job_01J~ü") == "job.completed:job_01J~ü"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -161,12 +162,15 @@ def check_event_types(values: Sequence[WebhookEventType | None], field: str = "e
     return types
 
 
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x20\x7f]")
+
+
 def check_event_id(value: str) -> str:
     if not value:
         raise InvalidArgument("event_id", "is required")
     if len(value) > MAX_EVENT_ID:
         raise InvalidArgument("event_id", f"must be at most {MAX_EVENT_ID} characters")
-    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in value):
+    if _NOT_IN_A_HEADER.search(value):
         # It travels as the svix-id header: no whitespace or control characters.
         raise InvalidArgument("event_id", "must not contain whitespace or control characters")
     return value

@@ -5,6 +5,7 @@ workflow itself, with a real receiver, is tests/workflows/test_webhook_delivery.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -243,6 +244,22 @@ async def test_an_event_fans_out_once_to_each_subscribed_enabled_endpoint_of_its
     # Bob's endpoint gets Bob's events only.
     _, bobs = await publish(delivery, owner_user_id=bob_id, event_type=JOB_FAILED)
     assert bobs.deliveries_created == 1
+
+
+async def test_an_event_is_stored_with_its_body_and_time_exactly_as_published(delivery: Running) -> None:
+    # The batch travels to Postgres as one JSON document (services/delivery/store/webhooks.py):
+    # quotes, backslashes, escapes and characters beyond the BMP must come out as they went in.
+    alice_id = alice(delivery.db)
+    contact = add_contact(delivery.db, "5511999990002")
+    awkward = {"text": 'say "hi" \\ back\\slash \\u0041 ünïcödé 😀 \t tab', "nested": {"list": [1.5, None, True]}}
+    event_id, _ = await publish(delivery, owner_user_id=alice_id, owner_contact_id=contact, data=awkward)
+    ((type_, owner_user, owner_contact, body, occurred),) = delivery.db.sql(
+        "SELECT type, owner_user_id, owner_contact_id, body, occurred_at FROM delivery.webhook_events WHERE id = %s",
+        (event_id,),
+    )
+    assert (type_, owner_user, owner_contact) == ("job.completed", alice_id, contact)
+    assert json.loads(body)["data"] == awkward
+    assert occurred.tzinfo is not None and abs((datetime.now(UTC) - occurred).total_seconds()) < 600
 
 
 async def test_a_contact_owned_event_reaches_the_user_the_contact_is_linked_to(delivery: Running) -> None:
