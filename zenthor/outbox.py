@@ -67,6 +67,15 @@ LEASE = timedelta(seconds=60)
 MAX_ATTEMPTS = 40
 # Handler calls of one topic in flight at once.
 CONCURRENCY = 16
+# Delivered events are kept this long (to look back at what went out, and so a use case repeated
+# within it stores no second event), then the relay deletes them: one row per job, message and
+# outbound send would otherwise pile up for ever. Dead letters and undelivered events stay.
+RETENTION = timedelta(days=7)
+# How often a relay deletes delivered events past RETENTION, at most PRUNE_BATCH × PRUNE_BATCHES
+# per run (a year of backlog on first start goes over a few runs, none holding a lock long).
+PRUNE_EVERY_S = 600.0
+PRUNE_BATCH = 1_000
+PRUNE_BATCHES = 100
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
 # A batch handler's call: the payloads of a chunk, in lease order → one entry per payload, in
@@ -239,6 +248,8 @@ class OutboxRelay:
         max_attempts: int = MAX_ATTEMPTS,
         concurrency: int = CONCURRENCY,
         ordered_by: Mapping[str, str] | None = None,
+        retention: timedelta = RETENTION,
+        prune_every_s: float = PRUNE_EVERY_S,
     ) -> None:
         self._engine = engine
         self._table = table
@@ -247,6 +258,8 @@ class OutboxRelay:
         self._clock = clock
         self._max_attempts = max_attempts
         self._concurrency = concurrency
+        self._retention = retention
+        self._prune_every_s = prune_every_s
         # Topics whose events must reach their peer in the order they were written, per
         # partition (topic → the payload field naming it): an event is leased only once every
         # earlier one of its partition was delivered or parked as a dead letter. EnqueueJob is
@@ -270,6 +283,11 @@ class OutboxRelay:
                 table.c.next_attempt_at <= sa.bindparam("now"),
             )
         )
+        # The prune's one statement: a batch of delivered events older than the cutoff. Nothing
+        # indexes delivered_at (an index there would cost every delivery its HOT update), so the
+        # inner select reads the table; it stops at the batch's size, and a run is every 10 min.
+        old = sa.select(table.c.id).where(table.c.delivered_at < sa.bindparam("cutoff")).limit(sa.bindparam("batch"))
+        self._prune_statement = sa.delete(table).where(table.c.id.in_(old.scalar_subquery()))
 
     def kick(self, *topics: str) -> None:
         """Delivers the named topics' due events now (every topic's when none is named). A use
@@ -287,6 +305,7 @@ class OutboxRelay:
             self._tasks = [
                 *(asyncio.create_task(self._run(topic), name=f"outbox-relay-{topic}") for topic in self._handlers),
                 asyncio.create_task(self._poll(), name="outbox-relay-poll"),
+                asyncio.create_task(self._prune_periodically(), name="outbox-relay-prune"),
             ]
 
     async def stop(self) -> None:
@@ -320,6 +339,30 @@ class OutboxRelay:
                 continue
             if due:
                 self.kick(*due)
+
+    async def _prune_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._prune_every_s)
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("outbox.prune_error")
+
+    async def prune(self, batch: int = PRUNE_BATCH, max_batches: int = PRUNE_BATCHES) -> int:
+        """Deletes events delivered more than `retention` ago, a batch per statement (each its
+        own short transaction, so replicas pruning at once only skip each other's rows); returns
+        how many. Dead letters and events still to deliver are never touched."""
+        cutoff = self._clock() - self._retention
+        pruned = 0
+        for _ in range(max_batches):
+            async with self._autocommit.connect() as conn:
+                deleted = (await conn.execute(self._prune_statement, {"cutoff": cutoff, "batch": batch})).rowcount
+            pruned += deleted
+            if deleted < batch:
+                break
+        if pruned:
+            log.info("outbox.pruned", events=pruned, delivered_before=cutoff.isoformat())
+        return pruned
 
     async def drain_once(self, batch: int = DEFAULT_BATCH) -> int:
         """One round for every topic (events of topics without a handler included, so they

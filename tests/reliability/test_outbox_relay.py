@@ -218,3 +218,45 @@ async def test_events_nobody_kicked_for_are_found_by_the_poll(engine: AsyncEngin
         assert relay.begun["a"] == 1  # nothing due for a: its loop was never woken
     finally:
         await relay.stop()
+
+
+# --- retention: delivered events are deleted after RETENTION, nothing else is ---
+
+
+def keys_left(db: TestDatabase) -> set[str]:
+    return {str(r[0]) for r in db.sql("SELECT key FROM identity.outbox")}
+
+
+async def stored_with_ages(engine: AsyncEngine, db: TestDatabase, now: datetime) -> None:
+    """Old and recent events in every state: delivered, dead, still to deliver."""
+    await store(engine, "t", [f"old-delivered-{i}" for i in range(5)] + ["recent-delivered", "old-dead", "old-pending"])
+    for key, delivered_at, dead_at in (
+        *((f"old-delivered-{i}", now - timedelta(days=8), None) for i in range(5)),
+        ("recent-delivered", now - timedelta(days=6), None),
+        ("old-dead", None, now - timedelta(days=30)),
+    ):
+        db.sql("UPDATE identity.outbox SET delivered_at = %s, dead_at = %s WHERE key = %s", (delivered_at, dead_at, key))
+    db.sql("UPDATE identity.outbox SET created_at = %s", (now - timedelta(days=30),))
+
+
+async def test_pruning_deletes_only_events_delivered_before_the_retention(engine: AsyncEngine, db: TestDatabase) -> None:
+    now = datetime.now(UTC)
+    await stored_with_ages(engine, db, now)
+    relay = OutboxRelay(engine, OUTBOX, {"t": lambda _p: asyncio.sleep(0)}, clock=lambda: now, retention=timedelta(days=7))
+    # Batches of two, at most two a run: a big backlog goes over several runs.
+    assert await relay.prune(batch=2, max_batches=2) == 4
+    assert await relay.prune(batch=2, max_batches=2) == 1
+    assert await relay.prune(batch=2, max_batches=2) == 0
+    assert keys_left(db) == {"recent-delivered", "old-dead", "old-pending"}
+
+
+async def test_a_running_relay_prunes_on_its_own(engine: AsyncEngine, db: TestDatabase) -> None:
+    now = datetime.now(UTC)
+    await stored_with_ages(engine, db, now)
+    db.sql("UPDATE identity.outbox SET next_attempt_at = %s WHERE key = 'old-pending'", (now + timedelta(days=1),))
+    relay = OutboxRelay(engine, OUTBOX, {"t": lambda _p: asyncio.sleep(0)}, poll_s=3600, prune_every_s=0.05)
+    relay.start()
+    try:
+        await eventually(lambda: keys_left(db) == {"recent-delivered", "old-dead", "old-pending"}, WAIT_S, "old events pruned")
+    finally:
+        await relay.stop()
