@@ -7,15 +7,18 @@ import base64
 import json
 import random
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from zenthor import ids
 from zenthor.auth.principal import ResolvedUser, Role, UserStatus
 from zenthor.auth.resolver import CachingResolver
 from zenthor.backoff import backoff_delay_s
 from zenthor.config import Settings
+from zenthor.convert import timestamp
 from zenthor.errors import InvalidArgument, is_permanent
 from zenthor.pagination import (
     PageLimits,
@@ -155,3 +158,21 @@ async def test_principal_cache_answers_within_ttl_and_refreshes_after() -> None:
 def test_allowlist_is_trimmed_lowercased_and_drops_empties() -> None:
     settings = Settings.model_validate({"admin_email_allowlist": " Boss@Example.com , ops@example.com,"})
     assert settings.allowlisted_emails == {"boss@example.com", "ops@example.com"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime.now(UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),  # before the epoch: negative seconds, positive nanos
+        datetime(2026, 3, 1, 9, 30, 15, 123_456, tzinfo=timezone(timedelta(hours=-3))),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 3, 1, 9, 30, 15),  # naive: local time, as FromDatetime after astimezone reads it
+    ],
+)
+def test_timestamp_is_what_protobufs_own_conversion_gives(value: datetime) -> None:
+    expected = Timestamp()
+    expected.FromDatetime(value.astimezone(UTC))
+    assert timestamp(value) == expected
+    assert timestamp(value).ToDatetime(tzinfo=UTC) == value.astimezone(UTC)
