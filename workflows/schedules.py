@@ -1,5 +1,6 @@
 """The seven cron jobs of the original backend, plus the redesign's sweeps (outbound leases,
-webhook delivery ids), as Temporal Schedules upserted at every worker start."""
+Clerk webhook delivery ids, completion webhook events), as Temporal Schedules upserted at every
+worker start."""
 
 from __future__ import annotations
 
@@ -100,6 +101,13 @@ SCHEDULES: tuple[ScheduledSweep, ...] = (
         "cleanup old webhook deliveries",
         daily_utc(6),
         SweepTarget(ServiceName.IDENTITY, "CleanupWebhookDeliveries"),
+    ),
+    # The redesign's: completion webhook events and their delivery log past 30 days
+    # (docs/webhooks.md).
+    ScheduledSweep(
+        "cleanup old webhook events",
+        daily_utc(7),
+        SweepTarget(ServiceName.DELIVERY, "CleanupWebhookEvents"),
     ),
     ScheduledSweep(
         "cleanup expired todoist oauth states",

@@ -273,6 +273,12 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         )
         return pb.FailWebhookDeliveryResponse(status=wire.DELIVERY_STATUS_PB[status])
 
+    async def CleanupWebhookEvents(
+        self, request: pb.CleanupWebhookEventsRequest, context: Ctx
+    ) -> pb.CleanupWebhookEventsResponse:
+        counts = await webhooks_uc.cleanup_events(self._deps, request.batch_size)
+        return pb.CleanupWebhookEventsResponse(deleted=counts.deleted, more=counts.more)
+
 
 def _user() -> ResolvedUser:
     return current_principal().require_user()

@@ -1,4 +1,4 @@
-"""The seven cron jobs of the original backend (and the outbound lease sweep) exist as Temporal
+"""The seven cron jobs of the original backend (and the redesign's sweeps) exist as Temporal
 Schedules after a worker start."""
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ SPEC: dict[str, tuple[str, int | timedelta, str]] = {
     "requeue stale outbound messages": ("every", timedelta(minutes=1), "delivery.RequeueStaleOutbound"),
     # The redesign's: forgets Clerk webhook delivery ids past the replay window (docs/hardening.md #38).
     "cleanup old webhook deliveries": (DAILY, 6, "identity.CleanupWebhookDeliveries"),
+    # The redesign's: completion webhook events past 30 days (docs/webhooks.md).
+    "cleanup old webhook events": (DAILY, 7, "delivery.CleanupWebhookEvents"),
 }
 
 

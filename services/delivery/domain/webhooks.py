@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +37,12 @@ DELIVERIES_PAGE = PageLimits(default=20, maximum=100)
 # Attempts shown per delivery in the log (newest kept).
 ATTEMPTS_SHOWN = 100
 ENDPOINT_DISABLED_ERROR = "endpoint disabled"
+# An event and its delivery log are kept this long after it was stored (long enough to look
+# into a delivery and redeliver it), then the daily sweep forgets them; an event with a delivery
+# still PENDING stays until that one is final (docs/webhooks.md).
+EVENT_RETENTION = timedelta(days=30)
+# CleanupWebhookEvents: events deleted per call (0 asks for the default).
+CLEANUP_BATCH = PageLimits(default=1_000, maximum=10_000)
 
 
 class DeliveryStatus(StrEnum):

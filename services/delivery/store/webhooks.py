@@ -376,3 +376,49 @@ async def endpoint_owner_of_delivery(conn: AsyncConnection, delivery_id: uuid.UU
     query = sa.select(e.c.user_id).select_from(d.join(e, e.c.id == d.c.endpoint_id)).where(d.c.id == delivery_id)
     row = (await conn.execute(query)).first()
     return row.user_id if row else None
+
+
+# --- retention (CleanupWebhookEvents) ---
+
+
+# Events stored before :before, none of whose deliveries is PENDING, at most :limit of them;
+# their deliveries and attempts go with them (ON DELETE CASCADE). The second CTE locks the
+# deliveries of the chosen events and reads their status as committed now: a redelivery
+# committed after this statement's snapshot (a final delivery turned PENDING again) shows up
+# there and keeps its event, and one not yet committed is waited for; a redelivery arriving
+# after the lock finds its delivery gone. SKIP LOCKED: two sweeps at once share the work.
+#
+# No index on created_at, on purpose: every finished job inserts an event on the job queue's
+# hot path, and this sweep runs once a day, where a scan of the table is affordable.
+DELETE_OLD_EVENTS = sa.text(
+    f"""
+    WITH doomed AS (
+        SELECT ev.id
+          FROM delivery.webhook_events ev
+         WHERE ev.created_at < :before
+           AND NOT EXISTS (
+                 SELECT 1 FROM delivery.webhook_deliveries d
+                  WHERE d.event_id = ev.id AND d.status = '{DeliveryStatus.PENDING.value}')
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED
+    ), their_deliveries AS (
+        SELECT d.event_id, d.status
+          FROM delivery.webhook_deliveries d
+         WHERE d.event_id IN (SELECT id FROM doomed)
+           FOR UPDATE
+    )
+    DELETE FROM delivery.webhook_events ev
+     USING doomed
+     WHERE ev.id = doomed.id
+       AND NOT EXISTS (
+             SELECT 1 FROM their_deliveries t
+              WHERE t.event_id = ev.id AND t.status = '{DeliveryStatus.PENDING.value}')
+    """
+)
+
+
+async def delete_old_events(conn: AsyncConnection, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` events stored before `before` that no PENDING delivery needs, with
+    their deliveries and attempts; answers how many events."""
+    result = await conn.execute(DELETE_OLD_EVENTS, {"before": before, "limit": limit})
+    return int(result.rowcount)

@@ -1,6 +1,6 @@
 """Completion webhook use cases: endpoints (owner-scoped; admins see every user's), the
 idempotent fan-out of a published event, the delivery log, manual redelivery, and the calls
-WebhookDeliveryWorkflow makes for each attempt (docs/webhooks.md).
+WebhookDeliveryWorkflow makes for each attempt, and the retention sweep (docs/webhooks.md).
 
 Every delivery's workflow start is an outbox event written with the delivery row (or with its
 redelivery), keyed by the workflow id: the relay starts it after commit, a repeat is a no-op."""
@@ -33,7 +33,7 @@ from zenthor import egress, ids
 from zenthor.auth.principal import ResolvedUser, Role
 from zenthor.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from zenthor.outbox import add_events
-from zenthor.pagination import Page, PageRequest, next_token
+from zenthor.pagination import Page, PageRequest, check_size, next_token
 from zenthor.webhooks import (
     WEBHOOK_DELIVERY_TOPIC,
     WebhookDeliveryInput,
@@ -332,3 +332,23 @@ async def fail_delivery(deps: Deps, delivery_id: uuid.UUID, series: int, error: 
         await uow.commit()
     assert status is not None
     return status
+
+
+# --- retention (the "cleanup old webhook events" schedule) ---
+
+
+@dataclass(frozen=True)
+class CleanupCounts:
+    deleted: int
+    more: bool
+
+
+async def cleanup_events(deps: Deps, batch_size: int) -> CleanupCounts:
+    """Forgets up to one batch of events stored longer ago than the retention, with their
+    deliveries and attempts (an event with a PENDING delivery stays); `more` when the batch was
+    full."""
+    limit = check_size(batch_size, rules.CLEANUP_BATCH, "batch_size")
+    async with deps.uow() as uow:
+        deleted = await store.delete_old_events(uow.conn, deps.clock() - rules.EVENT_RETENTION, limit)
+        await uow.commit()
+    return CleanupCounts(deleted=deleted, more=deleted == limit)
