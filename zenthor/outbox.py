@@ -283,9 +283,10 @@ class OutboxRelay:
                 table.c.next_attempt_at <= sa.bindparam("now"),
             )
         )
-        # The prune's one statement: a batch of delivered events older than the cutoff. Nothing
-        # indexes delivered_at (an index there would cost every delivery its HOT update), so the
-        # inner select reads the table; it stops at the batch's size, and a run is every 10 min.
+        # The prune's one statement: a batch of delivered events older than the cutoff. No index
+        # finds them (one more index would cost every event of every hot path another index
+        # write), so the inner select reads the table, stopping at the batch's size; a run is
+        # every 10 minutes.
         old = sa.select(table.c.id).where(table.c.delivered_at < sa.bindparam("cutoff")).limit(sa.bindparam("batch"))
         self._prune_statement = sa.delete(table).where(table.c.id.in_(old.scalar_subquery()))
 
@@ -350,8 +351,8 @@ class OutboxRelay:
 
     async def prune(self, batch: int = PRUNE_BATCH, max_batches: int = PRUNE_BATCHES) -> int:
         """Deletes events delivered more than `retention` ago, a batch per statement (each its
-        own short transaction, so replicas pruning at once only skip each other's rows); returns
-        how many. Dead letters and events still to deliver are never touched."""
+        own short transaction: replicas pruning at once wait at most for one another's batch);
+        returns how many. Dead letters and events still to deliver are never touched."""
         cutoff = self._clock() - self._retention
         pruned = 0
         for _ in range(max_batches):
