@@ -2,8 +2,8 @@
 runtime, which these tests play): every process answers its health check, `/readyz` sees all
 seven services, reflection lists every service, the stack is never open, a newcomer signs in with
 the dev issuer and goes through the steps of the README's session (sign up, chat, watch, skills,
-approve a tool call), a crashed process is restarted, and Ctrl-C stops everything with no stray
-process. The README's session as written runs in tests/e2e/test_runtime_demo.py."""
+approve a tool call) and connects the fake Todoist, a crashed process is restarted, and Ctrl-C
+stops everything with no stray process. The README's session as written runs in tests/e2e/test_runtime_demo.py."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2, agent_queue_pb2_
 from zenthor.gen.zenthor.approvals.v1 import approvals_pb2, approvals_pb2_grpc
 from zenthor.gen.zenthor.common.v1 import types_pb2
 from zenthor.gen.zenthor.identity.v1 import identity_pb2, identity_pb2_grpc
+from zenthor.gen.zenthor.todoist.v1 import todoist_pb2, todoist_pb2_grpc
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -292,6 +293,39 @@ def test_the_worker_relays_the_temporal_sdk_metrics(stack: DevStack) -> None:
         name.startswith("temporal_") and any(s.value > 0 for s in family.samples)
         for name, family in families.items()
     ), sorted(families)
+
+
+# --- Todoist (zenthor/devstack/fake_todoist.py): connected end to end as a newcomer would: sign in
+# with the dev issuer, start the OAuth flow over REST, follow the authorization link (the local
+# fake Todoist approves and sends the browser to the gateway's callback), and the agent's task
+# tools then reach the fake account ---
+
+
+def test_a_newcomer_connects_the_fake_todoist_and_the_agent_lists_its_tasks(stack: DevStack) -> None:
+    headers = {"authorization": f"Bearer {stack.token('dan@example.com')}"}
+    with httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=HTTP_TIMEOUT_S) as http:
+        assert http.post("/v1/users:bootstrap", json={"name": "Dan"}).status_code == 200
+        assert http.get("/v1/todoist/connection").json()["status"]["connected"] is False
+        started = http.post("/v1/todoist/connection:startOAuth", json={}).json()
+
+        with httpx.Client(follow_redirects=True, timeout=HTTP_TIMEOUT_S) as browser:
+            landed = browser.get(started["authorization_url"])
+
+        assert landed.status_code == 200, landed.text
+        assert landed.url.path == "/todoist/oauth/callback"
+        assert landed.json()["connected"] is True
+        status = http.get("/v1/todoist/connection").json()["status"]
+        assert (status["connected"], status["account_email"]) == (True, "dev@todoist.local")
+        conversation = http.post("/v1/conversations", json={"title": "Chores"}).json()["conversation"]["id"]
+
+    # The agent runtime's tool call, with the service key, over gRPC.
+    with grpc.insecure_channel(stack.grpc_address(ServiceName.TODOIST)) as channel:
+        reply = todoist_pb2_grpc.TodoistServiceStub(channel).ListTodoistTasks(
+            todoist_pb2.ListTodoistTasksRequest(conversation_id=conversation),
+            metadata=(("x-service-key", stack.service_key),),
+            timeout=30,
+        )
+    assert reply.connected and "Buy milk" in [t.content for t in reply.tasks]
 
 
 def test_a_crashed_service_is_restarted(stack: DevStack) -> None:
