@@ -22,7 +22,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from google.protobuf import struct_pb2
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -89,19 +88,21 @@ def webhook_event(
     return WEBHOOK_EVENT_TOPIC, event_id, payload
 
 
-def publish_request(payload: Mapping[str, Any]) -> pb.PublishWebhookEventRequest:
-    """The PublishWebhookEvent request for an outbox payload `webhook_event` stored (or a
-    statement built the same way, services/agent_queue/store/job_events.py)."""
-    data = struct_pb2.Struct()
-    data.update(payload["data"])
-    return pb.PublishWebhookEventRequest(
+_EVENT_TYPE_PB_BY_NAME = {t.value: v for t, v in EVENT_TYPE_PB.items()}
+
+
+def add_publish_request(request: pb.PublishWebhookEventsRequest, payload: Mapping[str, Any]) -> None:
+    """Appends the event of an outbox payload `webhook_event` stored (or a statement built the
+    same way, services/agent_queue/store/job_events.py) to `request`, built in place: a message
+    built apart and then handed to the batch is copied, its data Struct with it."""
+    event = request.events.add(
         event_id=payload["event_id"],
-        type=EVENT_TYPE_PB[WebhookEventType(payload["type"])],
-        occur_time=timestamp(datetime.fromisoformat(payload["occurred_at"])),
+        type=_EVENT_TYPE_PB_BY_NAME[payload["type"]],
         owner_user_id=payload.get("owner_user_id"),
         owner_contact_id=payload.get("owner_contact_id"),
-        data=data,
     )
+    event.occur_time.CopyFrom(timestamp(datetime.fromisoformat(payload["occurred_at"])))
+    event.data.update(payload["data"])
 
 
 def webhook_event_handler(peers: Peers) -> Batched:
@@ -111,7 +112,9 @@ def webhook_event_handler(peers: Peers) -> Batched:
     retry can make it valid); a failed call fails, and retries, the whole chunk."""
 
     async def publish(payloads: Sequence[Mapping[str, Any]]) -> list[Exception | None]:
-        request = pb.PublishWebhookEventsRequest(events=[publish_request(p) for p in payloads])
+        request = pb.PublishWebhookEventsRequest()
+        for payload in payloads:
+            add_publish_request(request, payload)
         reply = await peers.delivery().PublishWebhookEvents(request)
         return [
             PermanentDeliveryError(f"{r.refusal.field}: {r.refusal.description}") if r.HasField("refusal") else None
