@@ -125,7 +125,15 @@ def _is_permanent(error: Exception) -> bool:
     return isinstance(error, grpc.aio.AioRpcError) and is_permanent(error.code())
 
 
-def outbox_table(metadata: sa.MetaData, schema: str) -> sa.Table:
+# Dead letters without reading the table: the metrics gauge counts them at every refresh and
+# `outbox list` pages them. Only parked rows have an entry, so no hot path ever writes to it.
+DEAD_LETTER_INDEX = "outbox_dead_idx"
+
+
+def outbox_table(metadata: sa.MetaData, schema: str, *, dead_letter_index: bool = True) -> sa.Table:
+    """The outbox as it is now; `dead_letter_index=False` gives shape v1, which the services'
+    first migrations create (`create_outbox_table`) before a later one adds the index."""
+    dead = [sa.Index(DEAD_LETTER_INDEX, "dead_at", postgresql_where=sa.text("dead_at IS NOT NULL"))]
     return sa.Table(
         "outbox",
         metadata,
@@ -146,6 +154,7 @@ def outbox_table(metadata: sa.MetaData, schema: str) -> sa.Table:
             "next_attempt_at",
             postgresql_where=sa.text("delivered_at IS NULL AND dead_at IS NULL"),
         ),
+        *(dead if dead_letter_index else []),
         schema=schema,
     )
 
@@ -153,7 +162,13 @@ def outbox_table(metadata: sa.MetaData, schema: str) -> sa.Table:
 def create_outbox_table(bind: sa.engine.Connection, schema: str) -> None:
     """The outbox as every service's first migration creates it (table, unique key, due
     index), from the one definition above. Shape v1: change it only through a new migration."""
-    outbox_table(sa.MetaData(), schema).create(bind)
+    outbox_table(sa.MetaData(), schema, dead_letter_index=False).create(bind)
+
+
+def create_dead_letter_index(bind: sa.engine.Connection, schema: str) -> None:
+    """Shape v2: the dead-letter index, added by one migration per service."""
+    table = outbox_table(sa.MetaData(), schema)
+    next(i for i in table.indexes if i.name == DEAD_LETTER_INDEX).create(bind)
 
 
 def backoff_s(attempts: int, rng: random.Random | None = None) -> float:
@@ -613,9 +628,8 @@ class OutboxStats:
 
 async def outbox_stats(conn: AsyncConnection, table: sa.Table) -> OutboxStats:
     """What an operator watches (zenthor.metrics): the live backlog, read through the due index
-    (its predicate is the backlog's), and the dead letters. No index holds only the dead ones,
-    so that count reads the table: fine for the metrics interval, which is why it is not asked
-    per scrape."""
+    (its predicate is the backlog's), and the dead letters, through theirs: neither reads the
+    delivered rows, however many a busy week leaves."""
     t = table
     live = sa.and_(t.c.delivered_at.is_(None), t.c.dead_at.is_(None))
     row = (

@@ -5,10 +5,12 @@ relay had leased (zenthor/outbox.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +20,15 @@ from tests.support.waiting import eventually
 from zenthor.__main__ import main as zenthor_cli
 from zenthor.config import ServiceName
 from zenthor.db import UnitOfWork, create_engine
-from zenthor.outbox import LEASE, OutboxRelay, add_event, dead_letters, outbox_table, redrive
+from zenthor.outbox import (
+    DEAD_LETTER_INDEX,
+    LEASE,
+    OutboxRelay,
+    add_event,
+    dead_letters,
+    outbox_table,
+    redrive,
+)
 
 OUTBOX = outbox_table(sa.MetaData(), "identity")
 WAIT_S = 20.0
@@ -260,3 +270,17 @@ async def test_a_running_relay_prunes_on_its_own(engine: AsyncEngine, db: TestDa
         await eventually(lambda: keys_left(db) == {"recent-delivered", "old-dead", "old-pending"}, WAIT_S, "old events pruned")
     finally:
         await relay.stop()
+
+
+def test_dead_letters_are_counted_through_their_own_index(db: TestDatabase) -> None:
+    # The gauge's dead-letter count runs at every metrics refresh, on an outbox holding a week of
+    # delivered events: it must not read them. With sequential scans priced out, a plan without
+    # the index would still scan the table.
+    with psycopg.connect(db.admin_dsn(), autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        row = conn.execute(
+            "EXPLAIN (FORMAT JSON) SELECT count(*) FROM identity.outbox WHERE dead_at IS NOT NULL"
+        ).fetchone()
+    assert row is not None
+    plan = row[0]
+    assert DEAD_LETTER_INDEX in json.dumps(plan), plan
