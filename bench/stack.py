@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.support.builders import add_user
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from zenthor.config import ServiceName
 from zenthor.devstack.postgres import LocalPostgres
 from zenthor.migrate import migrate
@@ -41,12 +41,6 @@ USER_EXTERNAL_ID = "user_bench"
 # auth modes on equal work; principal resolution for the other services is the shipped code.
 SERVICES = ("identity", "messages", "agent_queue", "delivery", "approvals")
 MODULES = {"identity": "bench.auth_server"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def service_metadata() -> tuple[tuple[str, str], ...]:

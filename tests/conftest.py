@@ -3,7 +3,6 @@ one fake Clerk issuer serving a JWKS. Temporal is started by the tests that need
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +11,13 @@ import pytest
 from tests.support.database import TestDatabase, build_template, clone, drop
 from tests.support.grpc_client import SERVICE_KEY
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from zenthor.config import ServiceName, Settings
 from zenthor.devstack.postgres import LocalPostgres
 
 ALLOWLIST = " Boss@Example.com , ops@example.com,"  # the allowlist every scenario starts from
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
