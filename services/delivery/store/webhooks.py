@@ -372,8 +372,16 @@ async def redeliver(conn: AsyncConnection, delivery_id: uuid.UUID, now: datetime
     return int(row.series) if row else None
 
 
-async def endpoint_owner_of_delivery(conn: AsyncConnection, delivery_id: uuid.UUID) -> uuid.UUID | None:
-    query = sa.select(e.c.user_id).select_from(d.join(e, e.c.id == d.c.endpoint_id)).where(d.c.id == delivery_id)
+async def lock_owner_of_delivery(conn: AsyncConnection, delivery_id: uuid.UUID) -> uuid.UUID | None:
+    """The user whose endpoint the delivery belongs to, the delivery locked (FOR SHARE) until
+    the caller's transaction ends: the retention sweep cannot delete it in between, and one that
+    deleted it first leaves nothing to find (NOT_FOUND, not a wrong-state answer)."""
+    query = (
+        sa.select(e.c.user_id)
+        .select_from(d.join(e, e.c.id == d.c.endpoint_id))
+        .where(d.c.id == delivery_id)
+        .with_for_update(read=True, of=d)
+    )
     row = (await conn.execute(query)).first()
     return row.user_id if row else None
 

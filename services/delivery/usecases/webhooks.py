@@ -184,7 +184,7 @@ async def redeliver(deps: Deps, user: ResolvedUser, delivery_id: uuid.UUID) -> D
     """A finished delivery sent again as a new attempt series (same event id and body)."""
     now = deps.clock()
     async with deps.uow() as uow:
-        owner = await store.endpoint_owner_of_delivery(uow.conn, delivery_id)
+        owner = await store.lock_owner_of_delivery(uow.conn, delivery_id)
         if owner is None or not _visible(user, owner):
             raise NotFound(DELIVERY_NOT_FOUND)
         series = await store.redeliver(uow.conn, delivery_id, now)

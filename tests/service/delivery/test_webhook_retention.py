@@ -206,6 +206,42 @@ async def test_a_redelivery_committed_while_the_sweep_runs_keeps_its_event(deliv
     assert attempts(delivery, [row["id"]]) == 1
 
 
+async def test_a_redelivery_asked_while_the_sweep_deletes_its_delivery_is_not_found(delivery: Running) -> None:
+    """The other order: the sweep locked the delivery and deleted its event first. The
+    redelivery waits for it, then finds nothing: NOT_FOUND, not "still being attempted"."""
+    alice_id = alice(delivery.db)
+    await create_endpoint(delivery, "user_alice")
+    event_id, _ = await publish(delivery, owner_user_id=alice_id)
+    (row,) = deliveries(delivery, event_id)
+    assert await attempt(delivery, row["id"], 1, 1, 204) == DELIVERED
+
+    async with await psycopg.AsyncConnection.connect(delivery.db.admin_dsn()) as sweep:
+        # What CleanupWebhookEvents' statement does (services/delivery/store/webhooks.py), held
+        # uncommitted: the delivery locked, the event deleted with it.
+        await sweep.execute("SELECT 1 FROM delivery.webhook_deliveries WHERE event_id = %s FOR UPDATE", (event_id,))
+        await sweep.execute("DELETE FROM delivery.webhook_events WHERE id = %s", (event_id,))
+        redelivery = asyncio.create_task(rpc_error(delivery.stub.RedeliverWebhook(
+            pb.RedeliverWebhookRequest(delivery_id=ids.WEBHOOK_DELIVERY.format(row["id"])),
+            metadata=as_user(delivery, "user_alice"), timeout=30,
+        )))
+
+        def redelivery_waits_for_the_row() -> bool:
+            return bool(
+                delivery.db.sql(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%%webhook_deliveries%%'"
+                )
+            )
+
+        await eventually(redelivery_waits_for_the_row, what="the redelivery waiting for the swept row")
+        await sweep.commit()
+        async with asyncio.timeout(30):
+            error = await redelivery
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND, error.details()
+    assert deliveries(delivery, event_id) == []
+
+
 async def test_a_forgotten_event_published_again_is_a_new_event(delivery: Running) -> None:
     alice_id = alice(delivery.db)
     await create_endpoint(delivery, "user_alice")
