@@ -15,7 +15,7 @@ Figures (the issue "Hot paths at peer speed"):
   f  bare grpc.health.v1 Health.Check calls/s on the agent_queue server (the per-call floor)
   g  EnqueueJob → job seen on WatchPendingJobs, p50/p99
   h  outbound drain: account lease, ClaimOutbound(max 10) + CompleteOutbound per message
-  i  claim statement cost (EXPLAIN ANALYZE, BUFFERS) as the backlog grows 10³ → 10⁶
+  i  claim statement cost (EXPLAIN ANALYZE, BUFFERS) as the backlog grows 10³ → 10⁶, jobs and outbound
   j  UpdateStreamingContent → WatchConversation at a 200 ms cadence, p50/p99
   k  ResolveApproval → WaitForApproval wakes, p50/p99
   l  auth chain: USER (RS256 JWT) and SERVICE RPCs against PUBLIC, on the same handler body

@@ -5,6 +5,11 @@ conversations) the queue is filled server-side, vacuumed and analysed, then the 
 claim statement (`services.agent_queue.store.jobs.CLAIM_JOBS`, read at run time so a rewrite is
 measured as it lands) runs under EXPLAIN (ANALYZE, BUFFERS) a few times, each in a transaction
 that is rolled back, so the backlog stays as it was. The raw-SQL floor's claim runs beside it.
+
+The outbound queue gets the same series: one WhatsApp account's pending messages, one per
+recipient or spread over `backlog_conversations` recipients, claimed by delivery's own statement
+(`services.delivery.store.outbound.CLAIM`: the lease holder's oldest recipient heads) beside a raw
+SKIP LOCKED claim of the same rows without the per-recipient rule.
 """
 
 from __future__ import annotations
@@ -108,7 +113,107 @@ def measure_backlog(bench: Bench) -> dict[str, Any]:
             )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE agent_queue.jobs")
+    measure_outbound_backlog(bench, series, plans)
     return {"source": source, "statement": claim_sql.strip(), "series": series, "plans": plans}
+
+
+# --- the outbound queue ---
+
+EXPLAIN_ACCOUNT = "bench-explain-account"
+OUTBOUND_CLAIM_PARAMS: dict[str, Any] = {
+    "account_id": EXPLAIN_ACCOUNT,
+    "channel": "whatsapp",
+    "processor_id": "bench-explain",
+    "max_messages": 10,
+    "now": None,  # filled per run
+    "locked_until": None,
+}
+# `n` pending messages of one account, FIFO by created_at; recipients=0: each message its own
+# recipient, else message g goes to recipient g mod `recipients`. A recipient's first message is
+# its head, as EnqueueOutbound leaves it (the others wait behind it).
+LOAD_OUTBOUND = """
+INSERT INTO delivery.outbound_messages (id, channel, account_id, conversation_id, message_id, recipient, recipient_key,
+                                        is_head, content, status, created_at, updated_at)
+SELECT uuidv7(), 'whatsapp', %(account)s, uuidv7(), uuidv7(), k.key, k.key,
+       %(recipients)s = 0 OR g <= %(recipients)s, 'bench', 'pending',
+       now() + g * interval '1 microsecond', now()
+FROM generate_series(1, %(n)s) AS g,
+     LATERAL (SELECT 'r' || CASE WHEN %(recipients)s = 0 THEN g ELSE g %% %(recipients)s END AS key) AS k
+"""
+# The account's lease, held by the claimer (the claim checks it).
+HOLD_LEASE = """
+INSERT INTO delivery.whatsapp_leases (account_id, owner_id, expires_at, heartbeat_at)
+VALUES (%(account)s, %(owner)s, now() + interval '1 day', now())
+ON CONFLICT (account_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, expires_at = EXCLUDED.expires_at
+"""
+RAW_OUTBOUND_CLAIM = """
+WITH picked AS (
+    SELECT id FROM delivery.outbound_messages
+     WHERE account_id = %(account_id)s AND channel = 'whatsapp' AND status = 'pending'
+     ORDER BY created_at, id LIMIT %(max_messages)s FOR UPDATE SKIP LOCKED
+)
+UPDATE delivery.outbound_messages AS m
+SET status = 'processing', processor_id = %(processor_id)s, locked_until = now() + interval '120 seconds'
+FROM picked WHERE m.id = picked.id
+RETURNING m.id
+"""
+
+
+def load_outbound(dsn: str, n: int, recipients: int) -> None:
+    """An empty outbound queue, then `n` pending messages of one account, its lease held."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE delivery.outbound_messages")
+        conn.execute(LOAD_OUTBOUND, {"n": n, "recipients": recipients, "account": EXPLAIN_ACCOUNT})
+        conn.execute(HOLD_LEASE, {"account": EXPLAIN_ACCOUNT, "owner": OUTBOUND_CLAIM_PARAMS["processor_id"]})
+        conn.execute("VACUUM ANALYZE delivery.outbound_messages")
+
+
+def outbound_claim_statement() -> tuple[str, str]:
+    from services.delivery.store import outbound as store
+
+    return store.CLAIM, "services.delivery.store.outbound.CLAIM"
+
+
+def _outbound_params(sql: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    values = {**OUTBOUND_CLAIM_PARAMS, "now": now, "locked_until": now + timedelta(seconds=60)}
+    names = set(re.findall(r"%\((\w+)\)s", sql))
+    unknown = names - values.keys()
+    if unknown:
+        raise RuntimeError(
+            f"the outbound claim takes {sorted(unknown)}: add values to OUTBOUND_CLAIM_PARAMS in bench/backlog.py"
+        )
+    return {k: values[k] for k in names}
+
+
+def measure_outbound_backlog(bench: Bench, series: dict[str, Any], plans: dict[str, str]) -> None:
+    """Adds the outbound claim's series ("outbound, …") to `series` and its plans to `plans`."""
+    opts, dsn = bench.options, bench.stack.admin_dsn()
+    claim_sql, _source = outbound_claim_statement()
+    params = _outbound_params(claim_sql)
+    raw_params = {k: OUTBOUND_CLAIM_PARAMS[k] for k in ("account_id", "max_messages", "processor_id")}
+    spreads = {
+        "outbound, 1 message/recipient": 0,
+        f"outbound, {opts.backlog_conversations:,} recipients": opts.backlog_conversations,
+    }
+    for label, recipients in spreads.items():
+        series[label] = {}
+        for size in opts.backlog_sizes:
+            bench.say(f"(i) backlog {size:,} pending, {label}: loading, then EXPLAIN ×{opts.explain_repeats}")
+            load_outbound(dsn, size, recipients)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                ours = _costs(conn, claim_sql, params, opts.explain_repeats)
+                raw = _costs(conn, RAW_OUTBOUND_CLAIM, raw_params, opts.explain_repeats)
+                if size in (opts.backlog_sizes[0], opts.backlog_sizes[-1]):
+                    plans[f"{label}, {size:,} pending"] = explain(conn, claim_sql, params, "TEXT")
+            series[label][str(size)] = {"ours": ours, "raw": raw}
+            bench.say(
+                f"(i) backlog {size:,}, {label}: claim {ours['median_ms']:.2f} ms, {ours['buffers']:.0f} buffers"
+                f" (raw SQL {raw['median_ms']:.2f} ms, {raw['buffers']:.0f} buffers)"
+            )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE delivery.outbound_messages")
+        conn.execute("DELETE FROM delivery.whatsapp_leases WHERE account_id = %s", (EXPLAIN_ACCOUNT,))
 
 
 def flatness(series: dict[str, dict[str, dict[str, float]]], who: str, key: str = "min_ms") -> float:

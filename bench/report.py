@@ -363,7 +363,11 @@ def markdown(run: dict[str, Any], results: Results, found: list[Goal]) -> str:
         lines += [f"### (i) {FIGURES['i']}", "",
                   f"The service's claim statement (`{b['source']}`, read at run time), `max_jobs` 10, under EXPLAIN "
                   "(ANALYZE, BUFFERS) in a rolled-back transaction; buffers = shared hit + read of the whole statement. "
-                  "Raw SQL: the floor's claim (no conversation rule) on the same rows.", ""]
+                  "Raw SQL: the floor's claim (no conversation rule) on the same rows. The outbound series: one "
+                  "WhatsApp account's pending messages claimed by `services.delivery.store.outbound.CLAIM` "
+                  "(`max_messages` 10, its lease held), beside a raw SKIP LOCKED claim without the per-recipient rule "
+                  "(no index serves it: it reads every pending row of the account, which is why it grows).",
+                  ""]
         for label, series in b["series"].items():
             lines += [f"**{label}**", "", "| pending | claim ms (min–max) | buffers | raw-SQL claim ms | raw buffers |",
                       "|---|---|---|---|---|"]

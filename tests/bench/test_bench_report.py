@@ -30,6 +30,8 @@ GOALS = (
     "SERVICE RPC ≥ 0.9× public (same work)",
     "Claim cost flat (±20%) as the backlog grows, 1 conversation/job",
     "Claim cost flat (±20%) as the backlog grows, 1,000 conversations",
+    "Claim cost flat (±20%) as the backlog grows, outbound, 1 message/recipient",
+    "Claim cost flat (±20%) as the backlog grows, outbound, 1,000 recipients",
     "No service above 150 MB RSS under the drain",
 )
 
@@ -98,13 +100,17 @@ def test_backlog_series_explain_the_claim_at_each_size(report: tuple[dict[str, A
     document, _, _ = report
     backlog = document["backlog"]
     assert backlog["source"].endswith("CLAIM_JOBS")
-    assert set(backlog["series"]) == {"1 conversation/job", "1,000 conversations"}
+    assert set(backlog["series"]) == {
+        "1 conversation/job", "1,000 conversations", "outbound, 1 message/recipient", "outbound, 1,000 recipients",
+    }
     for series in backlog["series"].values():
         assert sorted(series, key=int) == [str(s) for s in document["options"]["backlog_sizes"]]
         for costs in series.values():
             assert {"ours", "raw"} == set(costs)
             assert costs["ours"]["buffers"] > 0 and costs["ours"]["min_ms"] <= costs["ours"]["max_ms"]
     assert backlog["plans"] and all("Buffers" in plan for plan in backlog["plans"].values())
+    # The outbound series EXPLAINs delivery's own claim (its lease check and recipient heads).
+    assert any(title.startswith("outbound") and "outbound_messages_claim_idx" in plan for title, plan in backlog["plans"].items())
 
 
 @pytest.mark.timeout(1000)
