@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -50,13 +52,15 @@ def claim_statement() -> tuple[str, str]:
     return str(compiled), "services.agent_queue.store.jobs.CLAIM_JOBS"
 
 
-def _params(sql: str) -> dict[str, Any]:
+def _params(sql: str, known: dict[str, Any], name: str) -> dict[str, Any]:
+    """Values for the parameters `sql` takes, from `known` (the dict called `name` here) with the
+    current time filled in."""
     now = datetime.now(UTC)
-    values = {**CLAIM_PARAMS, "now": now, "locked_until": now + timedelta(seconds=60)}
+    values = {**known, "now": now, "locked_until": now + timedelta(seconds=60)}
     names = set(re.findall(r"%\((\w+)\)s", sql))
     unknown = names - values.keys()
     if unknown:
-        raise RuntimeError(f"the claim statement takes {sorted(unknown)}: add values to CLAIM_PARAMS in bench/backlog.py")
+        raise RuntimeError(f"the claim statement takes {sorted(unknown)}: add values to {name} in bench/backlog.py")
     return {k: values[k] for k in names}
 
 
@@ -87,30 +91,44 @@ def _costs(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any], repe
     }
 
 
+Series = dict[str, dict[str, dict[str, dict[str, float]]]]
+
+
+def _series(
+    bench: Bench, label: str, load: Callable[[int], None], claim: tuple[str, dict[str, Any]],
+    raw: tuple[str, dict[str, Any]], series: Series, plans: dict[str, str],
+) -> None:
+    """One spread's costs at every backlog size: `load(size)` fills the queue, then our claim and
+    the raw one run under EXPLAIN; the plans of the smallest and largest size are kept."""
+    opts, dsn = bench.options, bench.stack.admin_dsn()
+    series[label] = {}
+    for size in opts.backlog_sizes:
+        bench.say(f"(i) backlog {size:,} pending, {label}: loading, then EXPLAIN ×{opts.explain_repeats}")
+        load(size)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            ours = _costs(conn, *claim, opts.explain_repeats)
+            floor = _costs(conn, *raw, opts.explain_repeats)
+            if size in (opts.backlog_sizes[0], opts.backlog_sizes[-1]):
+                plans[f"{label}, {size:,} pending"] = explain(conn, *claim, "TEXT")
+        series[label][str(size)] = {"ours": ours, "raw": floor}
+        bench.say(
+            f"(i) backlog {size:,}, {label}: claim {ours['median_ms']:.2f} ms, {ours['buffers']:.0f} buffers"
+            f" (raw SQL {floor['median_ms']:.2f} ms, {floor['buffers']:.0f} buffers)"
+        )
+
+
 def measure_backlog(bench: Bench) -> dict[str, Any]:
     """{"source", "series": {spread: {size: {"ours": costs, "raw": costs}}}, "plans": {…}}."""
     opts, dsn = bench.options, bench.stack.admin_dsn()
     claim_sql, source = claim_statement()
-    params = _params(claim_sql)
-    raw_params = {"n": CLAIM_PARAMS["max_jobs"], "p": "bench-explain"}
-    spreads = {"1 conversation/job": 0, f"{opts.backlog_conversations:,} conversations": opts.backlog_conversations}
-    series: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    claim = (claim_sql, _params(claim_sql, CLAIM_PARAMS, "CLAIM_PARAMS"))
+    raw = (RAW_CLAIM, {"n": CLAIM_PARAMS["max_jobs"], "p": "bench-explain"})
+    series: Series = {}
     plans: dict[str, str] = {}
-    for label, conversations in spreads.items():
-        series[label] = {}
-        for size in opts.backlog_sizes:
-            bench.say(f"(i) backlog {size:,} pending, {label}: loading, then EXPLAIN ×{opts.explain_repeats}")
-            load_jobs(dsn, size, conversations)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                ours = _costs(conn, claim_sql, params, opts.explain_repeats)
-                raw = _costs(conn, RAW_CLAIM, raw_params, opts.explain_repeats)
-                if size in (opts.backlog_sizes[0], opts.backlog_sizes[-1]):
-                    plans[f"{label}, {size:,} pending"] = explain(conn, claim_sql, params, "TEXT")
-            series[label][str(size)] = {"ours": ours, "raw": raw}
-            bench.say(
-                f"(i) backlog {size:,}, {label}: claim {ours['median_ms']:.2f} ms, {ours['buffers']:.0f} buffers"
-                f" (raw SQL {raw['median_ms']:.2f} ms, {raw['buffers']:.0f} buffers)"
-            )
+    for label, conversations in {
+        "1 conversation/job": 0, f"{opts.backlog_conversations:,} conversations": opts.backlog_conversations,
+    }.items():
+        _series(bench, label, partial(load_jobs, dsn, conversations=conversations), claim, raw, series, plans)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE agent_queue.jobs")
     measure_outbound_backlog(bench, series, plans)
@@ -168,49 +186,17 @@ def load_outbound(dsn: str, n: int, recipients: int) -> None:
         conn.execute("VACUUM ANALYZE delivery.outbound_messages")
 
 
-def outbound_claim_statement() -> tuple[str, str]:
-    from services.delivery.store import outbound as store
-
-    return store.CLAIM, "services.delivery.store.outbound.CLAIM"
-
-
-def _outbound_params(sql: str) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    values = {**OUTBOUND_CLAIM_PARAMS, "now": now, "locked_until": now + timedelta(seconds=60)}
-    names = set(re.findall(r"%\((\w+)\)s", sql))
-    unknown = names - values.keys()
-    if unknown:
-        raise RuntimeError(
-            f"the outbound claim takes {sorted(unknown)}: add values to OUTBOUND_CLAIM_PARAMS in bench/backlog.py"
-        )
-    return {k: values[k] for k in names}
-
-
-def measure_outbound_backlog(bench: Bench, series: dict[str, Any], plans: dict[str, str]) -> None:
+def measure_outbound_backlog(bench: Bench, series: Series, plans: dict[str, str]) -> None:
     """Adds the outbound claim's series ("outbound, …") to `series` and its plans to `plans`."""
+    from services.delivery.store.outbound import CLAIM
+
     opts, dsn = bench.options, bench.stack.admin_dsn()
-    claim_sql, _source = outbound_claim_statement()
-    params = _outbound_params(claim_sql)
-    raw_params = {k: OUTBOUND_CLAIM_PARAMS[k] for k in ("account_id", "max_messages", "processor_id")}
-    spreads = {
-        "outbound, 1 message/recipient": 0,
-        f"outbound, {opts.backlog_conversations:,} recipients": opts.backlog_conversations,
-    }
-    for label, recipients in spreads.items():
-        series[label] = {}
-        for size in opts.backlog_sizes:
-            bench.say(f"(i) backlog {size:,} pending, {label}: loading, then EXPLAIN ×{opts.explain_repeats}")
-            load_outbound(dsn, size, recipients)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                ours = _costs(conn, claim_sql, params, opts.explain_repeats)
-                raw = _costs(conn, RAW_OUTBOUND_CLAIM, raw_params, opts.explain_repeats)
-                if size in (opts.backlog_sizes[0], opts.backlog_sizes[-1]):
-                    plans[f"{label}, {size:,} pending"] = explain(conn, claim_sql, params, "TEXT")
-            series[label][str(size)] = {"ours": ours, "raw": raw}
-            bench.say(
-                f"(i) backlog {size:,}, {label}: claim {ours['median_ms']:.2f} ms, {ours['buffers']:.0f} buffers"
-                f" (raw SQL {raw['median_ms']:.2f} ms, {raw['buffers']:.0f} buffers)"
-            )
+    claim = (CLAIM, _params(CLAIM, OUTBOUND_CLAIM_PARAMS, "OUTBOUND_CLAIM_PARAMS"))
+    raw = (RAW_OUTBOUND_CLAIM, {k: OUTBOUND_CLAIM_PARAMS[k] for k in ("account_id", "max_messages", "processor_id")})
+    for label, recipients in {
+        "outbound, 1 message/recipient": 0, f"outbound, {opts.backlog_conversations:,} recipients": opts.backlog_conversations,
+    }.items():
+        _series(bench, label, partial(load_outbound, dsn, recipients=recipients), claim, raw, series, plans)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE delivery.outbound_messages")
         conn.execute("DELETE FROM delivery.whatsapp_leases WHERE account_id = %s", (EXPLAIN_ACCOUNT,))

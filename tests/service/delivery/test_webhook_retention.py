@@ -57,6 +57,17 @@ def attempts(delivery: Running, delivery_ids: list[uuid.UUID]) -> int:
     return int(rows[0][0])
 
 
+def waits_for_a_lock(delivery: Running, naming: str) -> bool:
+    """A statement of the service's database naming `naming` waits for a row lock."""
+    return bool(
+        delivery.db.sql(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE %s",
+            (f"%{naming}%",),
+        )
+    )
+
+
 async def cleanup(delivery: Running, batch_size: int = 0) -> tuple[int, bool]:
     reply = await delivery.stub.CleanupWebhookEvents(
         pb.CleanupWebhookEventsRequest(batch_size=batch_size), metadata=service()
@@ -187,15 +198,8 @@ async def test_a_redelivery_committed_while_the_sweep_runs_keeps_its_event(deliv
         )
         sweep = asyncio.create_task(cleanup(delivery))
 
-        def sweep_waits_for_the_row() -> bool:
-            return bool(
-                delivery.db.sql(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND query LIKE '%%delivery.webhook_events%%'"
-                )
-            )
-
-        await eventually(sweep_waits_for_the_row, what="the sweep waiting for the redelivered row")
+        await eventually(lambda: waits_for_a_lock(delivery, "delivery.webhook_events"),
+                         what="the sweep waiting for the redelivered row")
         await redelivery.commit()
         async with asyncio.timeout(30):
             assert await sweep == (0, False)
@@ -225,15 +229,8 @@ async def test_a_redelivery_asked_while_the_sweep_deletes_its_delivery_is_not_fo
             metadata=as_user(delivery, "user_alice"), timeout=30,
         )))
 
-        def redelivery_waits_for_the_row() -> bool:
-            return bool(
-                delivery.db.sql(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND query LIKE '%%webhook_deliveries%%'"
-                )
-            )
-
-        await eventually(redelivery_waits_for_the_row, what="the redelivery waiting for the swept row")
+        await eventually(lambda: waits_for_a_lock(delivery, "webhook_deliveries"),
+                         what="the redelivery waiting for the swept row")
         await sweep.commit()
         async with asyncio.timeout(30):
             error = await redelivery
