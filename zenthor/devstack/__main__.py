@@ -66,9 +66,10 @@ STARTUP_TIMEOUT_S = 180.0
 # How much of a child's log a start-up failure prints.
 LOG_TAIL_LINES = 15
 # Every process's own /metrics port (ZENTHOR_METRICS_PORT): 50151… beside the gRPC ports 50051…,
-# moved by --port-offset with them. Ports picked free at start were taken, now and then, by the
-# Temporal dev server's own free-port picks or a client socket before the process bound its own
-# (a service then exits at start); an offset stack in tests puts both below the ephemeral range.
+# moved by --port-offset with them. Not picked free at start: such a port is released until its
+# process binds it, and meanwhile the Temporal dev server's own free-port picks or any client
+# socket may take it (the service then exits at start). A test stack's offset puts both below
+# the kernel's ephemeral range.
 METRICS_BASE_PORT = 50151
 METRICS_PROCESSES = (*(s.value for s in ServiceName), "gateway", "worker")
 
