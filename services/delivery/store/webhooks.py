@@ -153,7 +153,7 @@ async def delete_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID) -> None
 
 
 # The events of a whole batch as one JSON array: a fixed statement, compiled once, however many
-# events it holds. A multi-row VALUES is compiled anew per batch size and pays a bind parameter per
+# events it holds. A multi-row VALUES is compiled anew on every call and pays a bind parameter per
 # cell, and a text[] parameter is escaped item by item in Python (event bodies are JSON, full of
 # quotes); json.dumps and Postgres' JSON reader do the same in C.
 INSERT_EVENTS = sa.text(
