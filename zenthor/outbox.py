@@ -52,7 +52,7 @@ from zenthor.errors import is_permanent
 from zenthor.ids import OUTBOX_EVENT
 from zenthor.logs import get_logger
 from zenthor.shutdown import cancel_and_wait
-from zenthor.tracing import OUTBOX_TRACE_KEY, current_trace_carrier, split_trace, with_trace
+from zenthor.tracing import split_trace, with_trace
 
 log = get_logger("zenthor.outbox")
 _tracer = trace.get_tracer("zenthor.outbox")
@@ -133,7 +133,6 @@ DEAD_LETTER_INDEX = "outbox_dead_idx"
 def outbox_table(metadata: sa.MetaData, schema: str, *, dead_letter_index: bool = True) -> sa.Table:
     """The outbox as it is now; `dead_letter_index=False` gives shape v1, which the services'
     first migrations create (`create_outbox_table`) before a later one adds the index."""
-    dead = [sa.Index(DEAD_LETTER_INDEX, "dead_at", postgresql_where=sa.text("dead_at IS NOT NULL"))]
     return sa.Table(
         "outbox",
         metadata,
@@ -154,9 +153,19 @@ def outbox_table(metadata: sa.MetaData, schema: str, *, dead_letter_index: bool 
             "next_attempt_at",
             postgresql_where=sa.text("delivered_at IS NULL AND dead_at IS NULL"),
         ),
-        *(dead if dead_letter_index else []),
+        *([sa.Index(DEAD_LETTER_INDEX, "dead_at", postgresql_where=sa.text("dead_at IS NOT NULL"))] if dead_letter_index else []),
         schema=schema,
     )
+
+
+def _live(t: sa.FromClause) -> sa.ColumnElement[bool]:
+    """Still to deliver: neither delivered nor parked as a dead letter (the due index's predicate)."""
+    return sa.and_(t.c.delivered_at.is_(None), t.c.dead_at.is_(None))
+
+
+def _due(t: sa.FromClause) -> sa.ColumnElement[bool]:
+    """Live and due at the statement's `now` parameter."""
+    return sa.and_(_live(t), t.c.next_attempt_at <= sa.bindparam("now"))
 
 
 def create_outbox_table(bind: sa.engine.Connection, schema: str) -> None:
@@ -182,35 +191,19 @@ async def add_event(
 ) -> None:
     """Stores an event inside the caller's transaction; a second event with the same
     (topic, key) is ignored, so retried use cases do not duplicate effects."""
-    stmt = (
-        pg.insert(table)
-        .values(
-            id=OUTBOX_EVENT.new(),
-            topic=topic,
-            key=key,
-            # With tracing on, the writer's trace context travels with the event (zenthor/tracing.py).
-            payload=with_trace(payload),
-            created_at=now,
-            next_attempt_at=now,
-        )
-        .on_conflict_do_nothing(constraint="outbox_topic_key_uq")
-    )
-    await conn.execute(stmt)
+    await add_events(conn, table, [(topic, key, payload)], now)
 
 
 async def add_events(
     conn: AsyncConnection, table: sa.Table, events: Sequence[tuple[str, str, Mapping[str, Any]]], now: datetime
 ) -> None:
     """Many (topic, key, payload) events in one statement, each as `add_event` stores it: a batch
-    use case (many rows acknowledged at once) pays one round trip, not one per event."""
+    use case (many rows acknowledged at once) pays one round trip, not one per event. With
+    tracing on, the writer's trace context travels with each event (zenthor/tracing.py)."""
     if not events:
         return
-    carrier = current_trace_carrier()
     rows = [
-        {
-            "id": str(OUTBOX_EVENT.new()), "topic": topic, "key": key,
-            "payload": dict(payload) if carrier is None else {**payload, OUTBOX_TRACE_KEY: carrier},
-        }
+        {"id": str(OUTBOX_EVENT.new()), "topic": topic, "key": key, "payload": with_trace(payload)}
         for topic, key, payload in events
     ]
     await conn.execute(_insert_events_statement(table), {"events": json.dumps(rows), "now": now})
@@ -290,14 +283,7 @@ class OutboxRelay:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         # The poll's one statement: which handled topics have events due.
         topics = sa.func.unnest(sa.cast(list(self._handlers), pg.ARRAY(sa.Text))).table_valued("topic").render_derived()
-        self._due_topics = sa.select(topics.c.topic).where(
-            sa.exists().where(
-                table.c.topic == topics.c.topic,
-                table.c.delivered_at.is_(None),
-                table.c.dead_at.is_(None),
-                table.c.next_attempt_at <= sa.bindparam("now"),
-            )
-        )
+        self._due_topics = sa.select(topics.c.topic).where(sa.exists().where(table.c.topic == topics.c.topic, _due(table)))
         # The prune's one statement: a batch of delivered events older than the cutoff. No index
         # finds them (one more index would cost every event of every hot path another index
         # write), so the inner select reads the table, stopping at the batch's size; a run is
@@ -432,7 +418,7 @@ class OutboxRelay:
         t = self._table
         due = (
             sa.select(t.c.id, t.c.next_attempt_at.label("due_at"))
-            .where(t.c.delivered_at.is_(None), t.c.dead_at.is_(None), t.c.next_attempt_at <= sa.bindparam("now"))
+            .where(_due(t))
             .where(t.c.topic == topic if topic is not None else t.c.topic.not_in(list(self._handlers) or [""]))
             .where(*self._in_order(topic))
             .order_by(t.c.next_attempt_at)
@@ -458,8 +444,7 @@ class OutboxRelay:
         return [
             ~sa.exists().where(
                 earlier.c.topic == t.c.topic,
-                earlier.c.delivered_at.is_(None),
-                earlier.c.dead_at.is_(None),
+                _live(earlier),
                 earlier.c.payload[field].astext == t.c.payload[field].astext,
                 earlier.c.id < t.c.id,
             )
@@ -631,7 +616,7 @@ async def outbox_stats(conn: AsyncConnection, table: sa.Table) -> OutboxStats:
     (its predicate is the backlog's), and the dead letters, through theirs: neither reads the
     delivered rows, however many a busy week leaves."""
     t = table
-    live = sa.and_(t.c.delivered_at.is_(None), t.c.dead_at.is_(None))
+    live = _live(t)
     row = (
         await conn.execute(
             sa.select(

@@ -152,3 +152,16 @@ def _uuid(value: str | int, field: str) -> uuid.UUID:
         return uuid.UUID(hex=str(value))
     except ValueError as e:
         raise InvalidArgument(field, "is not a token this service issued") from e
+
+
+@dataclass(frozen=True)
+class Swept:
+    """One call of a batched deletion sweep: the rows it deleted, and whether its batch was full
+    (more may be due: the schedule's SweepWorkflow calls again)."""
+
+    deleted: int
+    more: bool
+
+    @classmethod
+    def of(cls, deleted: int, batch: int) -> Swept:
+        return cls(deleted=deleted, more=deleted == batch)

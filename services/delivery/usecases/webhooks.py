@@ -33,7 +33,7 @@ from zenthor import egress, ids
 from zenthor.auth.principal import ResolvedUser, Role
 from zenthor.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from zenthor.outbox import add_events
-from zenthor.pagination import Page, PageRequest, check_size, next_token
+from zenthor.pagination import Page, PageRequest, Swept, check_size, next_token
 from zenthor.webhooks import (
     WEBHOOK_DELIVERY_TOPIC,
     WebhookDeliveryInput,
@@ -337,13 +337,8 @@ async def fail_delivery(deps: Deps, delivery_id: uuid.UUID, series: int, error: 
 # --- retention (the "cleanup old webhook events" schedule) ---
 
 
-@dataclass(frozen=True)
-class CleanupCounts:
-    deleted: int
-    more: bool
 
-
-async def cleanup_events(deps: Deps, batch_size: int) -> CleanupCounts:
+async def cleanup_events(deps: Deps, batch_size: int) -> Swept:
     """Forgets up to one batch of events stored longer ago than the retention, with their
     deliveries and attempts (an event with a PENDING delivery stays); `more` when the batch was
     full."""
@@ -351,4 +346,4 @@ async def cleanup_events(deps: Deps, batch_size: int) -> CleanupCounts:
     async with deps.uow() as uow:
         deleted = await store.delete_old_events(uow.conn, deps.clock() - rules.EVENT_RETENTION, limit)
         await uow.commit()
-    return CleanupCounts(deleted=deleted, more=deleted == limit)
+    return Swept.of(deleted, limit)

@@ -16,7 +16,7 @@ from zenthor import ids
 from zenthor.clerk import ClerkProfile
 from zenthor.db import UnitOfWork
 from zenthor.errors import FailedPrecondition
-from zenthor.pagination import check_size
+from zenthor.pagination import Swept, check_size
 
 
 @dataclass(frozen=True)
@@ -124,13 +124,8 @@ async def sync_clerk_users(deps: Deps) -> SyncCounts:
     return SyncCounts(synced=created + updated, created=created, updated=updated)
 
 
-@dataclass(frozen=True)
-class CleanupCounts:
-    deleted: int
-    more: bool
 
-
-async def cleanup_webhook_deliveries(deps: Deps, batch_size: int) -> CleanupCounts:
+async def cleanup_webhook_deliveries(deps: Deps, batch_size: int) -> Swept:
     """Forgets up to one batch of delivery ids older than the replay window; `more` when the
     batch was full."""
     limit = check_size(batch_size, webhook_rules.CLEANUP_BATCH, "batch_size")
@@ -139,4 +134,4 @@ async def cleanup_webhook_deliveries(deps: Deps, batch_size: int) -> CleanupCoun
             uow.conn, deps.clock() - webhook_rules.DELIVERY_RETENTION, limit
         )
         await uow.commit()
-    return CleanupCounts(deleted=deleted, more=deleted == limit)
+    return Swept.of(deleted, limit)

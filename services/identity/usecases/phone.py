@@ -24,7 +24,7 @@ from zenthor import ids
 from zenthor.auth.principal import Principal
 from zenthor.errors import AlreadyExists
 from zenthor.outbox import add_event
-from zenthor.pagination import check_size
+from zenthor.pagination import Swept, check_size
 
 # Outbox topic of a code's WhatsApp delivery (conversation → system message → outbound row);
 # peers.py handles it.
@@ -155,13 +155,8 @@ async def unlink_phone(deps: Deps, principal: Principal) -> None:
         await uow.commit()
 
 
-@dataclass(frozen=True)
-class CleanupCounts:
-    deleted: int
-    more: bool
 
-
-async def cleanup_expired_phone_verifications(deps: Deps, batch_size: int) -> CleanupCounts:
+async def cleanup_expired_phone_verifications(deps: Deps, batch_size: int) -> Swept:
     """Deletes up to one batch of stale unverified requests; `more` when the batch was full."""
     limit = check_size(batch_size, rules.CLEANUP_BATCH, "batch_size")
     async with deps.uow() as uow:
@@ -169,4 +164,4 @@ async def cleanup_expired_phone_verifications(deps: Deps, batch_size: int) -> Cl
             uow.conn, deps.clock() - rules.VERIFICATION_RETENTION, limit
         )
         await uow.commit()
-    return CleanupCounts(deleted=deleted, more=deleted == limit)
+    return Swept.of(deleted, limit)

@@ -22,6 +22,7 @@ from zenthor import ids
 from zenthor.auth.principal import ResolvedUser
 from zenthor.errors import FailedPrecondition
 from zenthor.logs import get_logger
+from zenthor.pagination import Swept
 
 log = get_logger("todoist.oauth")
 
@@ -174,16 +175,11 @@ async def _discard(deps: Deps, state: str) -> bool:
     return deleted
 
 
-@dataclass(frozen=True)
-class CleanupResult:
-    deleted: int
-    more: bool
 
-
-async def cleanup_expired_states(deps: Deps, batch_size: int) -> CleanupResult:
+async def cleanup_expired_states(deps: Deps, batch_size: int) -> Swept:
     """The hourly sweep: states past their expiry whose workflow did not discard them."""
     batch = domain.check_batch_size(batch_size)
     async with deps.uow() as uow:
         deleted = await store.delete_expired(uow.conn, deps.clock(), batch)
         await uow.commit()
-    return CleanupResult(deleted=deleted, more=deleted == batch)
+    return Swept.of(deleted, batch)
