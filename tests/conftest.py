@@ -18,8 +18,6 @@ from zenthor.devstack.postgres import LocalPostgres
 ALLOWLIST = " Boss@Example.com , ops@example.com,"  # the allowlist every scenario starts from
 
 
-
-
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
     server = LocalPostgres(tmp_path_factory.mktemp("pg") / "data", free_port(), fast_unsafe=True)

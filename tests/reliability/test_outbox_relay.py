@@ -168,7 +168,6 @@ async def test_the_operator_cli_lists_and_redrives_dead_letters(
     assert db.sql("SELECT dead_at IS NULL, attempts FROM identity.outbox") == [(True, 0)]
 
 
-
 class CountingRelay(OutboxRelay):
     """Counts each topic's rounds, begun and finished."""
 
@@ -252,7 +251,7 @@ async def stored_with_ages(engine: AsyncEngine, db: TestDatabase, now: datetime)
 async def test_pruning_deletes_only_events_delivered_before_the_retention(engine: AsyncEngine, db: TestDatabase) -> None:
     now = datetime.now(UTC)
     await stored_with_ages(engine, db, now)
-    relay = OutboxRelay(engine, OUTBOX, {"t": lambda _p: asyncio.sleep(0)}, clock=lambda: now, retention=timedelta(days=7))
+    relay = OutboxRelay(engine, OUTBOX, {"t": accept}, clock=lambda: now, retention=timedelta(days=7))
     # Batches of two, at most two a run: a big backlog goes over several runs.
     assert await relay.prune(batch=2, max_batches=2) == 4
     assert await relay.prune(batch=2, max_batches=2) == 1
@@ -264,7 +263,7 @@ async def test_a_running_relay_prunes_on_its_own(engine: AsyncEngine, db: TestDa
     now = datetime.now(UTC)
     await stored_with_ages(engine, db, now)
     db.sql("UPDATE identity.outbox SET next_attempt_at = %s WHERE key = 'old-pending'", (now + timedelta(days=1),))
-    relay = OutboxRelay(engine, OUTBOX, {"t": lambda _p: asyncio.sleep(0)}, poll_s=3600, prune_every_s=0.05)
+    relay = OutboxRelay(engine, OUTBOX, {"t": accept}, poll_s=3600, prune_every_s=0.05)
     relay.start()
     try:
         await eventually(lambda: keys_left(db) == {"recent-delivered", "old-dead", "old-pending"}, WAIT_S, "old events pruned")

@@ -18,7 +18,7 @@ LOW, HIGH = 10_000, 24_999
 _handed_out: set[int] = set()
 
 
-def _ephemeral_floor() -> int:
+def ephemeral_floor() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -36,7 +36,7 @@ def _bindable(port: int) -> bool:
 
 def free_port() -> int:
     """A port nothing is bound to now, that no client socket can take meanwhile."""
-    if _ephemeral_floor() <= HIGH:
+    if ephemeral_floor() <= HIGH:
         # An unusual kernel range overlaps ours: fall back to the kernel's pick.
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

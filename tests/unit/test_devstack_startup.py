@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support.ports import ephemeral_floor, free_port
 from zenthor.devstack.__main__ import Child, Stack, healthy, http_ok
 
 
@@ -50,7 +50,6 @@ def test_a_process_that_exited_is_named_with_its_code_and_a_slow_one_with_the_fl
 def test_ports_for_test_processes_are_below_the_ephemeral_range_and_never_handed_out_twice() -> None:
     # A port from the ephemeral range can be taken by any client socket between the pick and
     # the bind (tests/support/ports.py).
-    floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
-    assert max(ports) < floor
+    assert max(ports) < ephemeral_floor()
