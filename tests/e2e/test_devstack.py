@@ -3,7 +3,8 @@ runtime, which these tests play): every process answers its health check, `/read
 seven services, reflection lists every service, the stack is never open, a newcomer signs in with
 the dev issuer and goes through the steps of the README's session (sign up, chat, watch, skills,
 approve a tool call) and connects the fake Todoist, a crashed process is restarted, and Ctrl-C
-stops everything with no stray process. The README's session as written runs in tests/e2e/test_runtime_demo.py."""
+stops everything with no stray process. The README's session as written runs in
+tests/e2e/test_runtime_demo.py."""
 
 from __future__ import annotations
 
