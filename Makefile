@@ -8,6 +8,10 @@ PROTOS := $(shell find proto -name '*.proto')
 GEN_STAMP := zenthor/gen/.stamp
 # The uv that reads uv.lock, pinned like everything else.
 UV_VERSION := 0.13.9
+# `make test` runs the suite on this many pytest-xdist workers (each with its own PostgreSQL and
+# Temporal), a test file per worker at a time so a module's stack is started once; 1 runs it in
+# one process.
+TEST_WORKERS ?= 2
 
 .PHONY: help install lock proto dev test test-slow test-all soak bench lint k8s-validate smoke parity clean
 
@@ -42,7 +46,7 @@ dev: $(GEN_STAMP) ## Run the whole stack: Postgres, Temporal, 7 services, gatewa
 	$(PY) -m zenthor.devstack
 
 test: $(GEN_STAMP) ## Run the test suite (real Postgres, Temporal and gRPC sockets)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(GEN_STAMP) ## Run only the slow soak/stress tests
 	$(PY) -m pytest -m slow

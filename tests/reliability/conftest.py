@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.service.conftest import identity  # noqa: F401  (fixture)
+from tests.support.pytest_plugin import add_summary_line
 from tests.workflows.conftest import client, task_queue, temporal_address, temporal_env  # noqa: F401  (fixtures)
 
 
@@ -29,8 +30,6 @@ class Tally:
         return f"{self.scenario}: lost {self.lost}, duplicated {self.duplicated}, stuck {self.stuck}  ({self.details})"
 
 
-TALLIES = pytest.StashKey[list[Tally]]()
-
 Record = Callable[[Tally], None]
 
 
@@ -40,15 +39,8 @@ def record_tally(request: pytest.FixtureRequest) -> Record:
     failing scenario still shows its figures)."""
 
     def record(tally: Tally) -> None:
-        request.config.stash.setdefault(TALLIES, []).append(tally)
+        add_summary_line(request.config, "crash and outage scenarios", tally.line())
         print(tally.line())
 
     return record
 
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    tallies = config.stash.get(TALLIES, [])
-    if tallies:
-        terminalreporter.section("crash and outage scenarios")
-        for tally in tallies:
-            terminalreporter.write_line(tally.line())

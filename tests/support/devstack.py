@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from tests.conftest import free_port
+from tests.support.ports import worker_share
 from zenthor.config import ServiceName
 from zenthor.devstack.__main__ import READY_LINE, STARTUP_TIMEOUT_S, offset_ports
 
@@ -43,7 +44,7 @@ def free_offset() -> int:
     while True:
         # Every moved port (gRPC 50051…, metrics 50151…) lands below the kernel's ephemeral range
         # (32768+), so neither a client socket nor another program's free-port pick takes it meanwhile.
-        offset = random.randint(-25_000, -18_100)
+        offset = random.randint(*worker_share(-25_000, -18_100))
         if not any(port_open(port) for port in offset_ports(offset).values()):
             return offset
 

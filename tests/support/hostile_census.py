@@ -13,6 +13,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import DecodeError
 
 from tests.support.hostile_strategies import Case, message_class
+from tests.support.pytest_plugin import add_summary_line
 
 if TYPE_CHECKING:
     import pytest
@@ -118,16 +119,9 @@ class Census:
 
 
 def write_summaries(config: pytest.Config, censuses: list[Census]) -> None:
-    """Each run's summary line (and, with -v, its per-RPC table) on the terminal, outside
-    pytest's capture so that it shows in a passing run too."""
+    """Each run's summary line (and, with -v, its per-RPC table), printed at the end of the run
+    so that it shows in a passing run too."""
     verbose = config.get_verbosity() > 0
-    lines = [line for census in censuses for line in (census.summary(), *(census.table() if verbose else []))]
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        print(*lines, sep="\n")
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        for line in lines:
-            reporter.write_line(line)
+    for census in censuses:
+        for line in (census.summary(), *(census.table() if verbose else [])):
+            add_summary_line(config, "hostile-input runs", line)

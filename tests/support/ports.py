@@ -5,10 +5,13 @@ the process it is meant for binds it (seconds later, after a Temporal or Postgre
 client socket on the machine may take it as its local port, or another program's own bind(0)
 may get it, and the process then fails at start (CI once lost a dev stack's service that way).
 Ports below the ephemeral range are never handed out by the kernel, so only an explicit bind
-can take them; this process never hands out one port twice, and checks each is free."""
+can take them; this process never hands out one port twice, and checks each is free. Under
+pytest-xdist (`make test` runs two workers) each worker picks from its own share of every
+range, so two workers never race for one port between its check and its bind."""
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -23,6 +26,14 @@ def ephemeral_floor() -> int:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32_768
+
+
+def worker_share(low: int, high: int) -> tuple[int, int]:
+    """This test process's slice of [low, high]: all of it outside pytest-xdist."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    width = (high - low + 1) // workers
+    return low + worker * width, low + (worker + 1) * width - 1
 
 
 def _bindable(port: int) -> bool:
@@ -41,8 +52,9 @@ def free_port() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
+    low, high = worker_share(LOW, HIGH)
     while True:
-        port = random.randint(LOW, HIGH)
+        port = random.randint(low, high)
         if port not in _handed_out and _bindable(port):
             _handed_out.add(port)
             return port

@@ -10,6 +10,8 @@
   hang could outlive the timeout. A test still running `BACKSTOP_GRACE_S` after its timeout
   gets every thread's stack printed, the child processes it left (PostgreSQL, Temporal,
   services) killed, and the run ended with exit status 1.
+- Summary lines (the crash scenarios' tallies, the hostile-input runs' censuses) printed at the
+  end of the run, also from pytest-xdist workers (`make test` runs two).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import sys
 import threading
 from collections.abc import Generator
+from typing import Any
 
 import psutil
 import pytest
@@ -80,3 +83,33 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
         yield
     finally:
         backstop.cancel()
+
+
+
+# Lines for the end-of-run summary, by section. A pytest-xdist worker's terminal is nobody's, so
+# a worker sends its lines to the controller, which prints them.
+_SUMMARY = pytest.StashKey[dict[str, list[str]]]()
+_WORKER_OUTPUT_KEY = "summary_lines"
+
+
+def add_summary_line(config: pytest.Config, section: str, line: str) -> None:
+    """`line` printed under `section` at the end of the run, passing or not, with or without
+    pytest-xdist."""
+    worker_output = getattr(config, "workeroutput", None)
+    sections = worker_output.setdefault(_WORKER_OUTPUT_KEY, {}) if worker_output is not None else config.stash.setdefault(_SUMMARY, {})
+    sections.setdefault(section, []).append(line)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist: a worker ended; keep the summary lines it sent."""
+    summary = node.config.stash.setdefault(_SUMMARY, {})
+    for section, lines in getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT_KEY, {}).items():
+        summary.setdefault(section, []).extend(lines)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for section, lines in config.stash.get(_SUMMARY, {}).items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)

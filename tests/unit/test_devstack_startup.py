@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.ports import ephemeral_floor, free_port
+import pytest
+
+from tests.support.ports import ephemeral_floor, free_port, worker_share
 from zenthor.devstack.__main__ import Child, Stack, healthy, http_ok
 
 
@@ -53,3 +55,15 @@ def test_ports_for_test_processes_are_below_the_ephemeral_range_and_never_handed
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
     assert max(ports) < ephemeral_floor()
+
+
+def test_each_xdist_worker_picks_ports_from_its_own_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two workers checking the same port free at once would both take it (`make test` runs two).
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    shares = []
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        shares.append(worker_share(10_000, 24_999))
+        low, high = shares[-1]
+        assert all(low <= free_port() <= high for _ in range(50))
+    assert shares == [(10_000, 17_499), (17_500, 24_999)]
