@@ -16,6 +16,13 @@ a second): one peer call per event would make the round trips, not the peer's wo
 so such a topic's handler takes a chunk of payloads and makes one peer call for all of them. Its
 answer names each event's outcome, and an event counts as delivered only if that answer says so.
 
+A batch of acknowledgements writes its events as one row, a bundle (`add_bundle`, or SQL
+building `{"_bundle": [...]}`): one insert, one lease and one mark for the whole batch instead of
+per event. The relay hands the handler the bundle's events, never the bundle, and marks the row
+delivered once every event of it is; an event that fails retries (or parks) the whole row, so the
+others go out again with it. Bundles are therefore for topics whose peer is idempotent per event
+and that keep no write order (`ordered_by`).
+
 No transaction stays open while a peer is called, each topic has its own loop (a peer that
 is down never delays another peer's events), and a relay that dies mid-round loses nothing:
 its leases run out and the events are delivered again. After MAX_ATTEMPTS an event becomes a
@@ -76,6 +83,9 @@ RETENTION = timedelta(days=7)
 PRUNE_EVERY_S = 600.0
 PRUNE_BATCH = 1_000
 PRUNE_BATCHES = 100
+
+# The payload field of a bundle row: the list of its events' payloads (module docstring).
+BUNDLE_KEY = "_bundle"
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
 # A batch handler's call: the payloads of a chunk, in lease order → one entry per payload, in
@@ -207,6 +217,16 @@ async def add_events(
         for topic, key, payload in events
     ]
     await conn.execute(_insert_events_statement(table), {"events": json.dumps(rows), "now": now})
+
+
+async def add_bundle(
+    conn: AsyncConnection, table: sa.Table, topic: str, payloads: Sequence[Mapping[str, Any]], now: datetime
+) -> None:
+    """Many events of one unordered topic as one row, inside the caller's transaction (module
+    docstring): for a batch use case whose events need no key of their own (each comes from a
+    guarded transition that happens once)."""
+    if payloads:
+        await add_events(conn, table, [(topic, f"bundle:{OUTBOX_EVENT.new()}", {BUNDLE_KEY: list(payloads)})], now)
 
 
 @functools.cache
@@ -398,7 +418,7 @@ class OutboxRelay:
                     return _Outcome(event, await self._call(handler, event))
 
             outcomes.extend(await asyncio.gather(*(deliver(event) for event in leased)))
-        await self._record(outcomes)
+        await self._record(_per_row(outcomes))
         return len(leased)
 
     async def _lease(self, topic: str | None, batch: int) -> list[_Leased]:
@@ -410,7 +430,9 @@ class OutboxRelay:
         # UUIDv7) is what a batch handler's chunks follow.
         for r in sorted(rows, key=lambda r: (r.due_at, r.id)):
             payload, carrier = split_trace(r.payload)
-            leased.append(_Leased(r.id, r.topic, payload, r.attempts, carrier))
+            bundle = payload.get(BUNDLE_KEY)
+            for event in bundle if isinstance(bundle, list) else [payload]:
+                leased.append(_Leased(r.id, r.topic, event, r.attempts, carrier))
         return leased
 
     def _lease_statement(self, topic: str | None) -> sa.Update:
@@ -535,6 +557,24 @@ class OutboxRelay:
                     )
                     values = {"next_attempt_at": now + timedelta(seconds=delay), "last_error": reason}
                 await conn.execute(sa.update(t).where(t.c.id == event.id).values(**values))
+
+
+def _per_row(outcomes: list[_Outcome]) -> list[_Outcome]:
+    """One outcome per row: a bundle's row is delivered only if every event of it was. Of its
+    failures, a retryable one wins over a permanent one (the row stays live until its retries
+    are used up)."""
+    rows: dict[uuid.UUID, _Outcome] = {}
+    for outcome in outcomes:
+        kept = rows.get(outcome.event.id)
+        if kept is None or _worse(outcome.error, kept.error):
+            rows[outcome.event.id] = outcome
+    return list(rows.values())
+
+
+def _worse(error: Exception | None, than: Exception | None) -> bool:
+    if error is None:
+        return False
+    return than is None or (_is_permanent(than) and not _is_permanent(error))
 
 
 def _batch_outcomes(

@@ -20,7 +20,7 @@ from tests.support.tracing import exporter_fixture, spans_fixture  # noqa: F401 
 from tests.support.waiting import eventually
 from zenthor.config import ServiceName
 from zenthor.db import UnitOfWork, create_engine
-from zenthor.outbox import Batched, OutboxRelay, PermanentDeliveryError, add_event
+from zenthor.outbox import Batched, OutboxRelay, PermanentDeliveryError, add_bundle, add_event
 from zenthor.tracing import OUTBOX_TRACE_KEY
 
 Payloads = Sequence[Mapping[str, Any]]
@@ -180,6 +180,67 @@ async def test_a_plain_topic_and_a_batched_topic_are_delivered_side_by_side(engi
     assert sorted(singles) == ["s1", "s2", "s3"]
     assert sorted(key for batch in batches for key in batch) == ["m1", "m2", "m3"]
     assert all(len(batch) <= 2 for batch in batches)
+
+
+async def store_bundle(engine: AsyncEngine, topic: str, keys: list[str], now: datetime | None = None) -> None:
+    async with UnitOfWork(engine) as uow:
+        await add_bundle(uow.conn, OUTBOX, topic, [{"key": key} for key in keys], now or datetime.now(UTC))
+        await uow.commit()
+
+
+async def test_a_bundle_is_one_row_whose_events_reach_the_handler_one_by_one(engine: AsyncEngine, db: TestDatabase) -> None:
+    await store_bundle(engine, "marks", [f"b{i}" for i in range(5)])
+    await store_bundle(engine, "sends", ["s1", "s2"])
+    assert len(db.sql("SELECT 1 FROM identity.outbox")) == 2
+    batches: list[list[str]] = []
+    singles: list[str] = []
+
+    async def mark_all(payloads: Payloads) -> list[Exception | None]:
+        batches.append([p["key"] for p in payloads])
+        return [None] * len(payloads)
+
+    async def send_one(payload: Mapping[str, Any]) -> None:
+        singles.append(payload["key"])
+
+    relay = OutboxRelay(engine, OUTBOX, {"marks": Batched(mark_all, max_size=2), "sends": send_one})
+    assert await relay.drain_once() == 7  # events attempted, not rows
+    assert sorted(key for batch in batches for key in batch) == [f"b{i}" for i in range(5)]
+    assert all(len(batch) <= 2 for batch in batches)  # max_size counts events
+    assert sorted(singles) == ["s1", "s2"]
+    assert (delivered(db, "marks"), delivered(db, "sends")) == (1, 1)
+    assert await relay.drain_once() == 0
+
+
+async def test_a_bundle_with_a_failed_event_is_retried_whole_until_every_event_went_through(
+    engine: AsyncEngine, db: TestDatabase
+) -> None:
+    clock = [datetime.now(UTC)]
+    await store_bundle(engine, "marks", ["ok", "gone", "busy"], clock[0])
+    busy = [True]
+    seen: list[str] = []
+
+    async def mark_all(payloads: Payloads) -> list[Exception | None]:
+        seen.extend(p["key"] for p in payloads)
+        answers: dict[str, Exception | None] = {
+            "ok": None,
+            "gone": PermanentDeliveryError("message is gone"),
+            "busy": RuntimeError("peer busy") if busy[0] else None,
+        }
+        return [answers[p["key"]] for p in payloads]
+
+    relay = OutboxRelay(engine, OUTBOX, {"marks": Batched(mark_all)}, clock=lambda: clock[0])
+    assert await relay.drain_once() == 3
+    # Not delivered, and not parked either: a retryable failure keeps the row live.
+    [(attempts, is_delivered, dead, error)] = outbox_rows(db, "marks").values()
+    assert (attempts, is_delivered, dead, error) == (1, False, False, "peer busy")
+
+    busy[0] = False
+    clock[0] += timedelta(minutes=10)
+    assert await relay.drain_once() == 3  # every event again: the peer is idempotent per event
+    assert sorted(seen) == sorted(["ok", "gone", "busy"] * 2)
+    # Only the permanent refusal is left: the row is a dead letter, for an operator to look at.
+    [(attempts, is_delivered, dead, error)] = outbox_rows(db, "marks").values()
+    assert (attempts, is_delivered, dead, error) == (2, False, True, "message is gone")
 
 
 async def test_an_ordered_batched_topic_sends_only_each_partitions_head(engine: AsyncEngine, db: TestDatabase) -> None:

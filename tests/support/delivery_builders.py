@@ -12,6 +12,7 @@ from tests.support.grpc_client import service
 from zenthor import ids
 from zenthor.gen.zenthor.common.v1 import types_pb2
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
+from zenthor.outbox import BUNDLE_KEY
 
 WHATSAPP = types_pb2.CHANNEL_WHATSAPP
 WEB = types_pb2.CHANNEL_WEB
@@ -100,6 +101,16 @@ def outbox_events(delivery: Running, topic: str) -> list[tuple[str, dict[str, An
         for k, p in delivery.db.sql(
             "SELECT key, payload FROM delivery.outbox WHERE topic = %s ORDER BY created_at, key", (topic,)
         )
+    ]
+
+
+def delivery_marks(delivery: Running) -> list[tuple[str, dict[str, Any]]]:
+    """The outcome reports to messages, as (outbound id, payload) in write order: each acknowledging
+    statement stores its reports as one bundle row (zenthor.outbox.add_bundle)."""
+    return [
+        (mark["outbound_id"], {k: v for k, v in mark.items() if k != "outbound_id"})
+        for _, bundle in outbox_events(delivery, "messages.mark_delivery")
+        for mark in bundle[BUNDLE_KEY]
     ]
 
 

@@ -1,7 +1,9 @@
 """The `job.completed` / `job.failed` webhook events (docs/webhooks.md) as outbox rows, written by
 SQL in the statement or transaction that finishes the job: the acknowledgements are single
-statements on the direct pool (store/jobs.py), so the event is one more CTE there, built from the
-rows the UPDATE returns; the failures in a unit of work insert it from the stored rows.
+statements on the direct pool (store/jobs.py), so the events are one more CTE there, built from
+the rows the UPDATE returns; the failures in a unit of work insert them from the stored rows.
+The events of one statement are one bundle row (zenthor.outbox.add_bundle): a batch of ten acks
+costs one outbox insert, lease and mark, not ten.
 
 The payload has the shape `zenthor.webhooks.webhook_event` gives every other emitter (event id
 `<type>:job_…`, ISO times, typed ids), which the relay hands to delivery's PublishWebhookEvents.
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.agent_queue.domain.jobs import Job, JobStatus
 from zenthor import ids
+from zenthor.outbox import BUNDLE_KEY
 from zenthor.webhooks import WEBHOOK_EVENT_TOPIC
 
 
@@ -27,15 +30,16 @@ def _iso(column: str) -> str:
 
 
 def insert_job_events(source: str, now: str) -> str:
-    """An INSERT of one event per completed or failed row of `source` (a jobs row set: the table,
-    or a CTE returning `jobs.*`); `now` is the statement's placeholder for the current time. A
-    repeated event (same key) is ignored, as zenthor.outbox.add_event does."""
+    """An INSERT of one bundle row holding an event per completed or failed row of `source` (a
+    jobs row set: the table, or a CTE returning `jobs.*`), none when there is no such row; `now`
+    is the statement's placeholder for the current time. Each job finishes once (its transitions
+    are guarded), so each event is written once."""
     event_type = "CASE s.status WHEN 'completed' THEN 'job.completed' ELSE 'job.failed' END"
     event_id = f"({event_type}) || ':' || {ids.JOB.sql('s.id')}"
     return f"""
     INSERT INTO agent_queue.outbox (id, topic, key, payload, created_at, attempts, next_attempt_at)
-    SELECT gen_random_uuid(), '{WEBHOOK_EVENT_TOPIC}', {event_id},
-           jsonb_build_object(
+    SELECT gen_random_uuid(), '{WEBHOOK_EVENT_TOPIC}', 'bundle:' || gen_random_uuid(),
+           jsonb_build_object('{BUNDLE_KEY}', jsonb_agg(jsonb_build_object(
                'event_id', {event_id},
                'type', {event_type},
                'occurred_at', {_iso('s.finished_at')},
@@ -54,12 +58,12 @@ def insert_job_events(source: str, now: str) -> str:
                    'create_time', {_iso('s.created_at')},
                    'finish_time', {_iso('s.finished_at')}
                )
-           ),
+           ) ORDER BY s.id)),
            {now}, 0, {now}
       FROM {source} AS s
      WHERE s.status IN ('completed', 'failed')
        AND (s.conversation_user_id IS NOT NULL OR s.conversation_contact_id IS NOT NULL)
-    ON CONFLICT ON CONSTRAINT outbox_topic_key_uq DO NOTHING
+    HAVING count(*) > 0
     """
 
 

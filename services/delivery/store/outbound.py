@@ -31,6 +31,7 @@ from services.delivery.store.tables import outbound_messages as o
 from services.delivery.store.tables import whatsapp_leases as leases
 from zenthor.db import DirectPool
 from zenthor.ids import MESSAGE, OUTBOUND, OUTBOX_EVENT
+from zenthor.outbox import BUNDLE_KEY
 from zenthor.pagination import PageRequest
 
 # The caller holds the account's WhatsApp lease now (docs/hardening.md #41). FOR SHARE: a
@@ -309,31 +310,31 @@ async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: 
     return _outbound(row) if row else None
 
 
-# Many rows SENT in one statement (the guard of _complete, row by row), and for each the outbox event
-# that marks its message delivered (docs/hardening.md #27), as zenthor.outbox.add_event stores it:
-# one round trip, and a row is never sent without its event. Clearing is_head hands each
-# recipient over (migration 0003's trigger).
+# Many rows SENT in one statement (the guard of _complete, row by row), and the outbox events that
+# mark their messages delivered (docs/hardening.md #27) as one bundle row
+# (zenthor.outbox.add_bundle): one round trip, and a row is never sent without its event.
+# Clearing is_head hands each recipient over (migration 0003's trigger).
 COMPLETE_MANY = f"""
     WITH sent AS (
         UPDATE delivery.outbound_messages AS m
            SET status = 'sent', is_head = false, processor_id = NULL, locked_until = NULL, last_error = NULL,
                updated_at = %(now)s
-          FROM unnest(CAST(%(ids)s AS uuid[]), CAST(%(event_ids)s AS uuid[]), CAST(%(keys)s AS text[]))
-               AS v(id, event_id, key)
-         WHERE m.id = v.id AND m.status = 'processing' AND m.processor_id = %(processor_id)s
+         WHERE m.id = ANY(CAST(%(ids)s AS uuid[])) AND m.status = 'processing' AND m.processor_id = %(processor_id)s
            AND EXISTS (SELECT 1 FROM delivery.whatsapp_leases AS l
                         WHERE l.account_id = m.account_id AND l.owner_id = %(processor_id)s
                           AND l.expires_at > %(now)s)
-        RETURNING m.id, m.message_id, v.event_id, v.key
+        RETURNING m.id, m.message_id
     ),
     marked AS (
         INSERT INTO delivery.outbox (id, topic, key, payload, created_at, next_attempt_at)
-        SELECT sent.event_id, %(topic)s, sent.key,
-               jsonb_build_object('message_id', {MESSAGE.sql('sent.message_id')},
-                                  'outcome', 'delivered'),
+        SELECT %(event_id)s, %(topic)s, %(key)s,
+               jsonb_build_object('{BUNDLE_KEY}', jsonb_agg(jsonb_build_object(
+                   'outbound_id', {OUTBOUND.sql('sent.id')},
+                   'message_id', {MESSAGE.sql('sent.message_id')},
+                   'outcome', 'delivered') ORDER BY sent.id)),
                %(now)s, %(now)s
           FROM sent
-        ON CONFLICT ON CONSTRAINT outbox_topic_key_uq DO NOTHING
+        HAVING count(*) > 0
     )
     SELECT id FROM sent
 """
@@ -341,10 +342,11 @@ COMPLETE_MANY = f"""
 
 async def complete_many(db: DirectPool, outbound_ids: Sequence[uuid.UUID], processor_id: str, now: datetime) -> set[uuid.UUID]:
     """The ids marked sent; the others failed the guard."""
+    event_id = OUTBOX_EVENT.new()
     params = {
         "ids": list(outbound_ids),
-        "event_ids": [OUTBOX_EVENT.new() for _ in outbound_ids],
-        "keys": [OUTBOUND.format(i) for i in outbound_ids],
+        "event_id": event_id,
+        "key": f"bundle:{event_id}",
         "processor_id": processor_id,
         "now": now,
         "topic": MARK_DELIVERY_TOPIC,

@@ -31,7 +31,7 @@ from services.delivery.usecases.deps import Deps
 from zenthor import ids
 from zenthor.errors import FailedPrecondition, InvalidArgument
 from zenthor.notify import notify
-from zenthor.outbox import add_events
+from zenthor.outbox import add_bundle
 from zenthor.pagination import Page, PageRequest, next_token
 from zenthor.retries import add_retry, retry_delay_s
 
@@ -270,7 +270,7 @@ async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], n
     for its retry stays the head and frees nothing. Returns the rows as updated."""
     settled: dict[uuid.UUID, Outbound] = {}
     retry_times: dict[uuid.UUID, datetime] = {}
-    outcomes: list[tuple[str, str, dict[str, str]]] = []
+    outcomes: list[dict[str, str]] = []
     for row in rows:
         if row.status is OutboundStatus.WAITING_RETRY:
             delay_s = retry_delay_s(row.attempt_count, deps.rng, base_s=deps.retry_base_s, cap_s=deps.retry_cap_s)
@@ -289,10 +289,12 @@ async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], n
             settled[row.id] = replace(row, next_attempt_at=retry_times[row.id])
         elif row.status in FINAL:
             outcome = "delivered" if row.status is OutboundStatus.SENT else "failed"
-            payload = {"message_id": ids.MESSAGE.format(row.message_id), "outcome": outcome}
-            outcomes.append((MARK_DELIVERY_TOPIC, ids.OUTBOUND.format(row.id), payload))
+            outcomes.append(
+                {"outbound_id": ids.OUTBOUND.format(row.id), "message_id": ids.MESSAGE.format(row.message_id), "outcome": outcome}
+            )
             settled[row.id] = row
-    await add_events(conn, outbox, outcomes, now)
+    # One bundle row for the batch: every row here left PROCESSING once, by a guarded statement.
+    await add_bundle(conn, outbox, MARK_DELIVERY_TOPIC, outcomes, now)
     await store.set_retry_times(conn, retry_times)
     return settled
 

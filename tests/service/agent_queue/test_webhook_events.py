@@ -28,13 +28,19 @@ from zenthor import ids
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2_grpc
+from zenthor.outbox import BUNDLE_KEY
 
 TOPIC = "delivery.publish_webhook_event"
 
 
 def events(aq: Running) -> dict[str, dict[str, Any]]:
-    rows = aq.db.sql("SELECT key, payload FROM agent_queue.outbox WHERE topic = %s", (TOPIC,))
-    return {str(k): dict(p) for k, p in rows}
+    """Event id → payload, of every stored row (a statement's events are one bundle row)."""
+    rows = aq.db.sql("SELECT payload FROM agent_queue.outbox WHERE topic = %s", (TOPIC,))
+    return {e["event_id"]: e for (bundle,) in rows for e in bundle[BUNDLE_KEY]}
+
+
+def outbox_rows(aq: Running) -> int:
+    return int(aq.db.sql("SELECT count(*) FROM agent_queue.outbox WHERE topic = %s", (TOPIC,))[0][0])
 
 
 async def claim(aq: Running, processor: str = "w1", max_jobs: int = 10, **extra: Any) -> list[pb.Job]:
@@ -60,7 +66,7 @@ async def test_a_completed_job_is_an_event_written_by_its_acknowledgement(agent_
         pb.CompleteJobRequest(job_id=job_id(job), processor_id="w1", model_used="gpt"), metadata=service()
     )
     (key, payload), = events(agent_queue).items()
-    assert key == f"job.completed:{job_id(job)}"
+    assert key == f"job.completed:{job_id(job)}" and outbox_rows(agent_queue) == 1
     assert (payload["event_id"], payload["type"], payload["owner_user_id"], payload["owner_contact_id"]) == (
         key, "job.completed", ids.USER.format(owner), None
     )
@@ -85,6 +91,7 @@ async def test_batched_acknowledgements_write_one_event_per_completed_job(agent_
     assert list(reply.refused_job_ids) == []
     await claim(agent_queue, completed=[pb.JobCompletion(job_id=job_id(j), model_used="m") for j in carried])
     assert set(events(agent_queue)) == {f"job.completed:{job_id(j)}" for j in [*batch, *carried]}
+    assert outbox_rows(agent_queue) == 2  # one bundle per acknowledging statement
 
 
 async def test_a_job_failed_for_good_is_an_event_and_one_with_a_retry_ahead_is_not(

@@ -20,6 +20,7 @@ from tests.support.delivery_builders import (
     WHATSAPP,
     claim,
     count_rows,
+    delivery_marks,
     enqueue,
     hold_lease,
     outbox_events,
@@ -230,7 +231,7 @@ async def test_a_message_whose_sender_keeps_crashing_fails_at_the_cap(delivery: 
     stored = row(delivery, o1.id)
     assert (stored["status"], stored["attempt_count"]) == ("failed", 5)
     assert outbox_events(delivery, "temporal.retry") == []
-    ((key, payload),) = outbox_events(delivery, "messages.mark_delivery")
+    ((key, payload),) = delivery_marks(delivery)
     assert key == o1.id and payload == {"message_id": o1.message_id, "outcome": "failed"}
 
 
@@ -269,7 +270,7 @@ async def test_default_failure_waits_for_its_backoff_and_the_fifth_failure_is_fi
     final = (await fail(delivery, o1.id, "wa1", "socket closed")).outbound
     assert final.status == pb.OUTBOUND_STATUS_FAILED and final.attempt_count == 5
     assert [k for k, _ in outbox_events(delivery, "temporal.retry")] == [f"retry-{o1.id}-4"]
-    assert outbox_events(delivery, "messages.mark_delivery") == [
+    assert delivery_marks(delivery) == [
         (o1.id, {"message_id": o1.message_id, "outcome": "failed"})
     ]
 
@@ -335,7 +336,7 @@ async def test_complete_clears_the_lease_and_marks_the_message_delivered(deliver
     assert sent.status == pb.OUTBOUND_STATUS_SENT
     assert not sent.HasField("last_error") and not sent.HasField("processor_id")
     assert not sent.HasField("lease_expire_time")
-    assert outbox_events(delivery, "messages.mark_delivery") == [
+    assert delivery_marks(delivery) == [
         (o1.id, {"message_id": o1.message_id, "outcome": "delivered"})
     ]
 

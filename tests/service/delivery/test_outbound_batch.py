@@ -9,7 +9,14 @@ from __future__ import annotations
 import grpc
 
 from tests.service.conftest import Running
-from tests.support.delivery_builders import WHATSAPP, claim, enqueue, hold_lease, outbox_events, row
+from tests.support.delivery_builders import (
+    WHATSAPP,
+    claim,
+    delivery_marks,
+    enqueue,
+    hold_lease,
+    row,
+)
 from tests.support.fake_clock import FakeClock
 from tests.support.grpc_client import rpc_error, service
 from zenthor import ids
@@ -38,7 +45,7 @@ async def test_complete_many_marks_the_holders_rows_sent_and_names_the_refused_o
 
     assert list(reply.refused_ids) == [waiting.id, unknown]
     assert [row(delivery, m)["status"] for m in (a.id, b.id, waiting.id)] == ["sent", "sent", "pending"]
-    marked = {key: payload for key, payload in outbox_events(delivery, "messages.mark_delivery")}
+    marked = {key: payload for key, payload in delivery_marks(delivery)}
     assert {k: p["outcome"] for k, p in marked.items()} == {a.id: "delivered", b.id: "delivered"}
 
 
@@ -53,7 +60,7 @@ async def test_acks_from_a_sender_that_lost_the_lease_are_refused(delivery: Runn
 
     assert list(reply.refused_ids) == [sent.id]
     assert row(delivery, sent.id)["status"] == "processing"
-    assert outbox_events(delivery, "messages.mark_delivery") == []
+    assert delivery_marks(delivery) == []
 
 
 async def test_acks_carried_on_a_claim_free_the_recipients_next_message_for_that_same_claim(delivery: Running) -> None:
