@@ -8,9 +8,10 @@ added later.
 
 from __future__ import annotations
 
+import functools
 import math
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from zenthor.errors import InvalidArgument
@@ -21,6 +22,69 @@ _VALUE = "google.protobuf.Value"
 def check_request(message: Message) -> None:
     """Raises InvalidArgument naming the first string field holding a NUL character, or the
     first JSON number (google.protobuf.Value) that is NaN or infinite."""
+    # Every call of every service passes here (a batch of webhook events is thousands of
+    # fields), so the common case, a clean request, walks without naming anything; only a
+    # request with a fault is walked again to name the field.
+    if not _is_clean(message):
+        _raise_first_fault(message)
+
+
+# How the clean walk treats a field, by its descriptor (built once per message type).
+_SKIP, _TEXT, _TEXTS, _MESSAGE, _MESSAGES, _MAP = range(6)
+
+
+@functools.cache
+def _field_kinds(descriptor: Descriptor) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for field in descriptor.fields:
+        if field.type == FieldDescriptor.TYPE_STRING:
+            kinds[field.name] = _TEXTS if field.is_repeated else _TEXT
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                kinds[field.name] = _MAP
+            else:
+                kinds[field.name] = _MESSAGES if field.is_repeated else _MESSAGE
+        else:
+            kinds[field.name] = _SKIP
+    return kinds
+
+
+def _is_clean(message: Message) -> bool:
+    stack = [message]
+    while stack:
+        current = stack.pop()
+        descriptor = current.DESCRIPTOR
+        if descriptor.full_name == _VALUE and current.WhichOneof("kind") == "number_value":
+            if not math.isfinite(getattr(current, "number_value")):  # noqa: B009 - Message is untyped here
+                return False
+        kinds = _field_kinds(descriptor)
+        for field, value in current.ListFields():
+            kind = kinds.get(field.name)
+            if kind is None:  # not in the descriptor's fields (an extension): the full walk checks it
+                return False
+            if kind == _TEXT:
+                if "\x00" in value:
+                    return False
+            elif kind == _MESSAGE:
+                stack.append(value)
+            elif kind == _MESSAGES:
+                stack.extend(value)
+            elif kind == _TEXTS:
+                if any("\x00" in text for text in value):
+                    return False
+            elif kind == _MAP:
+                for key, item in value.items():
+                    if isinstance(key, str) and "\x00" in key:
+                        return False
+                    if isinstance(item, Message):
+                        stack.append(item)
+                    elif isinstance(item, str) and "\x00" in item:
+                        return False
+    return True
+
+
+def _raise_first_fault(message: Message) -> None:
+    """The walk of check_request that names the field at fault."""
     stack: list[tuple[str, Message]] = [("", message)]
     while stack:
         path, current = stack.pop()
