@@ -85,7 +85,6 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
         backstop.cancel()
 
 
-
 # Lines for the end-of-run summary, by section. A pytest-xdist worker's terminal is nobody's, so
 # a worker sends its lines to the controller, which prints them.
 _SUMMARY = pytest.StashKey[dict[str, list[str]]]()
