@@ -9,10 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.support.ports import ephemeral_floor, free_port, worker_share
 from zenthor.devstack.__main__ import Child, Stack, healthy, http_ok
+from zenthor.devstack.postgres import LocalPostgres
 
 
 def _exited_child(tmp_path: Path, name: str, code: int) -> Child:
@@ -67,3 +69,15 @@ def test_each_xdist_worker_picks_ports_from_its_own_share(monkeypatch: pytest.Mo
         low, high = shares[-1]
         assert all(low <= free_port() <= high for _ in range(50))
     assert shares == [(10_000, 17_499), (17_500, 24_999)]
+
+
+def test_postgres_starts_under_a_data_dir_too_deep_for_a_unix_socket(tmp_path: Path) -> None:
+    # A Unix-domain socket's path is limited to 107 bytes, and a pytest-xdist worker's temporary
+    # directory under a long TMPDIR is deeper than that: Postgres listens on TCP only.
+    pg = LocalPostgres(tmp_path / ("d" * 60) / ("e" * 60) / "data", free_port(), fast_unsafe=True)
+    pg.start()
+    try:
+        with psycopg.connect(pg.admin_dsn(), connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pg.stop()
