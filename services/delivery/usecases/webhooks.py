@@ -337,7 +337,6 @@ async def fail_delivery(deps: Deps, delivery_id: uuid.UUID, series: int, error: 
 # --- retention (the "cleanup old webhook events" schedule) ---
 
 
-
 async def cleanup_events(deps: Deps, batch_size: int) -> Swept:
     """Forgets up to one batch of events stored longer ago than the retention, with their
     deliveries and attempts (an event with a PENDING delivery stays); `more` when the batch was

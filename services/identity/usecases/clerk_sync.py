@@ -124,7 +124,6 @@ async def sync_clerk_users(deps: Deps) -> SyncCounts:
     return SyncCounts(synced=created + updated, created=created, updated=updated)
 
 
-
 async def cleanup_webhook_deliveries(deps: Deps, batch_size: int) -> Swept:
     """Forgets up to one batch of delivery ids older than the replay window; `more` when the
     batch was full."""

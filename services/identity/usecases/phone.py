@@ -155,7 +155,6 @@ async def unlink_phone(deps: Deps, principal: Principal) -> None:
         await uow.commit()
 
 
-
 async def cleanup_expired_phone_verifications(deps: Deps, batch_size: int) -> Swept:
     """Deletes up to one batch of stale unverified requests; `more` when the batch was full."""
     limit = check_size(batch_size, rules.CLEANUP_BATCH, "batch_size")

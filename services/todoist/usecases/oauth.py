@@ -175,7 +175,6 @@ async def _discard(deps: Deps, state: str) -> bool:
     return deleted
 
 
-
 async def cleanup_expired_states(deps: Deps, batch_size: int) -> Swept:
     """The hourly sweep: states past their expiry whose workflow did not discard them."""
     batch = domain.check_batch_size(batch_size)
