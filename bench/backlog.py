@@ -34,8 +34,6 @@ CLAIM_PARAMS: dict[str, Any] = {
     "max_jobs": 10,
     "any_job": True,
     "job_ids": [],
-    "now": None,  # filled per run
-    "locked_until": None,
 }
 
 
@@ -143,8 +141,6 @@ OUTBOUND_CLAIM_PARAMS: dict[str, Any] = {
     "channel": "whatsapp",
     "processor_id": "bench-explain",
     "max_messages": 10,
-    "now": None,  # filled per run
-    "locked_until": None,
 }
 # `n` pending messages of one account, FIFO by created_at; recipients=0: each message its own
 # recipient, else message g goes to recipient g mod `recipients`. A recipient's first message is

@@ -86,6 +86,15 @@ PRUNE_BATCHES = 100
 
 # The payload field of a bundle row: the list of its events' payloads (module docstring).
 BUNDLE_KEY = "_bundle"
+# A bundle has no natural key: each row gets a fresh one, in SQL as in add_bundle.
+BUNDLE_KEY_SQL = "'bundle:' || gen_random_uuid()"
+
+
+def bundle_sql(event: str, order_by: str) -> str:
+    """The payload of a bundle row built by SQL over a row set, for writers whose events come from
+    the statement itself: `event` is a jsonb expression per row, kept in `order_by` order."""
+    return f"jsonb_build_object('{BUNDLE_KEY}', jsonb_agg({event} ORDER BY {order_by}))"
+
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
 # A batch handler's call: the payloads of a chunk, in lease order → one entry per payload, in
@@ -226,7 +235,7 @@ async def add_bundle(
     docstring): for a batch use case whose events need no key of their own (each comes from a
     guarded transition that happens once)."""
     if payloads:
-        await add_events(conn, table, [(topic, f"bundle:{OUTBOX_EVENT.new()}", {BUNDLE_KEY: list(payloads)})], now)
+        await add_events(conn, table, [(topic, f"bundle:{uuid.uuid4()}", {BUNDLE_KEY: list(payloads)})], now)
 
 
 @functools.cache

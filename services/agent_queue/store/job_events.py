@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.agent_queue.domain.jobs import Job, JobStatus
 from zenthor import ids
-from zenthor.outbox import BUNDLE_KEY
+from zenthor.outbox import BUNDLE_KEY_SQL, bundle_sql
 from zenthor.webhooks import WEBHOOK_EVENT_TOPIC
 
 
@@ -36,10 +36,7 @@ def insert_job_events(source: str, now: str) -> str:
     are guarded), so each event is written once."""
     event_type = "CASE s.status WHEN 'completed' THEN 'job.completed' ELSE 'job.failed' END"
     event_id = f"({event_type}) || ':' || {ids.JOB.sql('s.id')}"
-    return f"""
-    INSERT INTO agent_queue.outbox (id, topic, key, payload, created_at, attempts, next_attempt_at)
-    SELECT gen_random_uuid(), '{WEBHOOK_EVENT_TOPIC}', 'bundle:' || gen_random_uuid(),
-           jsonb_build_object('{BUNDLE_KEY}', jsonb_agg(jsonb_build_object(
+    event = f"""jsonb_build_object(
                'event_id', {event_id},
                'type', {event_type},
                'occurred_at', {_iso('s.finished_at')},
@@ -58,8 +55,10 @@ def insert_job_events(source: str, now: str) -> str:
                    'create_time', {_iso('s.created_at')},
                    'finish_time', {_iso('s.finished_at')}
                )
-           ) ORDER BY s.id)),
-           {now}, 0, {now}
+           )"""
+    return f"""
+    INSERT INTO agent_queue.outbox (id, topic, key, payload, created_at, attempts, next_attempt_at)
+    SELECT gen_random_uuid(), '{WEBHOOK_EVENT_TOPIC}', {BUNDLE_KEY_SQL}, {bundle_sql(event, "s.id")}, {now}, 0, {now}
       FROM {source} AS s
      WHERE s.status IN ('completed', 'failed')
        AND (s.conversation_user_id IS NOT NULL OR s.conversation_contact_id IS NOT NULL)

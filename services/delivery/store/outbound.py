@@ -31,7 +31,7 @@ from services.delivery.store.tables import outbound_messages as o
 from services.delivery.store.tables import whatsapp_leases as leases
 from zenthor.db import DirectPool
 from zenthor.ids import MESSAGE, OUTBOUND, OUTBOX_EVENT
-from zenthor.outbox import BUNDLE_KEY
+from zenthor.outbox import BUNDLE_KEY_SQL, bundle_sql
 from zenthor.pagination import PageRequest
 
 # The caller holds the account's WhatsApp lease now (docs/hardening.md #41). FOR SHARE: a
@@ -314,6 +314,8 @@ async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: 
 # mark their messages delivered (docs/hardening.md #27) as one bundle row
 # (zenthor.outbox.add_bundle): one round trip, and a row is never sent without its event.
 # Clearing is_head hands each recipient over (migration 0003's trigger).
+_MARKED_DELIVERED = f"""jsonb_build_object('outbound_id', {OUTBOUND.sql('sent.id')},
+                                        'message_id', {MESSAGE.sql('sent.message_id')}, 'outcome', 'delivered')"""
 COMPLETE_MANY = f"""
     WITH sent AS (
         UPDATE delivery.outbound_messages AS m
@@ -327,12 +329,7 @@ COMPLETE_MANY = f"""
     ),
     marked AS (
         INSERT INTO delivery.outbox (id, topic, key, payload, created_at, next_attempt_at)
-        SELECT %(event_id)s, %(topic)s, %(key)s,
-               jsonb_build_object('{BUNDLE_KEY}', jsonb_agg(jsonb_build_object(
-                   'outbound_id', {OUTBOUND.sql('sent.id')},
-                   'message_id', {MESSAGE.sql('sent.message_id')},
-                   'outcome', 'delivered') ORDER BY sent.id)),
-               %(now)s, %(now)s
+        SELECT %(event_id)s, %(topic)s, {BUNDLE_KEY_SQL}, {bundle_sql(_MARKED_DELIVERED, "sent.id")}, %(now)s, %(now)s
           FROM sent
         HAVING count(*) > 0
     )
@@ -342,11 +339,9 @@ COMPLETE_MANY = f"""
 
 async def complete_many(db: DirectPool, outbound_ids: Sequence[uuid.UUID], processor_id: str, now: datetime) -> set[uuid.UUID]:
     """The ids marked sent; the others failed the guard."""
-    event_id = OUTBOX_EVENT.new()
     params = {
         "ids": list(outbound_ids),
-        "event_id": event_id,
-        "key": f"bundle:{event_id}",
+        "event_id": OUTBOX_EVENT.new(),
         "processor_id": processor_id,
         "now": now,
         "topic": MARK_DELIVERY_TOPIC,
