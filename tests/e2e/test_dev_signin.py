@@ -16,7 +16,7 @@ import jwt
 import pydantic
 import pytest
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from zenthor.auth.jwt import JwtVerifier
 from zenthor.config import Settings
 from zenthor.devstack.issuer import (

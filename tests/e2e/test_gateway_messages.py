@@ -19,12 +19,12 @@ import uvicorn
 from gateway import app as gateway_app
 from gateway.rest import SseConfig
 from services.messages.app import build_server as build_messages
-from tests.conftest import free_port
 from tests.e2e.conftest import gateway_settings
 from tests.service.conftest import Running, start, stop
 from tests.support.builders import add_contact, alice, bob
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc
 

@@ -10,7 +10,7 @@ import sys
 
 import httpx
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 
 async def test_gateway_help_names_its_configuration() -> None:

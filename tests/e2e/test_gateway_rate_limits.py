@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from services.messages.app import build_server as build_messages
-from tests.conftest import free_port
 from tests.e2e.conftest import gateway_settings, serve_gateway
 from tests.service.conftest import Running, start, stop
 from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from tests.support.rate_limits import BucketClock
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 START_TIMEOUT_S = 60.0
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

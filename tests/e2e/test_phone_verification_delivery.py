@@ -15,10 +15,10 @@ import pytest
 from services.delivery.app import build_server as build_delivery
 from services.identity.app import build_server as build_identity
 from services.messages.app import build_server as build_messages
-from tests.conftest import free_port
 from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer, service
+from tests.support.ports import free_port
 from tests.support.streams import read_until
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.common.v1 import types_pb2

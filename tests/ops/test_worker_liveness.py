@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from workflows.heartbeat import alive
 
 ROOT = Path(__file__).resolve().parents[2]

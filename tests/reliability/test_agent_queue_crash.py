@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.reliability.conftest import Record, Tally
 from tests.service.agent_queue.test_claim_storm import CLAIM_LOG
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import service
+from tests.support.ports import free_port
 from tests.support.retrying_client import IDEMPOTENT_RETRY, RetryingClient
 from tests.support.service_process import REPO, ServiceProcess, service_env
 from zenthor import ids

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from services.agent_queue.app import build_server as build_agent_queue
-from tests.conftest import free_port
 from tests.reliability.conftest import Record, Tally
 from tests.service.conftest import start, stop
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import service
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from tests.support.retrying_client import IDEMPOTENT_RETRY, RetryingClient
 from tests.support.service_process import NOBODY, ServiceProcess, service_env
 from zenthor import ids

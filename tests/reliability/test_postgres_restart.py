@@ -18,13 +18,13 @@ import pytest
 
 from services.identity.app import build_server as build_identity
 from services.messages.app import build_server as build_messages
-from tests.conftest import free_port
 from tests.reliability.conftest import Record, Tally
 from tests.service.conftest import Running, start, stop
 from tests.support.builders import add_user
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from tests.support.postgres_process import RestartablePostgres
 from tests.support.retrying_client import UNAVAILABLE_ONLY, RetryingClient
 from zenthor.config import ServiceName

@@ -17,7 +17,6 @@ import pytest
 from temporalio.client import Client
 
 from services.agent_queue.app import build_server
-from tests.conftest import free_port
 from tests.reliability.conftest import Record, Tally
 from tests.service.agent_queue.test_claim_storm import CLAIM_LOG
 from tests.service.conftest import Running, start, stop
@@ -25,6 +24,7 @@ from tests.support.agent_queue_builders import add_job, conv
 from tests.support.agent_queue_retries import fail_retryably, releases
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from tests.support.temporal_worker import production_worker
 from zenthor.config import ServiceName
 from zenthor.devstack.temporal import LocalTemporal

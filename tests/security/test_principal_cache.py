@@ -18,12 +18,12 @@ import pytest
 
 from services.identity.app import build_server as build_identity
 from services.messages.app import build_server as build_messages
-from tests.conftest import free_port
 from tests.service.conftest import Running, start, stop
 from tests.support.builders import add_user
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer, rpc_error, service
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from tests.support.waiting import eventually
 from zenthor.auth.principal import ResolvedUser, Role, UserStatus
 from zenthor.auth.resolver import PRINCIPAL_CHANGES, UNFOLLOWED_TTL_S, CachingResolver

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import free_port
 from tests.support.database import TestDatabase
+from tests.support.ports import free_port
 from tests.support.waiting import eventually
 from zenthor.db import DirectPool, UnitOfWork, create_engine, is_database_unavailable
 

@@ -10,8 +10,8 @@ import pytest
 
 from services.identity.app import build_server
 from services.identity.store.tables import outbox
-from tests.conftest import free_port
 from tests.support.database import TestDatabase
+from tests.support.ports import free_port
 from zenthor.clients import open_channel
 from zenthor.config import ServiceName
 from zenthor.db import UnitOfWork, create_engine

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import free_port
-from tests.support.ports import worker_share
+from tests.support.ports import free_port, worker_share
 from zenthor.config import ServiceName
 from zenthor.devstack.__main__ import READY_LINE, STARTUP_TIMEOUT_S, offset_ports
 

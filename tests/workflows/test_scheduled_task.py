@@ -22,7 +22,6 @@ from temporalio.worker import Replayer
 
 from services.agent_queue import peers as agent_queue_peers
 from services.messages.app import build_server as build_messages
-from tests.conftest import free_port
 from tests.service.agent_queue.conftest import (
     NO_TEMPORAL,
     AgentQueueFactory,
@@ -36,6 +35,7 @@ from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer, service
 from tests.support.jwks import FakeClerkIssuer
 from tests.support.messages_builders import web_conversation
+from tests.support.ports import free_port
 from tests.support.temporal_worker import production_worker
 from tests.support.waiting import eventually
 from workflows import scheduled_task

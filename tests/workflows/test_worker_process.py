@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from temporalio.client import Client, ScheduleActionStartWorkflow
 
-from tests.conftest import free_port
 from tests.support.grpc_client import SERVICE_KEY
+from tests.support.ports import free_port
 from tests.workflows.conftest import PROCESS_NAMESPACE
 from workflows.__main__ import main
 from workflows.schedules import SCHEDULES

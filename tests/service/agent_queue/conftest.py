@@ -13,11 +13,11 @@ import pytest
 
 from services.agent_queue.app import build_server
 from services.messages.app import build_server as build_messages
-from tests.conftest import free_port
 from tests.service.conftest import Running, start, stop
 from tests.support.agent_queue_builders import ManualClock
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from tests.workflows.conftest import client, task_queue, temporal_address, temporal_env  # noqa: F401  (fixtures)
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2_grpc

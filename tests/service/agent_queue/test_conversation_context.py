@@ -98,7 +98,7 @@ async def test_missing_conversation_has_no_context(with_messages: WithMessages) 
 
 
 async def test_context_is_unavailable_while_messages_is_down(agent_queue_factory: AgentQueueFactory) -> None:
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     aq = await agent_queue_factory(messages_addr=f"127.0.0.1:{free_port()}", rpc_deadline_s=0.5)
     error = await rpc_error(context_of(aq, conv_id(conv())))

@@ -30,7 +30,6 @@ from google.protobuf import struct_pb2
 from services.approvals.app import build_server as build_approvals
 from services.delivery.app import build_server as build_delivery
 from services.messages.app import build_server as build_messages
-from tests.conftest import free_port
 from tests.service.agent_queue.conftest import AgentQueueFactory
 from tests.service.conftest import Running, start, stop
 from tests.support.agent_queue_builders import lease, msg_id
@@ -38,6 +37,7 @@ from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer, rpc_error, service
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from tests.support.rate_limits import BucketClock, retry_delay_s
 from zenthor import ids
 from zenthor.config import ServiceName

@@ -18,12 +18,12 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from tests.conftest import free_port
 from tests.service.agent_queue.conftest import AgentQueueFactory
 from tests.service.agent_queue.test_jobs import claim, retry, sweep
 from tests.service.conftest import Running
 from tests.support.agent_queue_builders import ManualClock, add_job, conv, job_id, job_row
 from tests.support.grpc_client import SERVICE_KEY
+from tests.support.ports import free_port
 from tests.support.waiting import eventually
 from workflows.retry import RetryWorkflow
 from workflows.worker import build_worker

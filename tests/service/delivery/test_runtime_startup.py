@@ -17,11 +17,11 @@ from examples.runtime.config import Config
 from examples.runtime.stubs import Stubs
 from examples.runtime.whatsapp import Egress, Sink
 from services.delivery.app import build_server
-from tests.conftest import free_port
 from tests.service.delivery.conftest import NOBODY
 from tests.support.database import TestDatabase
 from tests.support.fake_clock import FakeClock
 from tests.support.grpc_client import SERVICE_KEY
+from tests.support.ports import free_port
 from tests.support.waiting import eventually
 from zenthor.config import ServiceName
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from services.messages.app import build_server
-from tests.conftest import free_port
 from tests.service.conftest import Running, start, stop
 from tests.support.builders import add_contact, alice, bob
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer
 from tests.support.jwks import FakeClerkIssuer
 from tests.support.messages_builders import TestClock
+from tests.support.ports import free_port
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.messages.v1 import messages_pb2_grpc
 

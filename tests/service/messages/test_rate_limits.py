@@ -13,13 +13,13 @@ import pytest
 
 from services.identity.app import build_server as build_identity
 from services.messages.app import build_server as build_messages
-from tests.conftest import free_port
 from tests.service.conftest import Running, start, stop
 from tests.service.messages.conftest import People
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import rpc_error, service
 from tests.support.jwks import FakeClerkIssuer
 from tests.support.messages_builders import web_conversation
+from tests.support.ports import free_port
 from tests.support.rate_limits import BucketClock, retry_delay_s
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.identity.v1 import identity_pb2, identity_pb2_grpc
