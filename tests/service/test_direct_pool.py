@@ -1,7 +1,7 @@
 """The database connections of every service (zenthor/db.py) without a ping before each use: a
 connection the server dropped is replaced, and a database that is down is UNAVAILABLE to callers,
 never INTERNAL. The direct pool of the hot paths prepares its statements unless told not to (a
-PgBouncer in transaction mode)."""
+PgBouncer in transaction mode), and plans each once."""
 
 from __future__ import annotations
 
@@ -37,6 +37,21 @@ async def test_prepared_statements_follow_the_setting(db: TestDatabase, prepare:
         await pool.fetch("SELECT 1")
         ((prepared,),) = await pool.fetch("SELECT count(*) FROM pg_prepared_statements")
         assert (prepared > 0) is prepare
+    finally:
+        await pool.close()
+
+
+async def test_prepared_statements_are_planned_once_not_at_every_execution(db: TestDatabase) -> None:
+    pool = DirectPool(db.admin_dsn(), 1)
+    await pool.open()
+    try:
+        # Postgres' default plans each of a statement's first five executions for its values.
+        for n in range(6):
+            await pool.fetch("SELECT relname FROM pg_class WHERE relpages > %(n)s ORDER BY oid LIMIT %(n)s", {"n": n})
+        ((generic, custom),) = await pool.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'SELECT relname%%'"
+        )
+        assert (generic, custom) == (6, 0)
     finally:
         await pool.close()
 
