@@ -81,8 +81,9 @@ class LocalPostgres:
                 "-k", "", "-c", "max_connections=300", "-c", "shared_buffers=128MB"]
         if self._fast_unsafe:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.data_dir.parent / "postgres.log", "ab")
-        self._proc = subprocess.Popen(args, stdout=log, stderr=log, user=self._user, start_new_session=True)
+        # The server writes to its own copy of the descriptor; ours is closed once it started.
+        with open(self.data_dir.parent / "postgres.log", "ab") as log:
+            self._proc = subprocess.Popen(args, stdout=log, stderr=log, user=self._user, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while True:
             if self._proc.poll() is not None:
