@@ -194,6 +194,7 @@ async def profile_missed(bench: Bench, results: Results, work_dir: Path) -> None
             recordings = [Recording(pid, paths[s], PROFILE_RATE_HZ, native=opts.profile_native) for s, pid in pids.items()]
             found: dict[str, Any] = {"rate": PROFILE_RATE_HZ, "mode": mode, "size": sizes.get(run.figure, samples),
                                      "goals": names, "services": {}}
+            bench.record_statements, bench.statements = True, None
             try:
                 async with AsyncExitStack() as stack:
                     for recording in recordings:
@@ -203,6 +204,10 @@ async def profile_missed(bench: Bench, results: Results, work_dir: Path) -> None
                 results.profiles[key] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
                 bench.say(f"profile: {key} FAILED {type(e).__name__}: {str(e)[:200]}")
                 continue
+            finally:
+                bench.record_statements = False
+            if bench.statements is not None:
+                found["statements"] = bench.statements
             for (service, path), recording in zip(paths.items(), recordings, strict=True):
                 if recording.error is not None:
                     found["services"][service] = {"error": recording.error}

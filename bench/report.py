@@ -400,15 +400,38 @@ def _profile_tables(summary: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+STATEMENT_TEXT_CHARS = 160
+
+
+def _statement_table(statements: list[dict[str, Any]], item: str) -> list[str]:
+    lines = [
+        f"**Postgres** (pg_stat_statements over the same run: the services' statements that took longest, "
+        f"per 1,000 {item}s; time is wall time inside the executor, lock waits and "
+        "descheduling included, so it ranks the statements rather than splitting the CPU)",
+        "",
+        f"| statement | calls per 1k {item}s | exec ms per 1k | plan ms per 1k | plans per call | rows per call | buffers per call |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for st in statements:
+        text = st["query"][:STATEMENT_TEXT_CHARS] + ("…" if len(st["query"]) > STATEMENT_TEXT_CHARS else "")
+        text = text.replace("|", "\\|").replace("`", "'")
+        lines.append(
+            f"| `{text}` | {_num(st['calls_per_1k'])} | {_num(st['exec_ms_per_1k'])} | {_num(st['plan_ms_per_1k'])} "
+            f"| {_num(st['plans_per_call'])} | {_num(st['rows_per_call'])} | {_num(st['blocks_per_call'])} |"
+        )
+    return [*lines, ""]
+
+
 def profile_section(results: Results, found: list[Goal]) -> list[str]:
     """Every missed goal, the profile of the run that shows where its time goes."""
     missed = [g for g in found if g.missed]
     if not missed:
         return []
-    lines = ["## Where the time goes, per missed goal (py-spy)", "",
+    lines = ["## Where the time goes, per missed goal (py-spy, pg_stat_statements)", "",
              "Each missed goal's case ran once more after the rounds with its servers sampled by py-spy "
              "(idle threads are not sampled, so shares are of each server's busy time; with `--native` C frames "
-             "are named, otherwise gRPC's Cython/C core counts as the event loop's time). The claim-flatness goals "
+             "are named, otherwise gRPC's Cython/C core counts as the event loop's time) and, for a drain, "
+             "Postgres's statements counted by pg_stat_statements. The claim-flatness goals "
              "are explained by the EXPLAIN plans of figure (i) instead.", "",
              "| missed goal | by | profile |", "|---|---|---|"]
     for g in missed:
@@ -429,6 +452,8 @@ def profile_section(results: Results, found: list[Goal]) -> list[str]:
                 continue
             lines += [f"**{service}** ({summary['samples']:,} samples)", ""]
             lines += _profile_tables(summary)
+        if p.get("statements"):
+            lines += _statement_table(p["statements"], "message" if "outbound messages" in p.get("size", {}) else "job")
     return lines
 
 

@@ -20,6 +20,7 @@ import grpc
 import psutil
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg.rows import dict_row
 
 from tests.support.builders import add_user
 from tests.support.database import TestDatabase
@@ -35,6 +36,15 @@ PGQUEUER_DATABASE = "bench_pgqueuer"  # the peer's own tables, on the same serve
 SERVICE_KEY = "bench-service-key"
 NO_TEMPORAL = "127.0.0.1:1"  # nothing listens: no figure starts a retry workflow
 USER_EXTERNAL_ID = "user_bench"
+# Per-statement totals for the profile runs (Stack.statement_stats): Postgres is about half of a
+# job's CPU, and py-spy sees only the Python servers. Loaded for the whole run, so ours and the
+# peers pay its small per-statement cost alike.
+STATEMENT_STATS = {
+    "shared_preload_libraries": "pg_stat_statements",
+    "pg_stat_statements.track": "all",  # statements inside triggers too (the head hand-over)
+    "pg_stat_statements.track_planning": "on",
+}
+STATEMENTS_SHOWN = 10
 
 # The processes the figures talk to. identity runs as bench/auth_server.py: the shipped server
 # with three handlers (none of which a peer calls) given one body, so figure (l) can compare
@@ -76,7 +86,7 @@ class Stack:
     def __init__(self, work_dir: Path, say: Callable[[str], None] | None = None) -> None:
         self.work_dir = work_dir
         self.say = say or (lambda _m: None)
-        self.pg = LocalPostgres(work_dir / "postgres" / "data", free_port(), fast_unsafe=True)
+        self.pg = LocalPostgres(work_dir / "postgres" / "data", free_port(), fast_unsafe=True, settings=STATEMENT_STATS)
         self.db = TestDatabase(self.pg, DATABASE)
         self.issuer: FakeClerkIssuer | None = None
         self.user_id: uuid.UUID | None = None
@@ -91,6 +101,7 @@ class Stack:
         self._postmaster = psutil.Process(self.pg._proc.pid)
         self.pg.ensure_database(DATABASE)
         self.pg.ensure_database(PGQUEUER_DATABASE)
+        self.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         admin = self.db.admin_dsn()
         provision(admin, list(ServiceName))
         for service in ServiceName:
@@ -221,6 +232,41 @@ class Stack:
                     return False
                 time.sleep(0.05)
         return True
+
+    def reset_statement_stats(self) -> None:
+        self.sql("SELECT pg_stat_statements_reset()")
+
+    def statement_stats(self, items: int) -> list[dict[str, Any]]:
+        """The services' statements that took the most time since the last reset, with their
+        cost per 1,000 items. Execution time is wall time inside the executor: lock
+        waits and time the backend was not scheduled count, so it ranks statements rather than
+        splitting the CPU."""
+        with psycopg.connect(self.admin_dsn(), autocommit=True, row_factory=dict_row) as conn:
+            rows = conn.execute(
+                """
+                SELECT calls, plans, rows, total_exec_time, total_plan_time,
+                       shared_blks_hit + shared_blks_read AS blocks, regexp_replace(query, '\\s+', ' ', 'g') AS query
+                  FROM pg_stat_statements
+                 -- the services' statements: the bench's own probes run as the superuser
+                 WHERE userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+                 ORDER BY total_exec_time + total_plan_time DESC
+                 LIMIT %s
+                """,
+                (STATEMENTS_SHOWN,),
+            ).fetchall()
+        per_1k = 1000 / max(items, 1)
+        return [
+            {
+                "calls_per_1k": r["calls"] * per_1k,
+                "plans_per_call": r["plans"] / max(r["calls"], 1),
+                "rows_per_call": r["rows"] / max(r["calls"], 1),
+                "exec_ms_per_1k": r["total_exec_time"] * per_1k,
+                "plan_ms_per_1k": r["total_plan_time"] * per_1k,
+                "blocks_per_call": r["blocks"] / max(r["calls"], 1),
+                "query": r["query"],
+            }
+            for r in rows
+        ]
 
     # --- probes ---
 

@@ -114,6 +114,24 @@ def test_backlog_series_explain_the_claim_at_each_size(report: tuple[dict[str, A
 
 
 @pytest.mark.timeout(1000)
+def test_a_profiled_drain_shows_the_services_statements_in_postgres(report: tuple[dict[str, Any], str, str]) -> None:
+    document, markdown, _ = report
+    drains = {key: p for key, p in document["profiles"].items() if key.startswith(("(a)", "(b)", "(h)"))}
+    if not drains:
+        pytest.skip("no drain's goal was missed in this run, so none was profiled")
+    for key, profile in drains.items():
+        statements = profile["statements"]
+        assert statements, key
+        for st in statements:
+            assert {"calls_per_1k", "exec_ms_per_1k", "plan_ms_per_1k", "plans_per_call", "blocks_per_call"} <= set(st)
+        # The services' own statements, not the bench's probes (those run as the superuser).
+        assert not any("information_schema" in st["query"] for st in statements), key
+        schema = "delivery." if key.startswith("(h)") else "agent_queue.jobs"
+        assert any(schema in st["query"] for st in statements), key
+    assert "**Postgres** (pg_stat_statements" in markdown
+
+
+@pytest.mark.timeout(1000)
 def test_every_goal_has_a_ratio_and_a_verdict(report: tuple[dict[str, Any], str, str]) -> None:
     document, markdown, stdout = report
     goals = {g["name"]: g for g in document["goals"]}

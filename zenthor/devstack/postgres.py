@@ -7,6 +7,7 @@ import pwd
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
@@ -35,11 +36,15 @@ def _run_as() -> str | None:
 
 
 class LocalPostgres:
-    def __init__(self, data_dir: Path, port: int, *, fast_unsafe: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, *, fast_unsafe: bool = False, settings: Mapping[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         # Tests trade durability for speed; `make dev` keeps fsync on.
         self._fast_unsafe = fast_unsafe
+        # More server settings (`-c name=value`), e.g. the bench's pg_stat_statements.
+        self._settings = dict(settings or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self._user = _run_as()
 
@@ -81,6 +86,8 @@ class LocalPostgres:
                 "-k", "", "-c", "max_connections=300", "-c", "shared_buffers=128MB"]
         if self._fast_unsafe:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        for name, value in self._settings.items():
+            args += ["-c", f"{name}={value}"]
         # The server writes to its own copy of the descriptor; ours is closed once it started.
         with open(self.data_dir.parent / "postgres.log", "ab") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=log, user=self._user, start_new_session=True)
