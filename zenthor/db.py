@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -89,6 +90,7 @@ class UnitOfWork:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None
+        self._closing: AsyncExitStack | None = None
         self._committed = False
 
     @property
@@ -98,9 +100,15 @@ class UnitOfWork:
         return self._conn
 
     async def __aenter__(self) -> UnitOfWork:
-        self._conn = await self._engine.connect()
-        await self._conn.begin()
-        self._committed = False
+        # The connection is closed by its own context manager, which finishes the close even
+        # when the task is cancelled meanwhile (a shutdown): a close cut short leaves the
+        # connection checked out until the garbage collector finds it. A begin that fails
+        # closes it here, since `async with` never exits a block it did not enter.
+        async with AsyncExitStack() as stack:
+            conn = await stack.enter_async_context(self._engine.connect())
+            await conn.begin()
+            self._closing = stack.pop_all()
+        self._conn, self._committed = conn, False
         return self
 
     async def commit(self) -> None:
@@ -114,12 +122,13 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         conn, self._conn = self._conn, None
-        assert conn is not None
+        closing, self._closing = self._closing, None
+        assert conn is not None and closing is not None
         try:
             if not self._committed:
                 await conn.rollback()
         finally:
-            await conn.close()
+            await closing.aclose()
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -80,6 +80,24 @@ async def test_an_engine_connection_idle_past_the_ping_age_is_checked_and_replac
         await engine.dispose()
 
 
+async def test_a_unit_of_work_that_fails_to_begin_returns_its_connection(db: TestDatabase) -> None:
+    engine = create_engine(db.admin_dsn(), 1)
+
+    def refuse(conn: sa.Connection) -> None:
+        raise asyncio.CancelledError  # as a shutdown cancels a use case while it begins
+
+    sa.event.listen(engine.sync_engine, "begin", refuse)
+    try:
+        uow = UnitOfWork(engine)
+        with pytest.raises(asyncio.CancelledError):
+            async with uow:
+                pass
+        # Returned at once, not when the garbage collector finds it after `uow` is gone.
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
 async def test_an_engine_connection_dropped_while_busy_fails_once_as_unavailable_then_is_replaced(db: TestDatabase) -> None:
     engine = create_engine(db.admin_dsn(), 1)  # used a moment ago: not pinged
     try:
