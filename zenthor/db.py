@@ -154,9 +154,9 @@ class DirectPool:
 
     A prepared statement is planned once per connection (a generic plan) instead of at every
     execution: Postgres' default re-planned the acks-and-claim statement at every call, 1.2 ms
-    each (README, Performance: "Plans made once"). The pool's statements
-    are keyed by primary key or by a partial index whose predicate is spelled in the SQL, never
-    passed as a parameter, so one plan serves every value."""
+    each (README, Performance: "Plans made once"). The pool's statements find their rows by key
+    or through partial indexes whose predicates are spelled in the SQL, never passed as
+    parameters, so one plan serves every value."""
 
     def __init__(
         self, url: str, max_size: int, *, prepare: bool = True, min_size: int = 1, timeout_s: float = 10.0
