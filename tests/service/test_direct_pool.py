@@ -84,7 +84,7 @@ async def test_a_unit_of_work_that_fails_to_begin_returns_its_connection(db: Tes
     engine = create_engine(db.admin_dsn(), 1)
 
     def refuse(conn: sa.Connection) -> None:
-        raise asyncio.CancelledError  # as a shutdown cancels a use case while it begins
+        raise asyncio.CancelledError  # any failure to begin; this one is what a cancellation raises
 
     sa.event.listen(engine.sync_engine, "begin", refuse)
     try:
