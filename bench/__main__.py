@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     profile.add_argument("--profile", dest="profile", action="store_true", default=True,
                          help="after the rounds, run each missed goal's case once more with its servers under py-spy (default)")
     profile.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--profile-all", action="store_true",
+                        help="profile every goal's case, the met ones too (where a met goal's time goes)")
     parser.add_argument("--native", action="store_true",
                         help="profiles name C frames (gRPC's core, libc): py-spy pauses the servers per sample and "
                              "counts threads blocked in system calls (pollers, epoll) as busy, so read the inclusive tables")
@@ -108,6 +110,7 @@ def options(args: argparse.Namespace) -> Options:
         backlog_conversations=args.conversations,
         explain_repeats=3 if quick else 5,
         profile=bool(args.profile),
+        profile_all=bool(args.profile_all),
         profile_native=bool(args.native),
         figures=figures,
     )
@@ -165,13 +168,14 @@ async def run_rounds(bench: Bench, results: Results) -> None:
             bench.say(f"{tag}: {shown} ({time.perf_counter() - started:.1f} s)")
 
 
-async def profile_missed(bench: Bench, results: Results, work_dir: Path) -> None:
-    """Runs each missed goal's case once more with its servers under py-spy (one run serves every
-    goal that names it), so the report shows where that goal's time goes."""
+async def profile_goals(bench: Bench, results: Results, work_dir: Path) -> None:
+    """Runs each missed goal's case (every goal's with --profile-all) once more with its servers
+    under py-spy (one run serves every goal that names it), so the report shows where that
+    goal's time goes."""
     opts = bench.options
     runs: dict[str, tuple[ProfileRun, list[str]]] = {}
     for goal in goals(results):
-        if goal.missed and goal.profile is not None:
+        if (goal.missed or opts.profile_all) and goal.profile is not None:
             runs.setdefault(goal.profile.key, (goal.profile, []))[1].append(goal.name)
     cases = {(c.figure, c.name): c for c in all_cases(bench)}
     bench.options = replace(
@@ -231,7 +235,7 @@ async def run_all(bench: Bench, results: Results, work_dir: Path) -> None:
             bench.say(f"(i) FAILED {type(e).__name__}: {e}")
     results.rss_peak_mb = dict(bench.rss_peak_mb)
     if bench.options.profile:
-        await profile_missed(bench, results, work_dir)
+        await profile_goals(bench, results, work_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

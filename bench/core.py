@@ -52,6 +52,7 @@ class Options:
     explain_repeats: int
     profile: bool
     figures: frozenset[str]
+    profile_all: bool = False
     profile_native: bool = False
 
 

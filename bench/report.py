@@ -94,7 +94,7 @@ class Results:
         self.rounds: dict[str, list[dict[str, float]]] = {}
         self.errors: dict[str, list[str]] = {}
         self.backlog: dict[str, Any] | None = None
-        # ProfileRun.key → {"case", "services": {name: summarize(…)}, …}: one per missed goal's run.
+        # ProfileRun.key → {"case", "services": {name: summarize(…)}, …}: one per profiled goal's run.
         self.profiles: dict[str, dict[str, Any]] = {}
         self.rss_peak_mb: dict[str, float] = {}
 
@@ -425,10 +425,11 @@ def _statement_table(statements: list[dict[str, Any]], item: str) -> list[str]:
 def profile_section(results: Results, found: list[Goal]) -> list[str]:
     """Every missed goal, the profile of the run that shows where its time goes."""
     missed = [g for g in found if g.missed]
-    if not missed:
+    if not missed and not results.profiles:
         return []
     lines = ["## Where the time goes, per missed goal (py-spy, pg_stat_statements)", "",
-             "Each missed goal's case ran once more after the rounds with its servers sampled by py-spy "
+             "Each missed goal's case (every goal's with `--profile-all`) ran once more after the rounds with its "
+             "servers sampled by py-spy "
              "(idle threads are not sampled, so shares are of each server's busy time; with `--native` C frames "
              "are named, otherwise gRPC's Cython/C core counts as the event loop's time) and, for a drain, "
              "Postgres's statements counted by pg_stat_statements. The claim-flatness goals "
