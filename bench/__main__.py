@@ -198,7 +198,8 @@ async def profile_goals(bench: Bench, results: Results, work_dir: Path) -> None:
             recordings = [Recording(pid, paths[s], PROFILE_RATE_HZ, native=opts.profile_native) for s, pid in pids.items()]
             found: dict[str, Any] = {"rate": PROFILE_RATE_HZ, "mode": mode, "size": sizes.get(run.figure, samples),
                                      "goals": names, "services": {}}
-            bench.record_statements, bench.statements = True, None
+            statements: list[dict[str, Any]] = []
+            bench.statements = statements
             try:
                 async with AsyncExitStack() as stack:
                     for recording in recordings:
@@ -209,9 +210,9 @@ async def profile_goals(bench: Bench, results: Results, work_dir: Path) -> None:
                 bench.say(f"profile: {key} FAILED {type(e).__name__}: {str(e)[:200]}")
                 continue
             finally:
-                bench.record_statements = False
-            if bench.statements is not None:
-                found["statements"] = bench.statements
+                bench.statements = None
+            if statements:
+                found["statements"] = statements
             for (service, path), recording in zip(paths.items(), recordings, strict=True):
                 if recording.error is not None:
                     found["services"][service] = {"error": recording.error}

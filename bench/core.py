@@ -67,8 +67,8 @@ class Bench:
     # Peak RSS of every service seen during any drain.
     rss_peak_mb: dict[str, float] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
-    # Set for a profile run: each drain then records its Postgres statements (Stack.statement_stats).
-    record_statements: bool = False
+    # A list during a profile run: each drain then records its Postgres statements into it
+    # (Stack.statement_stats); None otherwise.
     statements: list[dict[str, Any]] | None = None
 
     def say(self, message: str) -> None:

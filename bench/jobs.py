@@ -153,7 +153,7 @@ def count_jobs(dsn: str, status: str) -> int:
 async def measured(bench: Bench, items: int, server: str | None) -> AsyncIterator[Metrics]:
     """Times the block and fills `rate`, the CPU split per 1,000 items and the peak RSS."""
     metrics: Metrics = {}
-    if bench.record_statements:
+    if bench.statements is not None:
         await asyncio.to_thread(bench.stack.reset_statement_stats)
     measurement = Measurement(bench.stack, items, server)
     measurement.start()
@@ -164,8 +164,8 @@ async def measured(bench: Bench, items: int, server: str | None) -> AsyncIterato
     if not await asyncio.to_thread(bench.stack.wait_quiet):
         bench.say("the stack still had outbox events due 60 s after the drain; CPU counted up to then")
     measurement.settled()
-    if bench.record_statements:
-        bench.statements = await asyncio.to_thread(bench.stack.statement_stats, items)
+    if bench.statements is not None:
+        bench.statements[:] = await asyncio.to_thread(bench.stack.statement_stats, items)
     metrics.update(measurement.metrics())
     bench.note_rss(measurement.rss_peak_mb)
 

@@ -255,18 +255,19 @@ class Stack:
                 (STATEMENTS_SHOWN,),
             ).fetchall()
         per_1k = 1000 / max(items, 1)
-        return [
-            {
+        found = []
+        for r in rows:
+            calls = max(r["calls"], 1)
+            found.append({
                 "calls_per_1k": r["calls"] * per_1k,
-                "plans_per_call": r["plans"] / max(r["calls"], 1),
-                "rows_per_call": r["rows"] / max(r["calls"], 1),
+                "plans_per_call": r["plans"] / calls,
+                "rows_per_call": r["rows"] / calls,
                 "exec_ms_per_1k": r["total_exec_time"] * per_1k,
                 "plan_ms_per_1k": r["total_plan_time"] * per_1k,
-                "blocks_per_call": r["blocks"] / max(r["calls"], 1),
+                "blocks_per_call": r["blocks"] / calls,
                 "query": r["query"],
-            }
-            for r in rows
-        ]
+            })
+        return found
 
     # --- probes ---
 
