@@ -33,20 +33,19 @@ def check_request(message: Message) -> None:
 _SKIP, _TEXT, _TEXTS, _MESSAGE, _MESSAGES, _MAP = range(6)
 
 
+def _kind(field: FieldDescriptor) -> int:
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return _TEXTS if field.is_repeated else _TEXT
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            return _MAP
+        return _MESSAGES if field.is_repeated else _MESSAGE
+    return _SKIP
+
+
 @functools.cache
 def _field_kinds(descriptor: Descriptor) -> dict[str, int]:
-    kinds: dict[str, int] = {}
-    for field in descriptor.fields:
-        if field.type == FieldDescriptor.TYPE_STRING:
-            kinds[field.name] = _TEXTS if field.is_repeated else _TEXT
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type is not None and field.message_type.GetOptions().map_entry:
-                kinds[field.name] = _MAP
-            else:
-                kinds[field.name] = _MESSAGES if field.is_repeated else _MESSAGE
-        else:
-            kinds[field.name] = _SKIP
-    return kinds
+    return {field.name: _kind(field) for field in descriptor.fields}
 
 
 def _is_clean(message: Message) -> bool:
@@ -94,23 +93,23 @@ def _raise_first_fault(message: Message) -> None:
                 raise InvalidArgument(path or "request", "must be a finite JSON number (no NaN or Infinity)")
         for field, value in current.ListFields():
             name = f"{path}.{field.name}" if path else field.name
-            repeated = field.is_repeated
-            if field.type == FieldDescriptor.TYPE_STRING:
-                items = value if repeated else [value]
-                for index, text in enumerate(items):
+            kind = _kind(field)
+            if kind == _TEXT and "\x00" in value:
+                raise InvalidArgument(name, "must not contain NUL characters")
+            elif kind == _TEXTS:
+                for index, text in enumerate(value):
                     if "\x00" in text:
-                        raise InvalidArgument(f"{name}[{index}]" if repeated else name, "must not contain NUL characters")
-            elif field.type == FieldDescriptor.TYPE_MESSAGE:
-                if field.message_type is not None and field.message_type.GetOptions().map_entry:
-                    for key, item in value.items():
-                        entry = f"{name}[{key!r}]"
-                        if isinstance(key, str) and "\x00" in key:
-                            raise InvalidArgument(name, "keys must not contain NUL characters")
-                        if isinstance(item, Message):
-                            stack.append((entry, item))
-                        elif isinstance(item, str) and "\x00" in item:
-                            raise InvalidArgument(entry, "must not contain NUL characters")
-                elif repeated:
-                    stack.extend((f"{name}[{index}]", item) for index, item in enumerate(value))
-                else:
-                    stack.append((name, value))
+                        raise InvalidArgument(f"{name}[{index}]", "must not contain NUL characters")
+            elif kind == _MAP:
+                for key, item in value.items():
+                    entry = f"{name}[{key!r}]"
+                    if isinstance(key, str) and "\x00" in key:
+                        raise InvalidArgument(name, "keys must not contain NUL characters")
+                    if isinstance(item, Message):
+                        stack.append((entry, item))
+                    elif isinstance(item, str) and "\x00" in item:
+                        raise InvalidArgument(entry, "must not contain NUL characters")
+            elif kind == _MESSAGES:
+                stack.extend((f"{name}[{index}]", item) for index, item in enumerate(value))
+            elif kind == _MESSAGE:
+                stack.append((name, value))
