@@ -4,6 +4,8 @@ live in domain/."""
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -238,14 +240,17 @@ def webhook_deliveries_page(request: pb.ListWebhookDeliveriesRequest) -> PageReq
 
 def new_event(request: pb.PublishWebhookEventRequest) -> NewEvent:
     """A published event as the rules check it; INVALID_ARGUMENT naming the field when a value
-    cannot even be read (an id of the wrong kind, an impossible time)."""
+    cannot even be read (an id of the wrong kind, an impossible time, data that is not a JSON
+    object)."""
+    data, data_field = event_data(request)
     return NewEvent(
         event_id=request.event_id,
         type=WEBHOOK_EVENT_TYPE_OF.get(request.type),
         occurred_at=occur_time(request),
         owner_user_id=optional_id(ids.USER, request, "owner_user_id"),
         owner_contact_id=optional_id(ids.CONTACT, request, "owner_contact_id"),
-        data=event_data(request),
+        data=data,
+        data_field=data_field,
     )
 
 
@@ -288,9 +293,59 @@ def occur_time(request: pb.PublishWebhookEventRequest) -> datetime:
         raise InvalidArgument("occur_time", "is not a valid timestamp") from None
 
 
-def event_data(request: pb.PublishWebhookEventRequest) -> dict[str, Any]:
-    data: dict[str, Any] = json_format.MessageToDict(request.data)
-    return data
+def event_data(request: pb.PublishWebhookEventRequest) -> tuple[dict[str, Any], str]:
+    """The event's data object, and the field it came in: `data_json` (JSON text, what the
+    relays send) or the `data` Struct."""
+    if request.data_json:
+        if request.HasField("data"):
+            raise InvalidArgument("data_json", "set either data or data_json, not both")
+        return _json_object(request.data_json, "data_json"), "data_json"
+    return _whole_numbers(json_format.MessageToDict(request.data)), "data"
+
+
+def _not_a_number(constant: str) -> Any:
+    raise ValueError(constant)
+
+
+# One decoder for every event (json.loads with an option builds a new one per call).
+_DATA_DECODER = json.JSONDecoder(parse_constant=_not_a_number)
+
+
+def _json_object(text: str, field: str) -> dict[str, Any]:
+    """JSON text that must hold an object, refused as the request checks refuse the same values
+    in a Struct (zenthor/request_checks.py): no NaN or Infinity, no NUL character."""
+    try:
+        value = _DATA_DECODER.decode(text)
+    except (ValueError, RecursionError):
+        raise InvalidArgument(field, "must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(field, "must be a JSON object")
+    # Text without the escape cannot decode to a NUL (a raw one is refused with the request).
+    if "\\u0000" in text and _holds_nul(value):
+        raise InvalidArgument(field, "must not contain NUL characters")
+    return value
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Struct carries every number as a double: whole ones go back to JSON integers (ids,
+    counts), so receivers get `"attempt_count": 1`, not `1.0`."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def webhook_attempt(request: pb.RecordWebhookAttemptRequest, now: datetime) -> Attempt:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -133,6 +132,8 @@ class NewEvent:
     owner_user_id: uuid.UUID | None
     owner_contact_id: uuid.UUID | None
     data: Mapping[str, Any]
+    # The request field the data came in (`data` or `data_json`): the one a refusal names.
+    data_field: str = "data"
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def checked_event(new: NewEvent) -> Event:
     if new.type is None:
         raise InvalidArgument("type", "must be a known event type")
     check_owner(new.owner_user_id, new.owner_contact_id)
-    body = event_body(new.event_id, new.type, new.occurred_at, new.data)
+    body = event_body(new.event_id, new.type, new.occurred_at, new.data, data_field=new.data_field)
     return Event(new.event_id, new.type, new.occurred_at, new.owner_user_id, new.owner_contact_id, body)
 
 
@@ -222,32 +223,28 @@ def error_text(value: str | None) -> str | None:
     return value[:MAX_ERROR_CHARS] if value else None
 
 
-def _json_numbers(value: Any) -> Any:
-    """Struct carries every number as a double: whole ones go back to JSON integers (ids,
-    counts), so receivers get `"attempt_count": 1`, not `1.0`."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _json_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_numbers(v) for v in value]
-    return value
+# One encoder for every event (json.dumps with an option builds a new one per call).
+_BODY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def event_body(event_id: str, event_type: WebhookEventType, occurred_at: datetime, data: Mapping[str, Any]) -> str:
+def event_body(
+    event_id: str,
+    event_type: WebhookEventType,
+    occurred_at: datetime,
+    data: Mapping[str, Any],
+    *,
+    data_field: str = "data",
+) -> str:
     """The JSON every endpoint gets for the event, byte for byte on every attempt and redelivery
     (it is what the signature covers)."""
     try:
-        body = json.dumps(
-            {"id": event_id, "type": event_type.value, "timestamp": occurred_at.isoformat(), "data": _json_numbers(dict(data))},
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
+        body = _BODY_ENCODER.encode(
+            {"id": event_id, "type": event_type.value, "timestamp": occurred_at.isoformat(), "data": dict(data)}
         )
     except ValueError:
-        raise InvalidArgument("data", "must hold finite numbers only") from None
+        raise InvalidArgument(data_field, "must hold finite numbers only") from None
     if len(body.encode()) > MAX_DATA_BYTES:
-        raise InvalidArgument("data", f"must be at most {MAX_DATA_BYTES // 1024} KiB as JSON")
+        raise InvalidArgument(data_field, f"must be at most {MAX_DATA_BYTES // 1024} KiB as JSON")
     return body
 
 

@@ -561,3 +561,62 @@ async def test_the_emitters_handler_publishes_a_chunk_in_one_call_and_parks_only
     assert answer[0] is None and answer[2] is None
     assert isinstance(answer[1], PermanentDeliveryError) and "owner_user_id" in str(answer[1])
     assert {r["event_id"] for r in deliveries(delivery)} == {"job.completed:job_0", "job.completed:job_2"}
+
+
+async def test_the_emitters_handler_sends_data_as_json_text_that_arrives_exactly_as_stored(
+    delivery: Running, settings_for: Any
+) -> None:
+    """The relay sends `data_json`: an integer beyond a double's 53 bits (a Struct number would
+    round it), a fraction and text beyond ASCII reach the body as the emitter's outbox holds them."""
+    alice_id = alice(delivery.db)
+    data = {"big": 2**63 - 1, "ratio": 0.25, "count": 2, "text": 'ünï "😀" \\u0000', "none": None}
+    payload = webhook_event(
+        WebhookEventType.JOB_COMPLETED, "job_json", occurred_at=datetime.now(UTC), owner_user_id=alice_id,
+        owner_contact_id=None, data=data,
+    )[2]
+    peers = Peers(settings_for(ServiceName.AGENT_QUEUE, delivery_addr=f"127.0.0.1:{delivery.server.port}"))
+    try:
+        assert await webhook_event_handler(peers).call([payload]) == [None]
+    finally:
+        await peers.close()
+    ((body,),) = delivery.db.sql("SELECT body FROM delivery.webhook_events WHERE id = 'job.completed:job_json'")
+    assert json.loads(body)["data"] == data
+    assert '"big":9223372036854775807' in body
+
+
+def json_item(entity: str, **fields: Any) -> pb.PublishWebhookEventRequest:
+    return pb.PublishWebhookEventRequest(
+        event_id=f"job.completed:{entity}", type=JOB_COMPLETED, occur_time=now_pb(),
+        owner_user_id=ids.USER.format(ids.USER.new()), **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"data_json": "[1, 2]"}, "must be a JSON object"),
+        ({"data_json": '{"a": 1'}, "must be a JSON object"),
+        ({"data_json": '{"a": NaN}'}, "must be a JSON object"),
+        ({"data_json": '{"a": [1e999]}'}, "must hold finite numbers only"),
+        ({"data_json": '{"a": {"b": "x\\u0000y"}}'}, "must not contain NUL characters"),
+        ({"data_json": "{}", "data": struct_pb2.Struct(fields={"a": struct_pb2.Value(number_value=1)})}, "not both"),
+    ],
+    ids=["array", "truncated", "nan", "infinite", "nul", "both"],
+)
+async def test_json_text_data_that_is_no_finite_object_is_refused_naming_data_json(
+    delivery: Running, fields: dict[str, Any], why: str
+) -> None:
+    error = await rpc_error(delivery.stub.PublishWebhookEvent(json_item("job_bad", **fields), metadata=service()))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT and violated_fields(error) == ["data_json"]
+    assert why in (error.details() or "")
+    # In a batch, the refused event is answered as refused and the good one beside it is kept.
+    results = await publish_batch(delivery, [json_item("job_bad", **fields), json_item("job_good", data_json='{"a":1}')])
+    assert [outcome(r)[3] for r in results] == ["data_json", None]
+    assert delivery.db.sql("SELECT id FROM delivery.webhook_events") == [("job.completed:job_good",)]
+
+
+async def test_a_nul_escape_that_is_only_text_is_kept(delivery: Running) -> None:
+    """`\\\\u0000` in JSON is a backslash followed by `u0000`, not a NUL character."""
+    await delivery.stub.PublishWebhookEvent(json_item("job_text", data_json='{"a":"\\\\u0000"}'), metadata=service())
+    ((body,),) = delivery.db.sql("SELECT body FROM delivery.webhook_events")
+    assert json.loads(body)["data"] == {"a": "\\u0000"}
