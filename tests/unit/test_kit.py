@@ -116,6 +116,15 @@ def test_backoff_is_equal_jitter_doubling_up_to_the_cap() -> None:
         assert low <= min(delays) and max(delays) <= high
 
 
+def test_backoff_without_a_generator_leaves_the_shared_random_state_alone() -> None:
+    """The relays back off without a generator of their own; drawing from the `random` module's
+    would move the state of whatever else in the process uses it (Hypothesis warns of exactly
+    that when a relay backs off while it generates a test case)."""
+    state = random.getstate()
+    assert 5 <= backoff_delay_s(3, base_s=2, cap_s=100) <= 8
+    assert random.getstate() == state
+
+
 def test_ownership_is_the_users_id_or_their_linked_contact() -> None:
     contact = uuid.uuid4()
     user = ResolvedUser(uuid.uuid4(), Role.MEMBER, UserStatus.ACTIVE, contact)
