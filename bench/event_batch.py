@@ -108,9 +108,7 @@ def measure(events: int, rounds: int) -> list[tuple[str, float, float]]:
     """(stage, Struct µs per event, JSON text µs per event)."""
     payloads = job_completed_payloads(events)
     rows = []
-    requests = {}
-    for struct in (True, False):
-        requests[struct] = build(payloads, struct)
+    requests = {struct: build(payloads, struct) for struct in (True, False)}
     wire_bytes = {struct: requests[struct].SerializeToString() for struct in (True, False)}
     stages: list[tuple[str, Callable[[bool], Callable[[], object]]]] = [
         ("relay: build the request", lambda s: lambda: build(payloads, s)),
