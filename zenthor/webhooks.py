@@ -90,8 +90,10 @@ def webhook_event(
 
 
 _EVENT_TYPE_PB_BY_NAME = {t.value: v for t, v in EVENT_TYPE_PB.items()}
-# One encoder for every event (json.dumps with an option builds a new one per call).
-_DATA_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# Event JSON as it travels to delivery (`data_json`) and as delivery stores the body receivers
+# get: compact, characters as they are, finite numbers only. One encoder for all (json.dumps
+# with an option builds a new one per call).
+EVENT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def add_publish_request(request: pb.PublishWebhookEventsRequest, payload: Mapping[str, Any]) -> None:
@@ -105,7 +107,7 @@ def add_publish_request(request: pb.PublishWebhookEventsRequest, payload: Mappin
         type=_EVENT_TYPE_PB_BY_NAME[payload["type"]],
         owner_user_id=payload.get("owner_user_id"),
         owner_contact_id=payload.get("owner_contact_id"),
-        data_json=_DATA_ENCODER.encode(payload["data"]),
+        data_json=EVENT_JSON.encode(payload["data"]),
     )
     event.occur_time.CopyFrom(timestamp(datetime.fromisoformat(payload["occurred_at"])))
 

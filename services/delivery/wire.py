@@ -299,7 +299,7 @@ def event_data(request: pb.PublishWebhookEventRequest) -> tuple[dict[str, Any], 
     if request.data_json:
         if request.HasField("data"):
             raise InvalidArgument("data_json", "set either data or data_json, not both")
-        return _json_object(request.data_json, "data_json"), "data_json"
+        return _json_object(request.data_json), "data_json"
     return _whole_numbers(json_format.MessageToDict(request.data)), "data"
 
 
@@ -311,18 +311,18 @@ def _not_a_number(constant: str) -> Any:
 _DATA_DECODER = json.JSONDecoder(parse_constant=_not_a_number)
 
 
-def _json_object(text: str, field: str) -> dict[str, Any]:
-    """JSON text that must hold an object, refused as the request checks refuse the same values
-    in a Struct (zenthor/request_checks.py): no NaN or Infinity, no NUL character."""
+def _json_object(text: str) -> dict[str, Any]:
+    """`data_json`, which must hold an object, refused as the request checks refuse the same
+    values in a Struct (zenthor/request_checks.py): no NaN or Infinity, no NUL character."""
     try:
         value = _DATA_DECODER.decode(text)
     except (ValueError, RecursionError):
-        raise InvalidArgument(field, "must be a JSON object") from None
+        raise InvalidArgument("data_json", "must be a JSON object") from None
     if not isinstance(value, dict):
-        raise InvalidArgument(field, "must be a JSON object")
+        raise InvalidArgument("data_json", "must be a JSON object")
     # Text without the escape cannot decode to a NUL (a raw one is refused with the request).
     if "\\u0000" in text and _holds_nul(value):
-        raise InvalidArgument(field, "must not contain NUL characters")
+        raise InvalidArgument("data_json", "must not contain NUL characters")
     return value
 
 

@@ -9,7 +9,6 @@ an older series finds itself superseded and stops."""
 from __future__ import annotations
 
 import base64
-import json
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 from zenthor.errors import InvalidArgument
 from zenthor.pagination import PageLimits
-from zenthor.webhooks import MAX_PUBLISH_BATCH, WebhookEventType
+from zenthor.webhooks import EVENT_JSON, MAX_PUBLISH_BATCH, WebhookEventType
 
 SECRET_PREFIX = "whsec_"
 # svix secrets are 24 to 64 random bytes, base64 after the prefix; 32 is what svix itself issues.
@@ -223,10 +222,6 @@ def error_text(value: str | None) -> str | None:
     return value[:MAX_ERROR_CHARS] if value else None
 
 
-# One encoder for every event (json.dumps with an option builds a new one per call).
-_BODY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
 def event_body(
     event_id: str,
     event_type: WebhookEventType,
@@ -238,7 +233,7 @@ def event_body(
     """The JSON every endpoint gets for the event, byte for byte on every attempt and redelivery
     (it is what the signature covers)."""
     try:
-        body = _BODY_ENCODER.encode(
+        body = EVENT_JSON.encode(
             {"id": event_id, "type": event_type.value, "timestamp": occurred_at.isoformat(), "data": dict(data)}
         )
     except ValueError:
