@@ -45,3 +45,18 @@ async def exchange(stream: Any, request: Any, timeout_s: float = READ_TIMEOUT_S)
     request in order)."""
     await stream.write(request)
     return await next_message(stream, timeout_s)
+
+
+async def refusal(stream: Any, request: Any, timeout_s: float = READ_TIMEOUT_S) -> grpc.aio.AioRpcError:
+    """The error a refused bidirectional stream ends with. A refusal decided before the handler
+    reads (the auth chain's) may reach the client before its first request is written; the write
+    then fails (with the refusal, or as "RPC already finished") and the read returns the refusal."""
+    try:
+        await stream.write(request)
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass
+    try:
+        message = await asyncio.wait_for(stream.read(), timeout_s)
+    except grpc.aio.AioRpcError as error:
+        return error
+    raise AssertionError(f"expected the stream to be refused, got {message}")

@@ -18,7 +18,7 @@ from tests.service.conftest import Running
 from tests.support.agent_queue_builders import add_job, conv, job_id, job_row, lease
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import service
-from tests.support.streams import exchange, next_message
+from tests.support.streams import exchange, next_message, refusal
 from zenthor import ids
 from zenthor.clients import violated_fields
 from zenthor.convert import utc_now
@@ -83,12 +83,10 @@ async def test_the_stream_needs_the_service_key(
     job = add_job(agent_queue.db, conv())
     stream = agent_queue.stub.WorkJobs(metadata=metadata)
     try:
-        await stream.write(work("w1"))
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await asyncio.wait_for(stream.read(), 10)
+        refused = await refusal(stream, work("w1"), 10)
     finally:
         stream.cancel()
-    assert refused.value.code() == code
+    assert refused.code() == code
     assert job_row(agent_queue.db, job)["status"] == "pending"
 
 

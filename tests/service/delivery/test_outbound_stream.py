@@ -14,7 +14,7 @@ import pytest
 from tests.service.conftest import Running
 from tests.support.delivery_builders import WHATSAPP, enqueue, hold_lease, row
 from tests.support.grpc_client import service
-from tests.support.streams import exchange
+from tests.support.streams import exchange, refusal
 from zenthor import ids
 from zenthor.clients import violated_fields
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
@@ -81,12 +81,10 @@ async def test_the_stream_needs_the_service_key(
     queued = await enqueue(delivery)
     stream = delivery.stub.WorkOutbound(metadata=metadata)
     try:
-        await stream.write(work("egress-1"))
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await asyncio.wait_for(stream.read(), 10)
+        refused = await refusal(stream, work("egress-1"), 10)
     finally:
         stream.cancel()
-    assert refused.value.code() == code
+    assert refused.code() == code
     assert row(delivery, queued.id)["status"] == "pending"
 
 
