@@ -21,6 +21,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from zenthor.validate import unstorable_json, unstorable_text
+
 JsonObject = dict[str, Any]
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -179,13 +181,21 @@ def _merge_body(message: Message, raw: bytes, fields: Sequence[FieldDescriptor])
     if not isinstance(document, dict):
         raise InvalidInput(None, "request body must be a JSON object")
     allowed = {f.name: f for f in fields}
+    # Half a surrogate pair (only a \u escape decodes to one: raw bytes that are not UTF-8 fail
+    # json.loads) is text no UTF-8 holds: protobuf's field lookup fails on it with a SystemError,
+    # a Struct key with a UnicodeEncodeError, and no reply could name it. Refused first.
+    escaped = b"\\u" in raw
     known: dict[str, object] = {}
     for key, value in document.items():
+        if escaped and (why := unstorable_text(key)) is not None:
+            raise InvalidInput(None, f"request body field names {why}")
         field = _field_named(_descriptor(message), key)
         if field is None:
             raise InvalidInput(key, f"{key}: unknown field")
         if field.name not in allowed:
             continue  # a path field repeated in the body: the path's value is used
+        if escaped and (why := unstorable_json(value)) is not None:
+            raise InvalidInput(field.name, f"{field.name}: {why}")
         known[field.name] = value
     try:
         json_format.ParseDict(known, message)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from zenthor.errors import InvalidArgument
+from zenthor.validate import unstorable_text
 
 T = TypeVar("T")
 
@@ -142,7 +143,7 @@ def decode_token(token: str, schema: Mapping[str, TokenField], *, field: str = "
         if kind is int:
             if type(value) is not int or not 0 <= value <= MAX_TOKEN_INT:
                 raise refused
-        elif type(value) is not str or len(value) > MAX_TOKEN_STR or "\x00" in value:
+        elif type(value) is not str or len(value) > MAX_TOKEN_STR or unstorable_text(value):
             raise refused
     return data
 

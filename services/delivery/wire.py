@@ -34,6 +34,7 @@ from zenthor.errors import InvalidArgument
 from zenthor.gen.zenthor.common.v1 import types_pb2 as common
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
 from zenthor.pagination import KeyPageRequest, PageRequest, key_page_request, page_request
+from zenthor.validate import unstorable_json
 from zenthor.webhooks import EVENT_TYPE_PB, WebhookEventType
 
 STATUS_PB = {
@@ -313,27 +314,19 @@ _DATA_DECODER = json.JSONDecoder(parse_constant=_not_a_number)
 
 def _json_object(text: str) -> dict[str, Any]:
     """`data_json`, which must hold an object, refused as the request checks refuse the same
-    values in a Struct (zenthor/request_checks.py): no NaN or Infinity, no NUL character."""
+    values in a Struct (zenthor/request_checks.py): no NaN or Infinity, no NUL character; and
+    no unpaired surrogate, which a Struct cannot hold at all."""
     try:
         value = _DATA_DECODER.decode(text)
     except (ValueError, RecursionError):
         raise InvalidArgument("data_json", "must be a JSON object") from None
     if not isinstance(value, dict):
         raise InvalidArgument("data_json", "must be a JSON object")
-    # Text without the escape cannot decode to a NUL (a raw one is refused with the request).
-    if "\\u0000" in text and _holds_nul(value):
-        raise InvalidArgument("data_json", "must not contain NUL characters")
+    # Only a \u escape decodes to a NUL or to half of a surrogate pair: raw ones cannot reach
+    # here (the request checks refuse a NUL, protobuf refuses text that is not UTF-8).
+    if "\\u" in text and (why := unstorable_json(value)):
+        raise InvalidArgument("data_json", why)
     return value
-
-
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
 
 
 def _whole_numbers(value: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 import structlog
 
 from tests.service.conftest import Running
@@ -103,6 +104,28 @@ async def test_bootstrap_without_name_is_400_naming_it(gateway: httpx.AsyncClien
     response = await gateway.post("/v1/users:bootstrap", json={}, headers=bearer(identity, "user_d"))
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "name"
+    assert identity.db.sql("SELECT count(*) FROM identity.users") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/users:bootstrap", b'{"name":"D\\ud800e"}', "name"),
+        ("/v1/users:bootstrap", b'{"name":"Dee","\\udfff":1}', None),
+        ("/v1/pluginInstalls:upsert", b'{"plugin_name":"p","config":{"a":{"\\ud800":1}}}', "config"),
+    ],
+    ids=["value", "field-name", "struct-key"],
+)
+async def test_a_body_escaping_half_a_surrogate_pair_is_400_naming_the_field(
+    gateway: httpx.AsyncClient, identity: Running, path: str, body: bytes, field: str | None
+) -> None:
+    """JSON may escape text no UTF-8 holds (`\\ud800` alone); it is refused at the edge, not
+    answered 500 by a lookup or an encoder that cannot take it."""
+    headers = {**bearer(identity, "user_d"), "content-type": "application/json"}
+    response = await gateway.post(path, content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"].get("field") == field
+    assert "unpaired surrogate" in response.json()["error"]["message"].lower()
     assert identity.db.sql("SELECT count(*) FROM identity.users") == [(0,)]
 
 

@@ -107,6 +107,11 @@ def test_key_pages_carry_free_text_keys() -> None:
     assert next_key_token(["a"], 2) == ""
     with pytest.raises(InvalidArgument, match="page_token"):
         key_page_request(2, token, max_key_chars=3)
+    # A key no text column could hold: a forged token decoding to half a surrogate pair.
+    for forged in (b'{"after_key":"\\ud800"}', b'{"after_key":"a\\udfffb"}'):
+        with pytest.raises(InvalidArgument, match="page_token"):
+            key_page_request(2, _b64(forged))
+    assert key_page_request(2, _b64(b'{"after_key":"\\ud83d\\ude00"}')).after == "\U0001f600"
 
 
 def test_backoff_is_equal_jitter_doubling_up_to_the_cap() -> None:

@@ -599,9 +599,11 @@ def json_item(entity: str, **fields: Any) -> pb.PublishWebhookEventRequest:
         ({"data_json": '{"a": NaN}'}, "must be a JSON object"),
         ({"data_json": '{"a": [1e999]}'}, "must hold finite numbers only"),
         ({"data_json": '{"a": {"b": "x\\u0000y"}}'}, "must not contain NUL characters"),
+        ({"data_json": '{"a": ["\\ud800"]}'}, "unpaired surrogate"),
+        ({"data_json": '{"\\udfff": 1}'}, "unpaired surrogate"),
         ({"data_json": "{}", "data": struct_pb2.Struct(fields={"a": struct_pb2.Value(number_value=1)})}, "not both"),
     ],
-    ids=["array", "truncated", "nan", "infinite", "nul", "both"],
+    ids=["array", "truncated", "nan", "infinite", "nul", "surrogate", "surrogate-key", "both"],
 )
 async def test_json_text_data_that_is_no_finite_object_is_refused_naming_data_json(
     delivery: Running, fields: dict[str, Any], why: str
@@ -615,8 +617,16 @@ async def test_json_text_data_that_is_no_finite_object_is_refused_naming_data_js
     assert delivery.db.sql("SELECT id FROM delivery.webhook_events") == [("job.completed:job_good",)]
 
 
-async def test_a_nul_escape_that_is_only_text_is_kept(delivery: Running) -> None:
-    """`\\\\u0000` in JSON is a backslash followed by `u0000`, not a NUL character."""
-    await delivery.stub.PublishWebhookEvent(json_item("job_text", data_json='{"a":"\\\\u0000"}'), metadata=service())
+@pytest.mark.parametrize(
+    ("data_json", "data"),
+    [('{"a":"\\\\u0000"}', {"a": "\\u0000"}), ('{"\\ud83d\\ude00":"\\uD83D\\uDE00"}', {"😀": "😀"})],
+    ids=["backslash-then-u0000", "surrogate-pair"],
+)
+async def test_escapes_that_decode_to_storable_text_are_kept(
+    delivery: Running, data_json: str, data: dict[str, str]
+) -> None:
+    """`\\\\u0000` in JSON is a backslash followed by `u0000`, not a NUL character; a surrogate
+    pair's two escapes are one character."""
+    await delivery.stub.PublishWebhookEvent(json_item("job_text", data_json=data_json), metadata=service())
     ((body,),) = delivery.db.sql("SELECT body FROM delivery.webhook_events")
-    assert json.loads(body)["data"] == {"a": "\\u0000"}
+    assert json.loads(body)["data"] == data
