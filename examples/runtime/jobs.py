@@ -7,15 +7,17 @@ the message says `/approve`) → finalize it → store a memory → complete the
 the placeholder and retries or fails the job; a lost lease just stops (the backend requeues
 the job and fails the placeholder itself). A cancelled job (its heartbeat reply or the job watch
 says so, docs/double-texting.md) stops its reply, fails the placeholder and acknowledges with
-FailJob, which the backend records as CANCELLED, never retried."""
+FailJob, which the backend records as CANCELLED, never retried; so does one waiting for a tool
+approval."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, struct_pb2
@@ -28,6 +30,7 @@ from zenthor.gen.zenthor.approvals.v1 import approvals_pb2 as ap
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as msg
 
 log = logging.getLogger("runtime.jobs")
+T = TypeVar("T")
 
 APPROVE_COMMAND = "/approve"
 DEMO_TOOL = "demo_tool"
@@ -69,6 +72,25 @@ class Signals:
             raise LeaseLost
         if self.cancelled.is_set():
             raise JobCancelled
+
+    async def unless_stopped(self, wait: Awaitable[T]) -> T:
+        """What `wait` gives, unless the job is cancelled or its lease lost first: a wait with
+        no end of its own (a person's answer) must not outlive the job. The wait is then
+        cancelled and JobCancelled or LeaseLost raised."""
+        task = asyncio.ensure_future(wait)
+        stops = [asyncio.ensure_future(event.wait()) for event in (self.lease_lost, self.cancelled)]
+        try:
+            await asyncio.wait([task, *stops], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for stop in stops:
+                stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            self.check()
+        return task.result()
 
 
 @dataclass(frozen=True)
@@ -230,7 +252,7 @@ class JobLoop:
 
         if wants_approval(turns):
             await show(f"Asking you to approve `{DEMO_TOOL}`… ")
-            status = await self._ask_approval(job, context)
+            status = await signals.unless_stopped(self._ask_approval(job, context))
             outcome = "approved" if status == ap.APPROVAL_STATUS_APPROVED else ap.ApprovalStatus.Name(status)
             await show(f"{DEMO_TOOL}: {outcome}. ")
             tool_calls.append(msg.ToolCall(

@@ -42,18 +42,27 @@ class RecordingJobs:
 
 @asynccontextmanager
 async def running_runtime(
-    agent_queue_port: int, messages_port: int, *, chunk_delay_s: float, lease_s: float = 3.0
+    agent_queue_port: int,
+    messages_port: int,
+    *,
+    chunk_delay_s: float,
+    lease_s: float = 3.0,
+    approvals_port: int | None = None,
 ) -> AsyncIterator[list[str]]:
     """A runtime with a short lease (a heartbeat every third of it) answering with the echo,
-    `chunk_delay_s` per word; yields its call log, and stops it (bounded) on exit."""
-    config = Config.from_env({
+    `chunk_delay_s` per word (and asking `approvals_port`'s server for `/approve` messages);
+    yields its call log, and stops it (bounded) on exit."""
+    env = {
         "ZENTHOR_AGENT_QUEUE_ADDR": f"127.0.0.1:{agent_queue_port}",
         "ZENTHOR_MESSAGES_ADDR": f"127.0.0.1:{messages_port}",
         "SERVICE_KEY": SERVICE_KEY,
         "WORKER_ID": "runtime-under-test",
         "ZENTHOR_RUNTIME_LEASE_S": str(lease_s),
         "ENABLE_WHATSAPP": "false",
-    })
+    }
+    if approvals_port is not None:
+        env["ZENTHOR_APPROVALS_ADDR"] = f"127.0.0.1:{approvals_port}"
+    config = Config.from_env(env)
     log: list[str] = []
     stubs = Stubs.connect(config)
     stubs = dataclasses.replace(stubs, jobs=RecordingJobs(stubs.jobs, log))

@@ -1,7 +1,8 @@
 """The reference runtime (examples/runtime, its real job loop) honours a cancel: a job cancelled
-mid-reply reaches the worker within one heartbeat (its reply, or the job watch before it), which
-stops streaming, fails its placeholder and acknowledges; the job ends CANCELLED and is never
-retried. Real agent_queue and messages servers; the runtime in-process over real sockets."""
+mid-reply, or while it waits for a tool approval, reaches the worker within one heartbeat (its
+reply, or the job watch before it), which stops, fails its placeholder and acknowledges; the job
+ends CANCELLED and is never retried. Real agent_queue, messages and approvals servers; the
+runtime in-process over real sockets."""
 
 from __future__ import annotations
 
@@ -10,23 +11,43 @@ from typing import Any
 
 import pytest
 
+from examples.runtime.jobs import APPROVE_COMMAND
 from examples.runtime.responder import Turn, echo_text
+from services.approvals.app import build_server as build_approvals
 from tests.service.agent_queue.conftest import WithMessages
+from tests.service.conftest import Running, start, stop
 from tests.support.builders import alice
+from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer
+from tests.support.jwks import FakeClerkIssuer
 from tests.support.runtime_loop import running_runtime
 from tests.support.waiting import eventually
 from zenthor import ids
+from zenthor.config import ServiceName
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as aq_pb
+from zenthor.gen.zenthor.approvals.v1 import approvals_pb2_grpc
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as m_pb
 from zenthor.retries import RETRY_TOPIC
 
 
 @pytest.fixture
-async def runtime(with_messages: WithMessages) -> AsyncIterator[list[str]]:
+async def approvals(
+    settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer, identity: Running
+) -> AsyncIterator[Running]:
+    settings = settings_for(ServiceName.APPROVALS, identity_addr=f"127.0.0.1:{identity.server.port}")
+    running = await start(
+        await build_approvals(settings), approvals_pb2_grpc.ApprovalsServiceStub, settings, db, clerk_issuer
+    )
+    yield running
+    await stop(running)
+
+
+@pytest.fixture
+async def runtime(with_messages: WithMessages, approvals: Running) -> AsyncIterator[list[str]]:
     # Half a second per word: the reply is still streaming when the test cancels it.
     async with running_runtime(
-        with_messages.agent_queue.server.port, with_messages.messages.server.port, chunk_delay_s=0.5
+        with_messages.agent_queue.server.port, with_messages.messages.server.port, chunk_delay_s=0.5,
+        approvals_port=approvals.server.port,
     ) as log:
         yield log
 
@@ -86,3 +107,33 @@ async def test_a_processing_cancel_reaches_the_runtime_within_one_heartbeat(
     assert content and whole.startswith(content) and content != whole
     # And no retry is started for it.
     assert stack.agent_queue.db.sql("SELECT count(*) FROM agent_queue.outbox WHERE topic = %s", (RETRY_TOPIC,)) == [(0,)]
+
+
+async def test_a_cancel_stops_a_runtime_waiting_for_a_tool_approval(
+    with_messages: WithMessages, approvals: Running, runtime: list[str]
+) -> None:
+    stack = with_messages
+    alice(stack.messages.db)
+    ana = bearer(stack.messages.issuer.token("user_alice"))
+    conversation = (await stack.messages.stub.CreateConversation(m_pb.CreateConversationRequest(), metadata=ana)).conversation
+    sent = (await stack.messages.stub.SendMessage(
+        m_pb.SendMessageRequest(conversation_id=conversation.id, content=f"{APPROVE_COMMAND} then go on"),
+        metadata=ana,
+    )).message
+    # The runtime asked for the approval and waits for the user's answer, which never comes.
+    await eventually(lambda: approvals.db.sql("SELECT status FROM approvals.tool_approvals") == [("pending",)])
+    job = job_of(stack, sent.id)
+    assert job["status"] == "processing"
+
+    runtime.append("cancel")
+    await stack.agent_queue.stub.CancelJob(
+        aq_pb.CancelJobRequest(job_id=ids.JOB.format(job["id"])), metadata=bearer(stack.agent_queue.issuer.token("user_alice"))
+    )
+    # The wait ends with the cancel, not with the approval: acknowledged as cancelled, no reply.
+    await eventually(lambda: job_of(stack, sent.id)["status"] == "cancelled")
+    after_cancel = runtime[runtime.index("cancel") + 1:]
+    assert after_cancel[-1] == "fail:cancelled", runtime
+    assert sum(1 for e in after_cancel if e.startswith("heartbeat")) <= 1, runtime
+    assert "complete" not in runtime
+    ((_, streaming, status),) = replies(stack, conversation.id)
+    assert (streaming, status) == (False, "failed")
