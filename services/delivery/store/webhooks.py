@@ -31,6 +31,7 @@ from services.delivery.store.tables import webhook_attempts as a
 from services.delivery.store.tables import webhook_deliveries as d
 from services.delivery.store.tables import webhook_endpoints as e
 from services.delivery.store.tables import webhook_events as ev
+from zenthor.db import DirectPool
 from zenthor.pagination import PageRequest
 from zenthor.webhooks import WebhookEventType
 
@@ -156,16 +157,45 @@ async def delete_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID) -> None
 # events it holds. A multi-row VALUES is compiled anew on every call and pays a bind parameter per
 # cell, and a text[] parameter is escaped item by item in Python (event bodies are JSON, full of
 # quotes); json.dumps and Postgres' JSON reader do the same in C.
-INSERT_EVENTS = sa.text(
-    """
-    INSERT INTO delivery.webhook_events (id, type, owner_user_id, owner_contact_id, body, occurred_at, created_at)
-    SELECT v.id, v.type, v.owner_user_id, v.owner_contact_id, v.body, v.occurred_at, :now
-      FROM json_to_recordset(CAST(:events AS json))
+_EVENT_ROWS = """
+    SELECT v.id, v.type, v.owner_user_id, v.owner_contact_id, v.body, v.occurred_at
+      FROM json_to_recordset(CAST({events} AS json))
            AS v(id text, type text, owner_user_id uuid, owner_contact_id uuid, body text, occurred_at timestamptz)
+"""
+_INSERT_EVENT = """
+    INSERT INTO delivery.webhook_events (id, type, owner_user_id, owner_contact_id, body, occurred_at, created_at)
+    SELECT r.id, r.type, r.owner_user_id, r.owner_contact_id, r.body, r.occurred_at, {now} FROM rows AS r
+"""
+INSERT_EVENTS = sa.text(
+    f"""
+    WITH rows AS ({_EVENT_ROWS.format(events=":events")})
+    {_INSERT_EVENT.format(now=":now")}
     ON CONFLICT (id) DO NOTHING
     RETURNING id
     """
 )
+
+# The same insert for a batch none of whose owners has an endpoint for any of its types (most
+# batches: most users register none), which then needs no deliveries: one statement on the direct
+# pool, its own transaction, instead of a transaction of several through SQLAlchemy. When an
+# endpoint may subscribe it stores nothing and says so, and the batch takes the whole fan-out.
+INSERT_UNSUBSCRIBED_EVENTS = f"""
+    WITH subscribed AS (
+        SELECT 1 FROM delivery.webhook_endpoints
+         WHERE user_id = ANY(CAST(%(owners)s AS uuid[])) AND enabled
+           AND event_types && CAST(%(types)s AS text[])
+         LIMIT 1
+    ),
+    rows AS ({_EVENT_ROWS.format(events="%(events)s")}),
+    inserted AS (
+        {_INSERT_EVENT.format(now="%(now)s")}
+         WHERE NOT EXISTS (SELECT 1 FROM subscribed)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    )
+    SELECT EXISTS (SELECT 1 FROM subscribed) AS subscribed, ARRAY(SELECT id FROM inserted) AS fresh
+"""
+
 
 # The deliveries of a whole batch from three arrays: one statement and three parameters however
 # many there are (a multi-row VALUES would pay seven parameters a row).
@@ -181,22 +211,43 @@ INSERT_DELIVERIES = sa.text(
 )
 
 
-async def insert_events_if_absent(conn: AsyncConnection, events: Sequence[Event], now: datetime) -> set[str]:
-    """The ids of the events that are new; the others are repeats (their fan-out happened
-    already). Inserted in id order (json_to_recordset yields the array's order), so two batches
-    sharing events lock them in the same order and cannot deadlock."""
-    if not events:
-        return set()
-    rows = [
+def _event_rows(events: Sequence[Event]) -> str:
+    """The events as the statements above read them, in id order (json_to_recordset yields the
+    array's order), so two batches sharing events lock them in the same order and cannot
+    deadlock."""
+    return json.dumps([
         {
             "id": x.id, "type": x.type.value, "body": x.body, "occurred_at": x.occurred_at.isoformat(),
             "owner_user_id": None if x.owner_user_id is None else str(x.owner_user_id),
             "owner_contact_id": None if x.owner_contact_id is None else str(x.owner_contact_id),
         }
         for x in sorted(events, key=lambda x: x.id)
-    ]
-    params = {"events": json.dumps(rows), "now": now}
-    return {r.id for r in (await conn.execute(INSERT_EVENTS, params)).all()}
+    ])
+
+
+async def insert_events_if_absent(conn: AsyncConnection, events: Sequence[Event], now: datetime) -> set[str]:
+    """The ids of the events that are new; the others are repeats (their fan-out happened
+    already)."""
+    if not events:
+        return set()
+    return {r.id for r in (await conn.execute(INSERT_EVENTS, {"events": _event_rows(events), "now": now})).all()}
+
+
+async def insert_unsubscribed_events(
+    db: DirectPool, events: Sequence[Event], owners: Collection[uuid.UUID], now: datetime
+) -> set[str] | None:
+    """As insert_events_if_absent when no enabled endpoint of `owners` subscribes to any of the
+    events' types; None, having stored nothing, when one may."""
+    if not events:
+        return set()
+    params = {
+        "owners": list(owners),
+        "types": sorted({x.type.value for x in events}),
+        "events": _event_rows(events),
+        "now": now,
+    }
+    [row] = await db.fetch(INSERT_UNSUBSCRIBED_EVENTS, params)
+    return None if row.subscribed else set(row.fresh)
 
 
 async def subscriptions(

@@ -224,9 +224,9 @@ async def publish_events(deps: Deps, events: Sequence[NewEvent | InvalidArgument
 
     One answer per event, in order. An invalid event (refused already by the wire, as given, or
     by the rules here) is answered with its InvalidArgument and stores nothing; the others go
-    on. The whole batch is one transaction of a fixed number of statements (events, endpoints,
-    deliveries, workflow starts), and its contact owners cost one identity call, however many
-    events it holds."""
+    on. A batch none of whose owners has an endpoint for its types is one statement; any other
+    is one transaction of a fixed number of statements (events, endpoints, deliveries, workflow
+    starts) after it. Its contact owners cost one identity call, however many events it holds."""
     rules.check_event_batch(len(events))
     checked: list[Event | InvalidArgument] = []
     for item in events:
@@ -246,9 +246,10 @@ async def publish_events(deps: Deps, events: Sequence[NewEvent | InvalidArgument
     linked = await deps.linked_users({e.owner_contact_id for e in unique if e.owner_contact_id is not None})
     owners = {e.id: _owners(e, linked) for e in unique}
     now = deps.clock()
-    fresh: set[str] = set()
     created: list[tuple[uuid.UUID, str]] = []
-    if unique:
+    # Most batches have no subscriber at all: stored in one statement, with nothing to fan out.
+    fresh = await store.insert_unsubscribed_events(deps.db, unique, {u for us in owners.values() for u in us}, now)
+    if fresh is None:
         async with deps.uow() as uow:
             fresh = await store.insert_events_if_absent(uow.conn, unique, now)
             new_events = [e for e in unique if e.id in fresh]

@@ -459,6 +459,39 @@ async def test_a_batch_fans_out_as_publishing_its_events_one_by_one_with_one_con
     )
 
 
+async def test_a_batch_nobody_subscribes_to_is_stored_and_stays_published_for_endpoints_registered_since(
+    delivery: Running,
+) -> None:
+    """Such a batch takes the one-statement path (no deliveries to create); what it stores is
+    what the whole fan-out would: the events, each published once, so a later subscriber does
+    not make a repeat fan out, while a new event fans out to it."""
+    alice_id = alice(delivery.db)
+    stranger = add_contact(delivery.db, "5511999990002")
+    await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED,), enabled=False)
+    await create_endpoint(delivery, "user_alice", event_types=(MESSAGE_CREATED,))
+    batch = [
+        batch_item(JOB_COMPLETED, "a", owner_user_id=alice_id),  # her job endpoint is disabled
+        batch_item(JOB_FAILED, "b", owner_user_id=alice_id),  # her enabled one takes messages only
+        batch_item(JOB_COMPLETED, "c", owner_contact_id=stranger),  # linked to nobody
+    ]
+    first = await publish_batch(delivery, [*batch, batch[0]])
+    assert [outcome(r) for r in first] == [
+        ("job.completed:a", 0, False, None), ("job.failed:b", 0, False, None), ("job.completed:c", 0, False, None),
+        ("job.completed:a", 0, True, None),
+    ]
+    assert sorted(r[0] for r in delivery.db.sql("SELECT id FROM delivery.webhook_events")) == [
+        "job.completed:a", "job.completed:c", "job.failed:b"
+    ]
+
+    await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED, JOB_FAILED))
+    again = await publish_batch(delivery, [*batch, batch_item(JOB_COMPLETED, "d", owner_user_id=alice_id)])
+    assert [outcome(r) for r in again] == [
+        ("job.completed:a", 0, True, None), ("job.failed:b", 0, True, None), ("job.completed:c", 0, True, None),
+        ("job.completed:d", 1, False, None),
+    ]
+    assert [r["event_id"] for r in deliveries(delivery)] == ["job.completed:d"]
+
+
 async def test_a_repeated_event_is_a_duplicate_in_a_later_batch_and_within_one(delivery: Running) -> None:
     alice_id = alice(delivery.db)
     await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED,))
