@@ -70,38 +70,54 @@ def replies(stack: WithMessages, conversation_id: str) -> list[tuple[str, bool, 
     ]
 
 
-async def test_a_processing_cancel_reaches_the_runtime_within_one_heartbeat(
-    with_messages: WithMessages, runtime: list[str]
-) -> None:
-    stack = with_messages
+async def alice_sends(stack: WithMessages, content: str) -> tuple[str, str]:
+    """Alice's new conversation and the message she sent in it (which queues a job)."""
     alice(stack.messages.db)
     ana = bearer(stack.messages.issuer.token("user_alice"))
     conversation = (await stack.messages.stub.CreateConversation(m_pb.CreateConversationRequest(), metadata=ana)).conversation
     sent = (await stack.messages.stub.SendMessage(
-        m_pb.SendMessageRequest(conversation_id=conversation.id, content="tell me a long story about the sea"),
-        metadata=ana,
+        m_pb.SendMessageRequest(conversation_id=conversation.id, content=content), metadata=ana
     )).message
-    # The runtime claimed the job and is mid-reply: its placeholder has text and still streams.
-    await eventually(lambda: any(streaming and content for content, streaming, _ in replies(stack, conversation.id)))
-    job = job_of(stack, sent.id)
-    assert job["status"] == "processing"
+    return conversation.id, sent.id
 
+
+async def cancel_as_alice(stack: WithMessages, runtime: list[str], message_id: str) -> aq_pb.Job:
+    """Cancels the running job of the message, marking the moment in the runtime's call log."""
+    job = job_of(stack, message_id)
+    assert job["status"] == "processing"
     runtime.append("cancel")
-    cancelled = await stack.agent_queue.stub.CancelJob(
+    reply = await stack.agent_queue.stub.CancelJob(
         aq_pb.CancelJobRequest(job_id=ids.JOB.format(job["id"])), metadata=bearer(stack.agent_queue.issuer.token("user_alice"))
     )
-    assert cancelled.job.status == aq_pb.JOB_STATUS_PROCESSING
+    cancelled: aq_pb.Job = reply.job
+    return cancelled
 
-    await eventually(lambda: job_of(stack, sent.id)["status"] == "cancelled")
+
+async def acknowledged_as_cancelled(stack: WithMessages, runtime: list[str], message_id: str) -> None:
+    """The job ends CANCELLED: the worker acknowledged with FailJob("cancelled") after at most
+    one heartbeat (none when its job watch told it first), and never completed it."""
+    await eventually(lambda: job_of(stack, message_id)["status"] == "cancelled")
     after_cancel = runtime[runtime.index("cancel") + 1:]
-    # The worker acknowledged with FailJob("cancelled") after at most one heartbeat (none when
-    # its job watch told it first), and never completed the reply.
     assert after_cancel[-1] == "fail:cancelled", runtime
     assert sum(1 for e in after_cancel if e.startswith("heartbeat")) <= 1, runtime
     assert "complete" not in runtime
+
+
+async def test_a_processing_cancel_reaches_the_runtime_within_one_heartbeat(
+    with_messages: WithMessages, runtime: list[str]
+) -> None:
+    stack = with_messages
+    conversation_id, sent_id = await alice_sends(stack, "tell me a long story about the sea")
+    # The runtime claimed the job and is mid-reply: its placeholder has text and still streams.
+    await eventually(lambda: any(streaming and content for content, streaming, _ in replies(stack, conversation_id)))
+
+    cancelled = await cancel_as_alice(stack, runtime, sent_id)
+    assert cancelled.status == aq_pb.JOB_STATUS_PROCESSING
+
+    await acknowledged_as_cancelled(stack, runtime, sent_id)
     # Its placeholder stopped where it was: failed, partial text kept; the echo's whole reply
     # ("You said: …") was never written.
-    ((content, streaming, status),) = replies(stack, conversation.id)
+    ((content, streaming, status),) = replies(stack, conversation_id)
     whole = echo_text([Turn("user", "tell me a long story about the sea")])
     assert (streaming, status) == (False, "failed")
     assert content and whole.startswith(content) and content != whole
@@ -113,27 +129,12 @@ async def test_a_cancel_stops_a_runtime_waiting_for_a_tool_approval(
     with_messages: WithMessages, approvals: Running, runtime: list[str]
 ) -> None:
     stack = with_messages
-    alice(stack.messages.db)
-    ana = bearer(stack.messages.issuer.token("user_alice"))
-    conversation = (await stack.messages.stub.CreateConversation(m_pb.CreateConversationRequest(), metadata=ana)).conversation
-    sent = (await stack.messages.stub.SendMessage(
-        m_pb.SendMessageRequest(conversation_id=conversation.id, content=f"{APPROVE_COMMAND} then go on"),
-        metadata=ana,
-    )).message
+    conversation_id, sent_id = await alice_sends(stack, f"{APPROVE_COMMAND} then go on")
     # The runtime asked for the approval and waits for the user's answer, which never comes.
     await eventually(lambda: approvals.db.sql("SELECT status FROM approvals.tool_approvals") == [("pending",)])
-    job = job_of(stack, sent.id)
-    assert job["status"] == "processing"
 
-    runtime.append("cancel")
-    await stack.agent_queue.stub.CancelJob(
-        aq_pb.CancelJobRequest(job_id=ids.JOB.format(job["id"])), metadata=bearer(stack.agent_queue.issuer.token("user_alice"))
-    )
-    # The wait ends with the cancel, not with the approval: acknowledged as cancelled, no reply.
-    await eventually(lambda: job_of(stack, sent.id)["status"] == "cancelled")
-    after_cancel = runtime[runtime.index("cancel") + 1:]
-    assert after_cancel[-1] == "fail:cancelled", runtime
-    assert sum(1 for e in after_cancel if e.startswith("heartbeat")) <= 1, runtime
-    assert "complete" not in runtime
-    ((_, streaming, status),) = replies(stack, conversation.id)
+    await cancel_as_alice(stack, runtime, sent_id)
+    # The wait ends with the cancel, not with the approval.
+    await acknowledged_as_cancelled(stack, runtime, sent_id)
+    ((_, streaming, status),) = replies(stack, conversation_id)
     assert (streaming, status) == (False, "failed")
