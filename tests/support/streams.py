@@ -5,6 +5,7 @@ hanging it, and a watch test waits for the state it expects, not for a number of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -51,10 +52,8 @@ async def refusal(stream: Any, request: Any, timeout_s: float = READ_TIMEOUT_S) 
     """The error a refused bidirectional stream ends with. A refusal decided before the handler
     reads (the auth chain's) may reach the client before its first request is written; the write
     then fails (with the refusal, or as "RPC already finished") and the read returns the refusal."""
-    try:
+    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
         await stream.write(request)
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-        pass
     try:
         message = await asyncio.wait_for(stream.read(), timeout_s)
     except grpc.aio.AioRpcError as error:
