@@ -9,10 +9,12 @@ from typing import Any
 import grpc
 import pytest
 
+from services.approvals.app import build_server as build_approvals
 from services.identity.app import build_server as build_identity
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
 from zenthor.config import ServiceName, Settings
+from zenthor.gen.zenthor.approvals.v1 import approvals_pb2_grpc
 from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
 from zenthor.server import GrpcServer
 
@@ -31,6 +33,15 @@ async def start(server: GrpcServer, stub_class: Any, settings: Settings, db: Tes
     port = await server.start(0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     return Running(server, channel, stub_class(channel), settings, db, issuer)
+
+
+async def start_approvals(
+    settings_for: Any, db: TestDatabase, issuer: FakeClerkIssuer, identity: Running, **build: Any
+) -> Running:
+    """The real approvals server, resolving principals through `identity`; `build` goes to its
+    build_server (a clock, the watch resync)."""
+    settings = settings_for(ServiceName.APPROVALS, identity_addr=f"127.0.0.1:{identity.server.port}")
+    return await start(await build_approvals(settings, **build), approvals_pb2_grpc.ApprovalsServiceStub, settings, db, issuer)
 
 
 async def stop(running: Running) -> None:

@@ -13,9 +13,8 @@ import pytest
 
 from examples.runtime.jobs import APPROVE_COMMAND
 from examples.runtime.responder import Turn, echo_text
-from services.approvals.app import build_server as build_approvals
 from tests.service.agent_queue.conftest import WithMessages
-from tests.service.conftest import Running, start, stop
+from tests.service.conftest import Running, start_approvals, stop
 from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import bearer
@@ -23,9 +22,7 @@ from tests.support.jwks import FakeClerkIssuer
 from tests.support.runtime_loop import running_runtime
 from tests.support.waiting import eventually
 from zenthor import ids
-from zenthor.config import ServiceName
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as aq_pb
-from zenthor.gen.zenthor.approvals.v1 import approvals_pb2_grpc
 from zenthor.gen.zenthor.messages.v1 import messages_pb2 as m_pb
 from zenthor.retries import RETRY_TOPIC
 
@@ -34,10 +31,7 @@ from zenthor.retries import RETRY_TOPIC
 async def approvals(
     settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer, identity: Running
 ) -> AsyncIterator[Running]:
-    settings = settings_for(ServiceName.APPROVALS, identity_addr=f"127.0.0.1:{identity.server.port}")
-    running = await start(
-        await build_approvals(settings), approvals_pb2_grpc.ApprovalsServiceStub, settings, db, clerk_issuer
-    )
+    running = await start_approvals(settings_for, db, clerk_issuer, identity)
     yield running
     await stop(running)
 
