@@ -6,6 +6,10 @@ fans wake-ups out to every open stream subscribed to that (channel, key). A wake
 data: a watcher re-reads its rows from the tables after its last seen position, so coalesced
 or lost notifications (listener reconnect) cost a re-read, never a missed change. Watchers
 also re-read every `resync_s` as a safety net.
+
+A channel may be declared multi-key: its writers may list several keys in one payload,
+comma-separated, so a statement that changes many keys sends one notification instead of one per
+key (agent_queue's head hand-over, migration 0006). Its keys never contain a comma.
 """
 
 from __future__ import annotations
@@ -64,12 +68,17 @@ class ChangeFeed:
     transaction mode, which would hand the session's server connection to other clients between
     statements and deliver the notifications to nobody."""
 
-    def __init__(self, dsn: str | None, channels: Iterable[str], *, resync_s: float = 5.0) -> None:
+    def __init__(
+        self, dsn: str | None, channels: Iterable[str], *, multi_key: Iterable[str] = (), resync_s: float = 5.0
+    ) -> None:
         if not dsn:
             raise ValueError("the change feed needs ZENTHOR_DATABASE_LISTEN_URL or ZENTHOR_DATABASE_URL")
         # LISTEN needs psycopg's own URL: an operator's `postgresql+psycopg://` must work too.
         self._dsn = libpq_url(dsn)
         self._channels = tuple(channels)
+        self._multi_key = frozenset(multi_key)
+        if not self._multi_key <= set(self._channels):
+            raise ValueError(f"multi-key channels {sorted(self._multi_key)} must be among the channels listened to")
         self.resync_s = resync_s
         self._subscribers: dict[tuple[str, str], set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
@@ -97,9 +106,12 @@ class ChangeFeed:
         finally:
             self._subscribers[(channel, key)].discard(subscription)
 
-    def _wake(self, channel: str, key: str) -> None:
-        for target in ((channel, key), (channel, ANY_KEY)):
-            for subscription in self._subscribers.get(target, ()):
+    def _wake(self, channel: str, payload: str) -> None:
+        keys = payload.split(",") if channel in self._multi_key else (payload,)
+        for subscription in self._subscribers.get((channel, ANY_KEY), ()):
+            subscription.wake()
+        for key in keys:
+            for subscription in self._subscribers.get((channel, key), ()):
                 subscription.wake()
 
     def _wake_all(self) -> None:

@@ -185,6 +185,60 @@ async def test_wake_ups_go_out_when_a_job_becomes_claimable_or_a_conversation_fa
     ]
 
 
+def notes_until_sentinel(listener: psycopg.Connection[Any], db: TestDatabase) -> list[tuple[str, str]]:
+    """Every notification `listener` hears before a sentinel sent now: Postgres delivers them in
+    commit order, so these are all the ones committed before this call."""
+    db.sql("SELECT pg_notify('agent_queue_jobs', 'sentinel')")
+    notes: list[tuple[str, str]] = []
+    for note in listener.notifies(timeout=30):
+        if note.payload == "sentinel":
+            return notes
+        notes.append((note.channel, note.payload))
+    raise AssertionError(f"no sentinel within 30 s; heard {notes}")
+
+
+async def test_a_batch_of_acknowledgements_sends_one_wake_up_per_channel_listing_its_conversations(
+    agent_queue: Running,
+) -> None:
+    quiet, idle, busy = conv(), conv(), conv()
+    for conversation in (quiet, idle, busy, busy):
+        add_job(agent_queue.db, conversation)
+    claimed = await claim(agent_queue, "w1")
+    with psycopg.connect(agent_queue.db.admin_dsn(), autocommit=True) as listener:
+        listener.execute("LISTEN agent_queue_pending")
+        listener.execute("LISTEN agent_queue_jobs")
+        await agent_queue.stub.CompleteJobs(
+            pb.CompleteJobsRequest(
+                processor_id="w1", completions=[pb.JobCompletion(job_id=j.id) for j in claimed]
+            ),
+            metadata=service(),
+        )
+        notes = await asyncio.to_thread(notes_until_sentinel, listener, agent_queue.db)
+    assert len(claimed) == 3
+    assert [(channel, sorted(payload.split(","))) for channel, payload in sorted(notes)] == [
+        ("agent_queue_jobs", sorted([quiet.hex, idle.hex])),
+        ("agent_queue_pending", [busy.hex]),
+    ]
+
+
+def test_a_statement_finishing_hundreds_of_heads_splits_its_wake_up_under_the_payload_limit(db: TestDatabase) -> None:
+    conversations = [conv() for _ in range(450)]
+    for conversation in conversations:
+        add_job(db, conversation)
+    with psycopg.connect(db.admin_dsn(), autocommit=True) as listener:
+        listener.execute("LISTEN agent_queue_jobs")
+        db.sql(
+            "UPDATE agent_queue.jobs SET status = 'cancelled', cancel_requested_at = now(), is_head = false"
+            " WHERE conversation_id = ANY(%s)",
+            (conversations,),
+        )
+        notes = notes_until_sentinel(listener, db)
+    payloads = [payload for _, payload in notes]
+    assert [len(p.split(",")) for p in payloads] == [200, 200, 50]
+    assert max(len(p.encode()) for p in payloads) < 8000  # Postgres refuses a longer payload
+    assert sorted(k for p in payloads for k in p.split(",")) == sorted(c.hex for c in conversations)
+
+
 # --- migration 0002 on existing rows ---
 
 
