@@ -205,8 +205,9 @@ async def heartbeat(db: DirectPool, job_id: uuid.UUID, processor_id: str, now: d
 # The hot path of every job: the lease holder's acknowledgements, any number in one statement.
 # Only the holder, only from processing (docs/hardening.md #12); an ack that matches no row was
 # refused (the lease was lost to the stale sweep, or the id is not the caller's). Clearing is_head
-# fires the hand-over trigger (migration 0002): the conversation's next pending job becomes
-# claimable and WatchPendingJobs is woken, or the conversation is idle and its typing indicator is.
+# fires the hand-over trigger (migration 0006, once for the statement): each conversation's next
+# pending job becomes claimable and WatchPendingJobs is woken, or the conversation is idle and its
+# typing indicator is.
 COMPLETE_JOBS = """
     UPDATE agent_queue.jobs AS j
     SET status = 'completed', is_head = false, model_used = v.model_used, processor_id = NULL,
@@ -386,7 +387,7 @@ def fail_processing(
         .where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.PROCESSING.value)
         .values(
             status=JobStatus.FAILED.value,
-            is_head=False,  # hands the conversation over (migration 0002)
+            is_head=False,  # hands the conversation over (the trigger of migration 0006)
             error_reason=reason,
             error_message=message,
             processor_id=None,
@@ -501,7 +502,7 @@ async def active_jobs(conn: AsyncConnection, conversation_id: uuid.UUID, limit: 
 # --- cancellation (docs/double-texting.md) ---
 
 # cancel_set: what a cancel does to an unfinished job, in one guarded SET: pending or waiting for its retry →
-# cancelled at once (clearing is_head hands a head over through migration 0002's trigger; a
+# cancelled at once (clearing is_head hands a head over through the trigger of migration 0006; a
 # waiting retry's RetryWorkflow then releases nothing, ReleaseJob being fenced on waiting_retry);
 # processing → only the request is recorded, its holder stops and acknowledges (end_cancelled).
 # Under READ COMMITTED a row a concurrent claim just took is re-read before the SET applies, so a

@@ -9,8 +9,8 @@ from sqlalchemy.dialects import postgresql as pg
 from zenthor.outbox import outbox_table
 
 SCHEMA = "agent_queue"
-# LISTEN/NOTIFY channels, keyed by conversation id (hex). The head triggers of migration 0002
-# send on them by name too.
+# LISTEN/NOTIFY channels, keyed by conversation id (hex). The hand-over trigger (migration 0006)
+# sends on them by name too, listing a statement's conversations in one payload (multi-key).
 # A conversation became active or idle (WatchConversationProcessing).
 JOBS_CHANNEL = "agent_queue_jobs"
 # A job was queued or became claimable (WatchPendingJobs).
@@ -41,8 +41,8 @@ jobs = sa.Table(
     sa.Column("next_attempt_at", TS),
     sa.Column("created_at", TS, nullable=False),
     # The conversation's head: its one job that may be claimed, be processing or wait for its
-    # retry (the oldest unfinished one). Set on insert and handed over to the next pending job by
-    # the triggers of migration 0002 when a statement finishing the head clears it.
+    # retry (the oldest unfinished one). Set on insert (migration 0002's trigger) and handed over to
+    # the next pending job by migration 0006's when a statement finishing the head clears it.
     sa.Column("is_head", sa.Boolean, nullable=False, server_default=sa.false()),
     # When its cancellation was asked for (migration 0003): a processing job with it set has a
     # holder that must stop; every cancelled job has it.

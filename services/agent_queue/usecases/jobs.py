@@ -273,7 +273,7 @@ async def retry_job(
             job = await store.fail_held(uow.conn, job_id, reason, message, now)
             scheduled = False
         # A job waiting for its retry still holds its conversation: nothing became claimable. A
-        # job failed for good handed its conversation over (migration 0002's trigger woke watchers).
+        # job failed for good handed its conversation over (the hand-over trigger, migration 0006, woke watchers).
         await _fail_placeholders_later(uow.conn, job, now)
         await add_final_job_events(uow.conn, [job], now)  # job.failed when out of attempts
         await uow.commit()
@@ -402,7 +402,7 @@ async def _sweep_stale(deps: Deps, conn: AsyncConnection, now: datetime, limit: 
     ended += await sweeps.fail_stale(conn, failed, domain.STALE_LEASE_REASON, domain.STALE_LEASE_FAILED_MESSAGE, now)
     ended += await sweeps.requeue_stale(conn, requeues, domain.STALE_LEASE_REASON, domain.STALE_LEASE_RETRY_MESSAGE)
     # Requeued jobs still hold their conversations; failed ones handed them over (and woke their
-    # watchers) through migration 0002's trigger.
+    # watchers) through the hand-over trigger (migration 0006).
     for job in ended:
         await _fail_placeholders_later(conn, job, now)
     await add_final_job_events(conn, ended, now)  # job.failed for those out of attempts
@@ -512,7 +512,7 @@ async def _after_cancel(conn: AsyncConnection, jobs: Sequence[Job], now: datetim
     """Wake-ups and events of cancelled jobs: WatchPendingJobs re-reads (a pending count changed,
     or a holder must now stop: its snapshot names the job); a rollback's job finished at once has
     its earlier attempts' replies deleted. A job finished as head handed its conversation over
-    through migration 0002's trigger, which woke whom that concerns."""
+    through the hand-over trigger (migration 0006), which woke whom that concerns."""
     for conversation_id in sorted({j.conversation_id for j in jobs}):
         await notify(conn, PENDING_CHANNEL, conversation_id.hex)
     for job in jobs:
