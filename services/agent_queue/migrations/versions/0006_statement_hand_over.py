@@ -68,30 +68,10 @@ BEGIN
 END $$
 """
 
-# Migration 0002's row trigger, for the downgrade.
-HAND_OVER_HEAD = f"""
-CREATE FUNCTION {SCHEMA}.jobs_hand_over_head() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    next_id uuid;
-BEGIN
-    UPDATE {SCHEMA}.jobs SET is_head = true
-     WHERE id = (SELECT n.id FROM {SCHEMA}.jobs AS n
-                  WHERE n.conversation_id = NEW.conversation_id AND n.status = 'pending'
-                  ORDER BY n.id LIMIT 1)
-    RETURNING id INTO next_id;
-    IF next_id IS NOT NULL THEN
-        PERFORM pg_notify('agent_queue_pending', replace(NEW.conversation_id::text, '-', ''));
-    ELSE
-        PERFORM pg_notify('agent_queue_jobs', replace(NEW.conversation_id::text, '-', ''));
-    END IF;
-    RETURN NULL;
-END $$
-"""
-
 
 def upgrade() -> None:
+    # Migration 0002's row function stays, unused, so the downgrade re-attaches it as it was.
     op.execute(f"DROP TRIGGER jobs_hand_over_head ON {SCHEMA}.jobs")
-    op.execute(f"DROP FUNCTION {SCHEMA}.jobs_hand_over_head()")
     op.execute(HAND_OVER_HEADS)
     op.execute(
         f"CREATE TRIGGER jobs_hand_over_heads AFTER UPDATE ON {SCHEMA}.jobs"
@@ -103,7 +83,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(f"DROP TRIGGER jobs_hand_over_heads ON {SCHEMA}.jobs")
     op.execute(f"DROP FUNCTION {SCHEMA}.jobs_hand_over_heads()")
-    op.execute(HAND_OVER_HEAD)
     op.execute(
         f"CREATE TRIGGER jobs_hand_over_head AFTER UPDATE OF is_head ON {SCHEMA}.jobs"
         f" FOR EACH ROW WHEN (OLD.is_head AND NOT NEW.is_head) EXECUTE FUNCTION {SCHEMA}.jobs_hand_over_head()"
