@@ -16,11 +16,11 @@ SCHEMA = "agent_queue"
 # Migration 0002 handed a finished head over row by row: a batch of ten acknowledgements ran the
 # trigger ten times and sent ten notifications, which Postgres queued one by one and the
 # service's listener read and parsed one by one (without them a drain used 12% less CPU:
-# bench/results/2026-12-02-hand-over-without-notify-experiment.md; this trigger saved 3% over one
-# conversation per job and 10% over 50: …-hand-over-per-statement.md against its -before.md). This trigger
-# does the same hand-over for the whole statement, from its transition tables, and lists the
-# conversation keys of each channel in one payload (comma-separated, at most KEYS_PER_NOTE keys so
-# a payload stays under Postgres's 8,000 bytes): zenthor.notify.ChangeFeed splits them.
+# bench/results/2026-12-02-hand-over-without-notify-experiment.md; this trigger took 3% and 6% off
+# in two paired runs, README's Performance section). This trigger does the same hand-over for the
+# whole statement, from its transition tables, and lists the conversation keys of each channel in
+# one payload (comma-separated, at most KEYS_PER_NOTE keys so a payload stays under Postgres's
+# 8,000 bytes): zenthor.notify.ChangeFeed splits them.
 #
 # It fires after every UPDATE of jobs (a trigger with transition tables cannot name columns), so
 # it returns at once when no head left; that also ends the recursion its own UPDATE starts (the
