@@ -200,8 +200,8 @@ def notes_until_sentinel(listener: psycopg.Connection[Any], db: TestDatabase) ->
 async def test_a_batch_of_acknowledgements_sends_one_wake_up_per_channel_listing_its_conversations(
     agent_queue: Running,
 ) -> None:
-    quiet, idle, busy = conv(), conv(), conv()
-    for conversation in (quiet, idle, busy, busy):
+    idle_a, idle_b, busy = conv(), conv(), conv()
+    for conversation in (idle_a, idle_b, busy, busy):
         add_job(agent_queue.db, conversation)
     claimed = await claim(agent_queue, "w1")
     with psycopg.connect(agent_queue.db.admin_dsn(), autocommit=True) as listener:
@@ -216,7 +216,7 @@ async def test_a_batch_of_acknowledgements_sends_one_wake_up_per_channel_listing
         notes = await asyncio.to_thread(notes_until_sentinel, listener, agent_queue.db)
     assert len(claimed) == 3
     assert [(channel, sorted(payload.split(","))) for channel, payload in sorted(notes)] == [
-        ("agent_queue_jobs", sorted([quiet.hex, idle.hex])),
+        ("agent_queue_jobs", sorted([idle_a.hex, idle_b.hex])),
         ("agent_queue_pending", [busy.hex]),
     ]
 
