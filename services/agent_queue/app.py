@@ -47,8 +47,9 @@ async def build_server(
     engine = create_engine(settings.database_url, settings.db_pool_size)
     db = DirectPool(settings.database_url, settings.db_pool_size, prepare=settings.db_prepared_statements)
     resolver, peers = peer_resolver(settings)
+    channels = [JOBS_CHANNEL, PENDING_CHANNEL]
     # The hand-over trigger lists a statement's conversations in one notification (migration 0006).
-    feed = ChangeFeed(settings.listen_url, [JOBS_CHANNEL, PENDING_CHANNEL], multi_key=[JOBS_CHANNEL, PENDING_CHANNEL])
+    feed = ChangeFeed(settings.listen_url, channels, multi_key=channels)
     temporal = temporal or TemporalClientProvider.from_settings(settings)
     relay = OutboxRelay(
         engine,

@@ -41,7 +41,7 @@ BEGIN
     IF left_heads IS NULL THEN
         RETURN NULL;
     END IF;
-    WITH gone AS (SELECT unnest(left_heads) AS conversation_id),
+    WITH gone AS (SELECT c AS conversation_id, replace(c::text, '-', '') AS key FROM unnest(left_heads) AS c),
     next_heads AS (
         SELECT oldest.id
           FROM gone AS g
@@ -55,8 +55,8 @@ BEGIN
          WHERE j.id = h.id
         RETURNING j.conversation_id
     )
-    SELECT array_agg(replace(g.conversation_id::text, '-', '')) FILTER (WHERE p.conversation_id IS NOT NULL),
-           array_agg(replace(g.conversation_id::text, '-', '')) FILTER (WHERE p.conversation_id IS NULL)
+    SELECT array_agg(g.key) FILTER (WHERE p.conversation_id IS NOT NULL),
+           array_agg(g.key) FILTER (WHERE p.conversation_id IS NULL)
       INTO handed, idle
       FROM gone AS g LEFT JOIN promoted AS p ON p.conversation_id = g.conversation_id;
     -- WatchPendingJobs: a job became claimable; WatchConversationProcessing: the conversation fell idle.
