@@ -159,6 +159,18 @@ async def test_a_head_failed_for_good_hands_its_conversation_over(agent_queue: R
 # --- wake-ups ---
 
 
+def notes_until_sentinel(listener: psycopg.Connection[Any], db: TestDatabase) -> list[tuple[str, str]]:
+    """Every notification `listener` hears before a sentinel sent now: Postgres delivers them in
+    commit order, so these are all the ones committed before this call."""
+    db.sql("SELECT pg_notify('agent_queue_jobs', 'sentinel')")
+    notes: list[tuple[str, str]] = []
+    for note in listener.notifies(timeout=30):
+        if note.payload == "sentinel":
+            return notes
+        notes.append((note.channel, note.payload))
+    raise AssertionError(f"no sentinel within 30 s; heard {notes}")
+
+
 async def test_wake_ups_go_out_when_a_job_becomes_claimable_or_a_conversation_falls_idle(agent_queue: Running) -> None:
     idle, queued, busy = conv(), conv(), conv()
     add_job(agent_queue.db, idle)
@@ -174,27 +186,13 @@ async def test_wake_ups_go_out_when_a_job_becomes_claimable_or_a_conversation_fa
         await complete(agent_queue, idle_job.id, "w1")
         await enqueue(agent_queue, queued)
         await complete(agent_queue, busy_head.id, "w1")
-        notes = await asyncio.to_thread(
-            lambda: [(n.channel, n.payload) for n in listener.notifies(timeout=30, stop_after=4)]
-        )
+        notes = await asyncio.to_thread(notes_until_sentinel, listener, agent_queue.db)
     assert notes == [
         ("agent_queue_jobs", idle.hex),
         ("agent_queue_pending", queued.hex),
         ("agent_queue_jobs", queued.hex),
         ("agent_queue_pending", busy.hex),
     ]
-
-
-def notes_until_sentinel(listener: psycopg.Connection[Any], db: TestDatabase) -> list[tuple[str, str]]:
-    """Every notification `listener` hears before a sentinel sent now: Postgres delivers them in
-    commit order, so these are all the ones committed before this call."""
-    db.sql("SELECT pg_notify('agent_queue_jobs', 'sentinel')")
-    notes: list[tuple[str, str]] = []
-    for note in listener.notifies(timeout=30):
-        if note.payload == "sentinel":
-            return notes
-        notes.append((note.channel, note.payload))
-    raise AssertionError(f"no sentinel within 30 s; heard {notes}")
 
 
 async def test_a_batch_of_acknowledgements_sends_one_wake_up_per_channel_listing_its_conversations(
