@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from services.agent_queue import wire
-from services.agent_queue.usecases import agents, jobs, skills, tasks
+from services.agent_queue.usecases import agents, job_events, jobs, skills, tasks
 from services.agent_queue.usecases import context as conversation_context
 from services.agent_queue.usecases.context import ConversationDirectory
 from services.agent_queue.usecases.deps import Deps
@@ -130,6 +130,14 @@ class AgentQueueServicer(agent_queue_pb2_grpc.AgentQueueServiceServicer):
     async def CleanupOldJobs(self, request: pb.CleanupOldJobsRequest, context: Ctx) -> pb.CleanupOldJobsResponse:
         cleaned = await jobs.cleanup_old_jobs(self._deps, wire.older_than(request), request.batch_size)
         return pb.CleanupOldJobsResponse(deleted=cleaned.deleted, more=cleaned.more)
+
+    async def AddJobEventListeners(
+        self, request: pb.AddJobEventListenersRequest, context: Ctx
+    ) -> pb.AddJobEventListenersResponse:
+        added = await job_events.add_job_event_listeners(
+            self._deps, wire.user_ids(request.user_ids, "user_ids"), request.all_registered
+        )
+        return pb.AddJobEventListenersResponse(added=added)
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
         job = await jobs.cancel_job(self._deps, _user(), wire.job_id(request.job_id))

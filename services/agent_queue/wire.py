@@ -206,6 +206,10 @@ def user_id(value: str, field: str) -> uuid.UUID:
     return ids.USER.parse(value, field)
 
 
+def user_ids(values: Sequence[str], field: str) -> list[uuid.UUID]:
+    return [ids.USER.parse(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
 def optional_user_id(message: Message, field: str) -> uuid.UUID | None:
     return optional_id(ids.USER, message, field)
 

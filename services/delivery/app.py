@@ -7,11 +7,12 @@ import random
 from collections.abc import Callable
 from datetime import datetime
 
-from services.delivery.peers import linked_user_lookup, outbox_handlers
+from services.delivery.peers import job_event_listener_registry, linked_user_lookup, outbox_handlers
 from services.delivery.servicer import DeliveryServicer
 from services.delivery.store.gauges import read_delivery_gauges
 from services.delivery.store.tables import OUTBOUND_CHANGES, outbox
 from services.delivery.usecases.deps import Deps, WebhookOptions
+from services.delivery.usecases.job_event_owners import JobEventOwnerSync
 from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.db import DirectPool, UnitOfWork, create_engine
@@ -58,6 +59,7 @@ async def build_server(
         poll_s=outbox_poll_s,
         clock=clock,
     )
+    job_event_listeners = job_event_listener_registry(peers)
     deps = Deps(
         uow=lambda: UnitOfWork(engine),
         clock=clock,
@@ -66,6 +68,7 @@ async def build_server(
         default_account_id=settings.whatsapp_account_id,
         kick_outbox=relay.kick,
         rng=rng or random.Random(),
+        job_event_listeners=job_event_listeners,
         retry_base_s=retry_base_s,
         retry_cap_s=retry_cap_s,
         webhooks=WebhookOptions(
@@ -87,13 +90,16 @@ async def build_server(
     gauges = DomainGauges.for_service(
         settings, "delivery", engine, [read_delivery_gauges, outbox_reading(outbox, "delivery")], clock=clock
     )
+    # Tells agent_queue who listens for job events (services/delivery/usecases/job_event_owners.py).
+    owner_sync = JobEventOwnerSync(deps.uow, job_event_listeners)
     await db.open()
     await feed.start()
     relay.start()
     gauges.start()
+    owner_sync.start()
     return GrpcServer(
         settings,
         [registration],
         resolver,
-        on_stop=[gauges.stop, relay.stop, feed.stop, peers.close, db.close, engine.dispose],
+        on_stop=[owner_sync.stop, gauges.stop, relay.stop, feed.stop, peers.close, db.close, engine.dispose],
     )

@@ -2,8 +2,9 @@
 (docs/hardening.md #27) to messages' idempotent MarkMessagesDelivery, a batch per call (one per
 outbound message would cost a call per WhatsApp message sent). Retry starts
 (zenthor.retries) and webhook delivery starts (zenthor.webhooks) are the other topics, wired in
-app.py. Also the one direct call: the web user a WhatsApp contact is linked to (identity), for
-the fan-out of a contact-owned conversation's webhook events.
+app.py. Also two direct calls: the web user a WhatsApp contact is linked to (identity), for
+the fan-out of a contact-owned conversation's webhook events; and the registration of an
+endpoint's owner with agent_queue, which writes job events only for registered users.
 
 A permanent answer (the message is gone, or already carries another final outcome) is parked
 by the outbox relay itself, per event of the batch; anything else is retried."""
@@ -14,9 +15,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
+import grpc
+
 from services.delivery.domain.outbound import MARK_DELIVERY_TOPIC, MAX_DELIVERY_MARKS
+from services.delivery.usecases.deps import JobEventListeners
 from zenthor import ids
 from zenthor.clients import Peers
+from zenthor.errors import Unavailable
+from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2
 from zenthor.gen.zenthor.identity.v1 import identity_pb2
 from zenthor.gen.zenthor.messages.v1 import messages_pb2
 from zenthor.outbox import Batched, PermanentDeliveryError, TopicHandler
@@ -62,3 +68,19 @@ def linked_user_lookup(peers: Peers) -> Callable[[Collection[uuid.UUID]], Awaita
         }
 
     return linked_users
+
+
+def job_event_listener_registry(peers: Peers) -> JobEventListeners:
+    """AddJobEventListeners: a failed call raises Unavailable (the endpoint change it guards is
+    not made, and the caller may retry)."""
+
+    async def add(users: Collection[uuid.UUID], all_registered: bool) -> None:
+        request = agent_queue_pb2.AddJobEventListenersRequest(
+            user_ids=[ids.USER.format(u) for u in users], all_registered=all_registered
+        )
+        try:
+            await peers.agent_queue().AddJobEventListeners(request)
+        except grpc.aio.AioRpcError as e:
+            raise Unavailable(f"agent_queue service: {e.code().name}; nothing was changed, retry") from e
+
+    return add

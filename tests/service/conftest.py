@@ -9,11 +9,14 @@ from typing import Any
 import grpc
 import pytest
 
+from services.agent_queue.app import build_server as build_agent_queue
 from services.approvals.app import build_server as build_approvals
 from services.identity.app import build_server as build_identity
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
+from zenthor import ids
 from zenthor.config import ServiceName, Settings
+from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2_grpc
 from zenthor.gen.zenthor.approvals.v1 import approvals_pb2_grpc
 from zenthor.gen.zenthor.identity.v1 import identity_pb2_grpc
 from zenthor.server import GrpcServer
@@ -55,3 +58,27 @@ async def identity(settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkI
     running = await start(await build_identity(settings), identity_pb2_grpc.IdentityServiceStub, settings, db, clerk_issuer)
     yield running
     await stop(running)
+
+
+# Nothing listens there.
+NOBODY = "127.0.0.1:1"
+
+
+@pytest.fixture
+async def job_event_registry(settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer) -> AsyncIterator[Running]:
+    """A real agent_queue server for delivery to register endpoint owners with
+    (AddJobEventListeners), its own peers pointed nowhere."""
+    settings = settings_for(
+        ServiceName.AGENT_QUEUE, identity_addr=NOBODY, delivery_addr=NOBODY, messages_addr=NOBODY, temporal_address=NOBODY
+    )
+    server = await build_agent_queue(settings)
+    running = await start(server, agent_queue_pb2_grpc.AgentQueueServiceStub, settings, db, clerk_issuer)
+    yield running
+    await stop(running)
+
+
+def job_event_listeners(db: TestDatabase) -> set[str]:
+    """The users agent_queue writes job events for, as `usr_…` ids; `everyone` for the row that
+    stands for all of them (migration 0007)."""
+    rows = db.sql("SELECT user_id FROM agent_queue.job_event_listeners")
+    return {"everyone" if u.int == 0 else ids.USER.format(u) for (u,) in rows}

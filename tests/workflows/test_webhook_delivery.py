@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
-from tests.service.conftest import Running
+from tests.service.conftest import Running, job_event_registry
 from tests.service.delivery.conftest import DeliveryFactory, clock, delivery_factory
 from tests.support.builders import alice
 from tests.support.grpc_client import SERVICE_KEY
@@ -35,7 +35,7 @@ from zenthor.config import Settings
 from zenthor.convert import utc_now
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2 as pb
 
-REUSED_FIXTURES = (clock, delivery_factory)
+REUSED_FIXTURES = (clock, delivery_factory, job_event_registry)
 DELIVERED = pb.WEBHOOK_DELIVERY_STATUS_DELIVERED
 FAILED = pb.WEBHOOK_DELIVERY_STATUS_FAILED
 

@@ -142,4 +142,13 @@ scheduled_tasks = sa.Table(
     sa.Index("scheduled_tasks_due_idx", "next_run_at", postgresql_where=sa.text("enabled AND next_run_at IS NOT NULL")),
 )
 
+# The users whose job.completed / job.failed events are written: delivery registers each owner
+# of an endpoint for them (AddJobEventListeners, store/job_events.py); migration 0007.
+job_event_listeners = sa.Table(
+    "job_event_listeners",
+    metadata,
+    sa.Column("user_id", UUID, primary_key=True),
+    sa.Column("created_at", TS, nullable=False),
+)
+
 outbox = outbox_table(metadata, SCHEMA)

@@ -151,6 +151,15 @@ def subscribers(
     return [s.endpoint_id for s in subscriptions if s.user_id in owners and event_type in s.event_types]
 
 
+# The types agent_queue writes only for the users delivery registers with it (AddJobEventListeners):
+# an endpoint subscribed to one of them registers its owner before it can be seen enabled.
+JOB_EVENT_TYPES = frozenset({WebhookEventType.JOB_COMPLETED, WebhookEventType.JOB_FAILED})
+
+
+def hears_job_events(event_types: Collection[WebhookEventType], enabled: bool) -> bool:
+    return enabled and not JOB_EVENT_TYPES.isdisjoint(event_types)
+
+
 def new_secret(token_bytes: Callable[[int], bytes]) -> str:
     """A signing secret in svix's format (`whsec_` + base64 of random bytes)."""
     return SECRET_PREFIX + base64.b64encode(token_bytes(SECRET_BYTES)).decode()

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.delivery.domain.webhooks import (
     ATTEMPTS_SHOWN,
     FINAL,
+    JOB_EVENT_TYPES,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -122,6 +123,20 @@ async def list_endpoints(conn: AsyncConnection, user_id: uuid.UUID | None, page:
     if page.after is not None:
         query = query.where(e.c.id > page.after)
     return [_endpoint(r) for r in (await conn.execute(query)).all()]
+
+
+async def job_event_owners(conn: AsyncConnection, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
+    """The users with an enabled endpoint for a job event type, in id order after `after`."""
+    query = (
+        sa.select(e.c.user_id)
+        .distinct()
+        .where(e.c.enabled, e.c.event_types.overlap(sorted(JOB_EVENT_TYPES)))
+        .order_by(e.c.user_id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(e.c.user_id > after)
+    return [r.user_id for r in (await conn.execute(query)).all()]
 
 
 async def update_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID, changes: EndpointChanges, now: datetime) -> Endpoint:

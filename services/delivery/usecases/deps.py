@@ -27,6 +27,9 @@ class WebhookOptions:
     timeout_s: float = 15.0
 
 
+JobEventListeners = Callable[[Collection[uuid.UUID], bool], Awaitable[None]]
+
+
 async def _no_linked_users(contact_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
     return {}
 
@@ -44,6 +47,9 @@ class Deps:
     # Delivers just-committed outbox events now; the hot paths name their topic.
     kick_outbox: Kick
     rng: random.Random
+    # Registers users with agent_queue, which writes job events only for them (the flag: every
+    # owner of an endpoint for job events is registered); peers.py. Raises Unavailable.
+    job_event_listeners: JobEventListeners
     # Backoff of a failed send (zenthor.retries.retry_delay_s): attempt 1 waits base/2..base, …
     retry_base_s: float = DEFAULT_BASE_S
     retry_cap_s: float = DEFAULT_CAP_S

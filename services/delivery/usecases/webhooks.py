@@ -107,14 +107,18 @@ async def create_endpoint(
     if owner != user.user_id and not _is_admin(user):
         raise PermissionDenied("Only admins may register endpoints for another user")
     types = rules.check_event_types(event_types)
+    enabled = True if enabled is None else enabled
     await _checked_url(deps, url)
     secret = rules.new_secret(deps.token_bytes)
+    if rules.hears_job_events(types, enabled):
+        # Before the endpoint exists: every job finished after it does is an event for it. An
+        # endpoint then refused leaves a registration that costs only dropped events.
+        await deps.job_event_listeners([owner], False)
     async with deps.uow() as uow:
         if await store.lock_user_endpoints(uow.conn, owner) >= rules.MAX_ENDPOINTS_PER_USER:
             raise FailedPrecondition(f"A user may have at most {rules.MAX_ENDPOINTS_PER_USER} webhook endpoints")
         endpoint = await store.insert_endpoint(
-            uow.conn, ids.WEBHOOK_ENDPOINT.new(), owner, url, types, secret, True if enabled is None else enabled,
-            deps.clock(),
+            uow.conn, ids.WEBHOOK_ENDPOINT.new(), owner, url, types, secret, enabled, deps.clock()
         )
         await uow.commit()
     return EndpointWithSecret(endpoint, secret)
@@ -150,6 +154,11 @@ async def update_endpoint(
         changed = await store.update_endpoint(
             uow.conn, endpoint_id, EndpointChanges(url=url, event_types=types, enabled=enabled), deps.clock()
         )
+        if rules.hears_job_events(changed.event_types, changed.enabled):
+            # Inside the transaction, on purpose: the row lock orders concurrent updates, so what
+            # is checked here is what commits (a state read before it could be stale), and the
+            # owner is registered before the change is seen.
+            await deps.job_event_listeners([changed.user_id], False)
         await uow.commit()
     return changed
 

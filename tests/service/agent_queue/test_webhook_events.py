@@ -16,12 +16,13 @@ from prometheus_client import REGISTRY
 
 from services.delivery.app import build_server as build_delivery
 from tests.service.agent_queue.conftest import AgentQueueFactory
-from tests.service.conftest import Running, start, stop
+from tests.service.conftest import Running, job_event_listeners, start, stop
 from tests.support.agent_queue_builders import ManualClock, add_job, conv, job_id, lease
 from tests.support.builders import alice
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import rpc_error, service
 from tests.support.jwks import FakeClerkIssuer
+from tests.support.ports import free_port
 from tests.support.waiting import eventually
 from tests.support.webhook_builders import JOB_COMPLETED, JOB_FAILED, create_endpoint, deliveries
 from zenthor import ids
@@ -117,16 +118,68 @@ async def test_a_job_failed_for_good_is_an_event_and_one_with_a_retry_ahead_is_n
     assert found[f"job.failed:{job_id(stale)}"]["data"]["error_reason"] == "stale_lease"
 
 
+async def listen(aq: Running, *users: uuid.UUID, all_registered: bool = False) -> int:
+    reply = await aq.stub.AddJobEventListeners(
+        pb.AddJobEventListenersRequest(user_ids=[ids.USER.format(u) for u in users], all_registered=all_registered),
+        metadata=service(),
+    )
+    return reply.added
+
+
+async def complete_all(aq: Running, jobs: list[uuid.UUID]) -> None:
+    await claim(aq)
+    reply = await aq.stub.CompleteJobs(
+        pb.CompleteJobsRequest(processor_id="w1", completions=[pb.JobCompletion(job_id=job_id(j)) for j in jobs]),
+        metadata=service(),
+    )
+    assert list(reply.refused_job_ids) == []
+
+
+async def test_once_every_listener_is_registered_only_theirs_and_contacts_jobs_are_events(agent_queue: Running) -> None:
+    listener, other = ids.USER.new(), ids.USER.new()
+    assert await listen(agent_queue, listener) == 1
+    # Until delivery says it has registered every listener, everyone's jobs are events.
+    before = [owned_job(agent_queue, listener), owned_job(agent_queue, other)]
+    await complete_all(agent_queue, before)
+    assert set(events(agent_queue)) == {f"job.completed:{job_id(j)}" for j in before}
+    assert await listen(agent_queue, all_registered=True) == 0
+    assert job_event_listeners(agent_queue.db) == {ids.USER.format(listener)}
+    heard = owned_job(agent_queue, listener)
+    unheard = owned_job(agent_queue, other)
+    contacts = add_job(agent_queue.db, conv(), contact_id=ids.CONTACT.new())  # its user is identity's to know
+    await complete_all(agent_queue, [heard, unheard, contacts])
+    assert set(events(agent_queue)) == {f"job.completed:{job_id(j)}" for j in [*before, heard, contacts]}
+
+
+async def test_registering_listeners_is_idempotent_and_checks_every_id(agent_queue: Running) -> None:
+    first, second = ids.USER.new(), ids.USER.new()
+    assert await listen(agent_queue, first, first) == 1
+    assert await listen(agent_queue, first, second) == 1
+    assert job_event_listeners(agent_queue.db) == {"everyone", ids.USER.format(first), ids.USER.format(second)}
+    bad = [
+        (pb.AddJobEventListenersRequest(user_ids=[ids.USER.format(first), "ctc_nope"]), "user_ids[1]"),
+        (pb.AddJobEventListenersRequest(user_ids=[ids.USER.format(ids.USER.new()) for _ in range(1001)]), "user_ids"),
+        (pb.AddJobEventListenersRequest(user_ids=[ids.USER.format(uuid.UUID(int=0))], all_registered=True), "user_ids"),
+    ]
+    for request, field in bad:
+        refused = await rpc_error(agent_queue.stub.AddJobEventListeners(request, metadata=service()))
+        assert refused.code().name == "INVALID_ARGUMENT" and field in (refused.details() or ""), request
+    # A refused call changed nothing: the row standing for everyone is still there.
+    assert job_event_listeners(agent_queue.db) == {"everyone", ids.USER.format(first), ids.USER.format(second)}
+
+
 @pytest.fixture
 async def relayed(
     agent_queue_factory: AgentQueueFactory, settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer,
     identity: Running,
 ) -> AsyncIterator[tuple[Running, Running]]:
+    aq_port = free_port()  # each points at the other
     settings = settings_for(
-        ServiceName.DELIVERY, identity_addr=f"127.0.0.1:{identity.server.port}", temporal_address="127.0.0.1:1"
+        ServiceName.DELIVERY, identity_addr=f"127.0.0.1:{identity.server.port}", temporal_address="127.0.0.1:1",
+        agent_queue_addr=f"127.0.0.1:{aq_port}",
     )
     delivery = await start(await build_delivery(settings), delivery_pb2_grpc.DeliveryServiceStub, settings, db, clerk_issuer)
-    aq = await agent_queue_factory(delivery_addr=f"127.0.0.1:{delivery.server.port}", outbox_poll_s=0.05)
+    aq = await agent_queue_factory(delivery_addr=f"127.0.0.1:{delivery.server.port}", outbox_poll_s=0.05, port=aq_port)
     yield aq, delivery
     await stop(delivery)
 
@@ -179,3 +232,21 @@ async def test_the_relay_publishes_the_events_of_many_finished_jobs_in_one_call(
     )
     assert delivery_calls("PublishWebhookEvents") - batches == 1
     assert delivery_calls("PublishWebhookEvent") - singles == 0
+
+
+async def test_a_job_finished_after_its_owner_created_an_endpoint_reaches_it_and_nobody_elses_is_written(
+    relayed: tuple[Running, Running],
+) -> None:
+    aq, delivery = relayed
+    owner = alice(delivery.db)
+    # delivery registers the owners of existing endpoints at start, and then says all are.
+    await eventually(lambda: "everyone" not in job_event_listeners(aq.db))
+    stranger = owned_job(aq, ids.USER.new())
+    await complete_all(aq, [stranger])
+    assert events(aq) == {}
+    endpoint = (await create_endpoint(delivery, "user_alice", event_types=(JOB_COMPLETED,))).endpoint
+    hers = owned_job(aq, owner)
+    await complete_all(aq, [hers])
+    await eventually(lambda: len(deliveries(delivery)) == 1)
+    (row,) = deliveries(delivery)
+    assert (row["event_id"], ids.WEBHOOK_ENDPOINT.format(row["endpoint_id"])) == (f"job.completed:{job_id(hers)}", endpoint.id)

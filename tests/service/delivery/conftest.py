@@ -32,7 +32,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def delivery_factory(
-    settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer, clock: FakeClock
+    settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer, clock: FakeClock, job_event_registry: Running
 ) -> AsyncIterator[DeliveryFactory]:
     started: list[Running] = []
 
@@ -41,6 +41,8 @@ async def delivery_factory(
             "db_pool_size": 20,
             "temporal_address": NOBODY,
             "messages_addr": NOBODY,
+            # Endpoints for job events register their owners there (usecases/job_event_owners.py).
+            "agent_queue_addr": f"127.0.0.1:{job_event_registry.server.port}",
             "whatsapp_account_id": "default",
             **overrides,
         }
