@@ -139,6 +139,17 @@ class Stack:
                 )
             self.services[name] = ServiceProcess(name, ports[name], proc, log_path)
         asyncio.run(self._wait_healthy(timeout_s))
+        self._wait_job_event_listeners(timeout_s)
+
+    def _wait_job_event_listeners(self, timeout_s: float) -> None:
+        """Waits for delivery's start-up registration of job-event listeners (migration 0007 of
+        agent_queue): until it has run, agent_queue writes every owner's job events, which a
+        deployment's queue no longer does once delivery is up."""
+        deadline = time.monotonic() + timeout_s
+        while self.sql("SELECT 1 FROM agent_queue.job_event_listeners WHERE user_id = %s", (uuid.UUID(int=0),)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"delivery did not register job-event listeners; see {self.services['delivery'].log_path}")
+            time.sleep(0.1)
 
     async def _wait_healthy(self, timeout_s: float) -> None:
         async def serving(service: ServiceProcess) -> bool:
