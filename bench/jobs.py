@@ -121,8 +121,9 @@ JOB_STRATEGIES: dict[str, JobStrategy] = {
 
 # Server-side so 10⁶ rows take seconds: ids are Postgres 18's uuidv7() (time-ordered like
 # zenthor.ids), conversations drawn round-robin from `conversations` ids (0: one per job). Every
-# job has an owner, as a real one does, so each completion's `job.completed` webhook event is
-# published to delivery for real (an owner without endpoints: stored, nothing to send).
+# job has an owner, as a real one does, so each completion decides about its `job.completed`
+# webhook event for real: like most users, this owner has no endpoint for job events, so none is
+# written once delivery has said so at start (bench/stack.py waits for it; docs/webhooks.md).
 LOAD_JOBS = """
 WITH conv AS (SELECT array_agg(uuidv7()) AS ids FROM generate_series(1, GREATEST(%(conversations)s, 1)))
 INSERT INTO agent_queue.jobs (id, message_id, conversation_id, conversation_user_id, status, attempt_count, created_at)
