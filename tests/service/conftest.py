@@ -64,13 +64,18 @@ async def identity(settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkI
 NOBODY = "127.0.0.1:1"
 
 
-@pytest.fixture
-async def job_event_registry(settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer) -> AsyncIterator[Running]:
-    """A real agent_queue server for delivery to register endpoint owners with
-    (AddJobEventListeners), its own peers pointed nowhere."""
-    settings = settings_for(
+def lone_agent_queue_settings(settings_for: Any) -> Settings:
+    """agent_queue's settings with every peer pointed nowhere: a server delivery registers
+    endpoint owners with (AddJobEventListeners), nothing more."""
+    return settings_for(  # type: ignore[no-any-return]
         ServiceName.AGENT_QUEUE, identity_addr=NOBODY, delivery_addr=NOBODY, messages_addr=NOBODY, temporal_address=NOBODY
     )
+
+
+@pytest.fixture
+async def job_event_registry(settings_for: Any, db: TestDatabase, clerk_issuer: FakeClerkIssuer) -> AsyncIterator[Running]:
+    """A real agent_queue server for delivery to register endpoint owners with."""
+    settings = lone_agent_queue_settings(settings_for)
     server = await build_agent_queue(settings)
     running = await start(server, agent_queue_pb2_grpc.AgentQueueServiceStub, settings, db, clerk_issuer)
     yield running

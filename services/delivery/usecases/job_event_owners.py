@@ -22,7 +22,7 @@ from zenthor.db import UnitOfWorkFactory
 from zenthor.logs import get_logger
 from zenthor.shutdown import cancel_and_wait
 
-log = get_logger("delivery.listeners")
+log = get_logger("delivery.job_event_owners")
 
 PAGE = 1000  # AddJobEventListeners takes at most 1,000 users a call
 
@@ -55,7 +55,6 @@ class JobEventOwnerSync:
         self._retry_base_s = retry_base_s
         self._retry_cap_s = retry_cap_s
         self._task: asyncio.Task[None] | None = None
-        self.done = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
@@ -83,5 +82,4 @@ class JobEventOwnerSync:
                 await asyncio.sleep(delay)
                 continue
             log.info("webhooks.job_event_owners_registered", owners=listed, attempts=attempt)
-            self.done.set()
             return

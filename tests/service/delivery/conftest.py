@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from services.delivery.app import build_server
-from tests.service.conftest import Running, start, stop
+from tests.service.conftest import NOBODY, Running, start, stop
 from tests.support.database import TestDatabase
 from tests.support.fake_clock import FakeClock
 from tests.support.jwks import FakeClerkIssuer
@@ -18,9 +18,8 @@ from tests.workflows.conftest import client, task_queue, temporal_address, tempo
 from zenthor.config import ServiceName
 from zenthor.gen.zenthor.delivery.v1 import delivery_pb2_grpc
 
-# Nothing listens there: retry starts stay in the outbox unless a test brings Temporal, and
+# NOBODY listens there: retry starts stay in the outbox unless a test brings Temporal, and
 # delivery outcomes for messages stay there unless a test brings the messages server.
-NOBODY = "127.0.0.1:1"
 
 DeliveryFactory = Callable[..., Awaitable[Running]]
 

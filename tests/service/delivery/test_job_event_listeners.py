@@ -10,11 +10,12 @@ from collections.abc import Collection
 from typing import Any
 
 import grpc
+import structlog.testing
 
 from services.agent_queue.app import build_server as build_agent_queue
 from services.delivery.peers import job_event_listener_registry
 from services.delivery.usecases.job_event_owners import register_job_event_owners
-from tests.service.conftest import NOBODY, Running, job_event_listeners
+from tests.service.conftest import NOBODY, Running, job_event_listeners, lone_agent_queue_settings
 from tests.service.delivery.conftest import DeliveryFactory
 from tests.support.builders import add_user, alice, bob, boss
 from tests.support.database import TestDatabase
@@ -136,16 +137,23 @@ async def test_the_start_up_registration_pages_and_flags_only_its_last_call(
 
 
 async def test_the_start_up_registration_waits_for_agent_queue(
-    delivery_factory: DeliveryFactory, settings_for: Any, db: TestDatabase, clerk_issuer: Any
+    delivery_factory: DeliveryFactory, settings_for: Any, db: TestDatabase
 ) -> None:
     port = free_port()
-    await delivery_factory(agent_queue_addr=f"127.0.0.1:{port}")
-    settings = settings_for(
-        ServiceName.AGENT_QUEUE, identity_addr=NOBODY, delivery_addr=NOBODY, messages_addr=NOBODY, temporal_address=NOBODY
-    )
-    server = await build_agent_queue(settings)
-    await server.start(port)  # after delivery's first attempts failed
-    try:
-        await eventually(lambda: everyone_gone(db), what="the registration once agent_queue answers")
-    finally:
-        await server.stop(0)
+    with structlog.testing.capture_logs() as logs:
+        await delivery_factory(agent_queue_addr=f"127.0.0.1:{port}")
+        # Nothing listens yet: the registration fails and is tried again later.
+        await eventually(
+            lambda: any(e["event"] == "webhooks.job_event_owners_unregistered" for e in logs), what="a failed attempt"
+        )
+        assert not everyone_gone(db)
+        server = await build_agent_queue(lone_agent_queue_settings(settings_for))
+        await server.start(port)
+        try:
+            await eventually(
+                lambda: any(e["event"] == "webhooks.job_event_owners_registered" for e in logs),
+                what="the registration once agent_queue answers",
+            )
+            assert everyone_gone(db)
+        finally:
+            await server.stop(0)
