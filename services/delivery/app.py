@@ -42,6 +42,7 @@ async def build_server(
     watch_resync_s: float = 5.0,
     retry_base_s: float = DEFAULT_BASE_S,
     retry_cap_s: float = DEFAULT_CAP_S,
+    job_event_owners_every_s: float = 300.0,
 ) -> GrpcServer:
     if not settings.database_url:
         raise SystemExit("ZENTHOR_DATABASE_URL is required for the delivery service")
@@ -91,7 +92,7 @@ async def build_server(
         settings, "delivery", engine, [read_delivery_gauges, outbox_reading(outbox, "delivery")], clock=clock
     )
     # Tells agent_queue who listens for job events (services/delivery/usecases/job_event_owners.py).
-    owner_sync = JobEventOwnerSync(deps.uow, job_event_listeners)
+    owner_sync = JobEventOwnerSync(deps.uow, job_event_listeners, every_s=job_event_owners_every_s)
     await db.open()
     await feed.start()
     relay.start()

@@ -1,4 +1,4 @@
-"""At each start, delivery tells agent_queue who listens for job events.
+"""At start and every few minutes, delivery tells agent_queue who listens for job events.
 
 agent_queue writes a user's `job.completed` / `job.failed` events only when the user is
 registered with it (AddJobEventListeners; why, in services/agent_queue/store/job_events.py), and
@@ -8,7 +8,12 @@ the owners of the endpoints that already exist (a database upgraded from a relea
 filter), a page per call, and then says they all are. An endpoint created while it runs registers
 its owner itself, so the listing needs no lock. Until agent_queue answers, it retries with
 backoff: agent_queue may start after delivery, and meanwhile no event is lost, only written
-needlessly."""
+needlessly.
+
+After that it runs again every few minutes. During a rolling upgrade, a pod of the release before
+can still create an endpoint without registering its owner after a new pod said all are
+registered; the next pass registers that owner (docs/webhooks.md). A pass is one indexed
+query and one call per 1,000 owners."""
 
 from __future__ import annotations
 
@@ -45,13 +50,21 @@ async def register_job_event_owners(uow: UnitOfWorkFactory, register: JobEventLi
 
 
 class JobEventOwnerSync:
-    """Runs `register_job_event_owners` in the background until one pass succeeds."""
+    """Runs `register_job_event_owners` in the background: at start until a pass succeeds, then
+    every `every_s`."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, register: JobEventListeners, *, retry_base_s: float = 1.0, retry_cap_s: float = 60.0
+        self,
+        uow: UnitOfWorkFactory,
+        register: JobEventListeners,
+        *,
+        every_s: float = 300.0,
+        retry_base_s: float = 1.0,
+        retry_cap_s: float = 60.0,
     ) -> None:
         self._uow = uow
         self._register = register
+        self._every_s = every_s
         self._retry_base_s = retry_base_s
         self._retry_cap_s = retry_cap_s
         self._task: asyncio.Task[None] | None = None
@@ -66,6 +79,12 @@ class JobEventOwnerSync:
             self._task = None
 
     async def _run(self) -> None:
+        while True:
+            await self._pass()
+            await asyncio.sleep(self._every_s)
+
+    async def _pass(self) -> None:
+        """One pass, retried with backoff until it succeeds."""
         attempt = 0
         while True:
             attempt += 1

@@ -107,16 +107,32 @@ async def test_at_start_delivery_registers_the_owners_of_existing_endpoints_then
     assert job_event_listeners(first.db) == {ids.USER.format(alice_id)}
 
 
+def add_unregistered_endpoint(db: TestDatabase, owner: uuid.UUID) -> None:
+    """An enabled endpoint for job events written without registering its owner, as a delivery
+    pod of the release before does during a rolling upgrade."""
+    db.sql(
+        "INSERT INTO delivery.webhook_endpoints (id, user_id, url, event_types, secret, enabled, created_at, updated_at)"
+        " VALUES (%s, %s, 'https://93.184.216.34/h', ARRAY['job.failed'], 'whsec_x', true, now(), now())",
+        (ids.WEBHOOK_ENDPOINT.new(), owner),
+    )
+
+
+async def test_the_registration_runs_again_and_picks_up_an_owner_nobody_registered(
+    delivery_factory: DeliveryFactory, db: TestDatabase
+) -> None:
+    await delivery_factory(build={"job_event_owners_every_s": 0.2})
+    await eventually(lambda: everyone_gone(db), what="the first pass")
+    owner = ids.USER.new()
+    add_unregistered_endpoint(db, owner)
+    await eventually(lambda: job_event_listeners(db) == {ids.USER.format(owner)}, what="a later pass")
+
+
 async def test_the_start_up_registration_pages_and_flags_only_its_last_call(
     settings_for: Any, db: TestDatabase, job_event_registry: Running
 ) -> None:
     owners = sorted(ids.USER.new() for _ in range(2))
     for owner in owners:
-        db.sql(
-            "INSERT INTO delivery.webhook_endpoints (id, user_id, url, event_types, secret, enabled, created_at, updated_at)"
-            " VALUES (%s, %s, 'https://93.184.216.34/h', ARRAY['job.failed'], 'whsec_x', true, now(), now())",
-            (ids.WEBHOOK_ENDPOINT.new(), owner),
-        )
+        add_unregistered_endpoint(db, owner)
     settings = settings_for(ServiceName.DELIVERY, agent_queue_addr=f"127.0.0.1:{job_event_registry.server.port}")
     peers, engine = Peers(settings), create_engine(db.dsn_for(ServiceName.DELIVERY), 2)
     registry = job_event_listener_registry(peers)
