@@ -22,6 +22,7 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.rows import dict_row
 
+from services.agent_queue.store.job_events import EVERYONE
 from tests.support.builders import add_user
 from tests.support.database import TestDatabase
 from tests.support.jwks import FakeClerkIssuer
@@ -146,7 +147,7 @@ class Stack:
         agent_queue): until it has run, agent_queue writes every owner's job events, which a
         deployment's queue no longer does once delivery is up."""
         deadline = time.monotonic() + timeout_s
-        while self.sql("SELECT 1 FROM agent_queue.job_event_listeners WHERE user_id = %s", (uuid.UUID(int=0),)):
+        while self.sql("SELECT 1 FROM agent_queue.job_event_listeners WHERE user_id = %s", (EVERYONE,)):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"delivery did not register job-event listeners; see {self.services['delivery'].log_path}")
             time.sleep(0.1)

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from services.agent_queue.app import build_server as build_agent_queue
+from services.agent_queue.store.job_events import EVERYONE
 from services.approvals.app import build_server as build_approvals
 from services.identity.app import build_server as build_identity
 from tests.support.database import TestDatabase
@@ -86,4 +87,4 @@ def job_event_listeners(db: TestDatabase) -> set[str]:
     """The users agent_queue writes job events for, as `usr_…` ids; `everyone` for the row that
     stands for all of them (migration 0007)."""
     rows = db.sql("SELECT user_id FROM agent_queue.job_event_listeners")
-    return {"everyone" if u.int == 0 else ids.USER.format(u) for (u,) in rows}
+    return {"everyone" if u == EVERYONE else ids.USER.format(u) for (u,) in rows}

@@ -14,8 +14,8 @@ writing, relaying and storing their events was a third of a busy queue's CPU
 (bench/results/2026-12-02-job-events-experiment-none.md). So an event of a user-owned job is
 written only when the user is in `job_event_listeners`, where delivery registers each owner of
 such an endpoint before the endpoint can be seen enabled (AddJobEventListeners,
-services/delivery/usecases/job_event_owners.py), or while the EVERYONE row is there (until delivery says it has
-registered them all). A registration commits before the endpoint does, and an acknowledging
+services/delivery/usecases/job_event_owners.py), or while the EVERYONE row is there (until
+delivery says it has registered them all). A registration commits before the endpoint does, and an acknowledging
 statement reads the table in its own snapshot, so a job finished after an endpoint was created is
 an event for it. A contact-owned job's event is always written: the user its contact is linked to
 is identity's to know, and may change at any time."""

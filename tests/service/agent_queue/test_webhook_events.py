@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from services.agent_queue.store.job_events import EVERYONE
 from services.delivery.app import build_server as build_delivery
 from tests.service.agent_queue.conftest import AgentQueueFactory
 from tests.service.conftest import Running, job_event_listeners, start, stop
@@ -159,7 +160,7 @@ async def test_registering_listeners_is_idempotent_and_checks_every_id(agent_que
     bad = [
         (pb.AddJobEventListenersRequest(user_ids=[ids.USER.format(first), "ctc_nope"]), "user_ids[1]"),
         (pb.AddJobEventListenersRequest(user_ids=[ids.USER.format(ids.USER.new()) for _ in range(1001)]), "user_ids"),
-        (pb.AddJobEventListenersRequest(user_ids=[ids.USER.format(uuid.UUID(int=0))], all_registered=True), "user_ids"),
+        (pb.AddJobEventListenersRequest(user_ids=[ids.USER.format(EVERYONE)], all_registered=True), "user_ids"),
     ]
     for request, field in bad:
         refused = await rpc_error(agent_queue.stub.AddJobEventListeners(request, metadata=service()))

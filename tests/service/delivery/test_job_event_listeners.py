@@ -13,6 +13,7 @@ import grpc
 import structlog.testing
 
 from services.agent_queue.app import build_server as build_agent_queue
+from services.agent_queue.store.job_events import EVERYONE
 from services.delivery.peers import job_event_listener_registry
 from services.delivery.usecases.job_event_owners import register_job_event_owners
 from tests.service.conftest import NOBODY, Running, job_event_listeners, lone_agent_queue_settings
@@ -98,10 +99,8 @@ async def test_at_start_delivery_registers_the_owners_of_existing_endpoints_then
     await create_endpoint(first, "user_carol", event_types=(MESSAGE_CREATED,))
     await eventually(lambda: everyone_gone(first.db), what="the first start's registration")
     # As a database upgraded from a release without the filter: agent_queue knows nobody yet.
-    first.db.sql(
-        "DELETE FROM agent_queue.job_event_listeners;"
-        " INSERT INTO agent_queue.job_event_listeners VALUES ('00000000-0000-0000-0000-000000000000', now())"
-    )
+    first.db.sql("DELETE FROM agent_queue.job_event_listeners")
+    first.db.sql("INSERT INTO agent_queue.job_event_listeners VALUES (%s, now())", (EVERYONE,))
     await delivery_factory(identity_addr=f"127.0.0.1:{identity.server.port}")
     await eventually(lambda: everyone_gone(first.db), what="the second start's registration")
     assert job_event_listeners(first.db) == {ids.USER.format(alice_id)}
