@@ -79,7 +79,8 @@ async def claim(
 
 def row(delivery: Running, outbound_id: str) -> dict[str, Any]:
     """The stored outbound row, by column name."""
-    columns = ["status", "processor_id", "locked_until", "attempt_count", "last_error", "next_attempt_at", "account_id"]
+    columns = ["status", "processor_id", "locked_until", "attempt_count", "last_error", "next_attempt_at", "account_id",
+               "is_head"]
     rows = delivery.db.sql(
         f"SELECT {', '.join(columns)} FROM delivery.outbound_messages WHERE id = %s",
         (ids.OUTBOUND.parse(outbound_id, "id"),),

@@ -10,11 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
 from services.agent_queue.store import jobs as store
+from services.agent_queue.store.tables import JOBS_CHANNEL
 from tests.service.conftest import Running
 from tests.support.agent_queue_builders import (
     add_job,
@@ -27,10 +25,10 @@ from tests.support.agent_queue_builders import (
 )
 from tests.support.database import TestDatabase
 from tests.support.grpc_client import service
+from tests.support.migrations import alembic
+from tests.support.notifications import notes_until_sentinel
 from zenthor.config import ServiceName
-from zenthor.db import sqlalchemy_url
 from zenthor.gen.zenthor.agent_queue.v1 import agent_queue_pb2 as pb
-from zenthor.migrate import migrations_dir
 
 
 async def claim(aq: Running, processor: str, max_jobs: int = 10) -> list[pb.Job]:
@@ -159,18 +157,6 @@ async def test_a_head_failed_for_good_hands_its_conversation_over(agent_queue: R
 # --- wake-ups ---
 
 
-def notes_until_sentinel(listener: psycopg.Connection[Any], db: TestDatabase) -> list[tuple[str, str]]:
-    """Every notification `listener` hears before a sentinel sent now: Postgres delivers them in
-    commit order, so these are all the ones committed before this call."""
-    db.sql("SELECT pg_notify('agent_queue_jobs', 'sentinel')")
-    notes: list[tuple[str, str]] = []
-    for note in listener.notifies(timeout=30):
-        if note.payload == "sentinel":
-            return notes
-        notes.append((note.channel, note.payload))
-    raise AssertionError(f"no sentinel within 30 s; heard {notes}")
-
-
 async def test_wake_ups_go_out_when_a_job_becomes_claimable_or_a_conversation_falls_idle(agent_queue: Running) -> None:
     idle, queued, busy = conv(), conv(), conv()
     add_job(agent_queue.db, idle)
@@ -186,7 +172,7 @@ async def test_wake_ups_go_out_when_a_job_becomes_claimable_or_a_conversation_fa
         await complete(agent_queue, idle_job.id, "w1")
         await enqueue(agent_queue, queued)
         await complete(agent_queue, busy_head.id, "w1")
-        notes = await asyncio.to_thread(notes_until_sentinel, listener, agent_queue.db)
+        notes = await asyncio.to_thread(notes_until_sentinel, listener, agent_queue.db, JOBS_CHANNEL)
     assert notes == [
         ("agent_queue_jobs", idle.hex),
         ("agent_queue_pending", queued.hex),
@@ -211,7 +197,7 @@ async def test_a_batch_of_acknowledgements_sends_one_wake_up_per_channel_listing
             ),
             metadata=service(),
         )
-        notes = await asyncio.to_thread(notes_until_sentinel, listener, agent_queue.db)
+        notes = await asyncio.to_thread(notes_until_sentinel, listener, agent_queue.db, JOBS_CHANNEL)
     assert len(claimed) == 3
     assert [(channel, sorted(payload.split(","))) for channel, payload in sorted(notes)] == [
         ("agent_queue_jobs", sorted([idle_a.hex, idle_b.hex])),
@@ -230,7 +216,7 @@ def test_a_statement_finishing_hundreds_of_heads_splits_its_wake_up_under_the_pa
             " WHERE conversation_id = ANY(%s)",
             (conversations,),
         )
-        notes = notes_until_sentinel(listener, db)
+        notes = notes_until_sentinel(listener, db, JOBS_CHANNEL)
     payloads = [payload for _, payload in notes]
     assert [len(p.split(",")) for p in payloads] == [200, 200, 50]
     assert max(len(p.encode()) for p in payloads) < 8000  # Postgres refuses a longer payload
@@ -240,23 +226,8 @@ def test_a_statement_finishing_hundreds_of_heads_splits_its_wake_up_under_the_pa
 # --- migration 0002 on existing rows ---
 
 
-def alembic(db: TestDatabase, action: str, revision: str) -> None:
-    engine = sa.create_engine(sqlalchemy_url(db.admin_dsn()))
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'SET ROLE "{ServiceName.AGENT_QUEUE.db_role}"'))
-            conn.execute(sa.text('SET search_path = "agent_queue", public'))
-            config = Config()
-            config.set_main_option("script_location", str(migrations_dir(ServiceName.AGENT_QUEUE)))
-            config.attributes["connection"] = conn
-            config.attributes["schema"] = "agent_queue"
-            getattr(command, action)(config, revision)
-    finally:
-        engine.dispose()
-
-
 def test_migrating_gives_every_conversation_with_unfinished_jobs_its_head(db: TestDatabase) -> None:
-    alembic(db, "downgrade", "0001")
+    alembic(db, ServiceName.AGENT_QUEUE, "downgrade", "0001")
     rows: list[tuple[uuid.UUID, uuid.UUID, str]] = []
     a, b, c, d = (conv() for _ in range(4))
     # In creation order: a's processing job holds it though an older job of it is pending (rows
@@ -271,7 +242,7 @@ def test_migrating_gives_every_conversation_with_unfinished_jobs_its_head(db: Te
             (job, uuid.uuid4(), conversation, status, "w" if status == "processing" else None,
              datetime.now(UTC) if status == "processing" else None),
         )
-    alembic(db, "upgrade", "head")
+    alembic(db, ServiceName.AGENT_QUEUE, "upgrade", "head")
 
     found = {r[0] for r in db.sql("SELECT id FROM agent_queue.jobs WHERE is_head")}
     assert found == {rows[2][0], rows[5][0], rows[6][0]}
