@@ -32,7 +32,7 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import AsyncExitStack
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -200,10 +200,9 @@ async def profile_goals(bench: Bench, results: Results, work_dir: Path) -> None:
                                      "goals": names, "services": {}}
             statements: list[dict[str, Any]] = []
             bench.statements = statements
+            bench.recordings = list(recordings)
             try:
-                async with AsyncExitStack() as stack:
-                    for recording in recordings:
-                        await stack.enter_async_context(recording)
+                async with nullcontext() if case.windowed else bench.profiled():
                     await case.run(bench)
             except Exception as e:  # a failed profile run must not lose the rounds' numbers
                 results.profiles[key] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
@@ -211,6 +210,7 @@ async def profile_goals(bench: Bench, results: Results, work_dir: Path) -> None:
                 continue
             finally:
                 bench.statements = None
+                bench.recordings = None
             if statements:
                 found["statements"] = statements
             for (service, path), recording in zip(paths.items(), recordings, strict=True):

@@ -9,7 +9,8 @@ each round, so machine noise hits ours and the peers alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,20 @@ class Bench:
     # A list during a profile run: each drain then records its Postgres statements into it
     # (Stack.statement_stats); None otherwise.
     statements: list[dict[str, Any]] | None = None
+    # During a profile run: the servers' py-spy recordings, not started yet (see `profiled`).
+    recordings: list[AbstractAsyncContextManager[Any]] | None = None
+
+    @asynccontextmanager
+    async def profiled(self) -> AsyncIterator[None]:
+        """Samples the servers for the block, if a profile run handed recordings over that no
+        block has taken yet. A drain wraps its measured window in it, so a profile shows the
+        drain and not the setup before it (filling the outbound queue through EnqueueOutbound
+        was 15% of delivery's samples); the harness wraps a whole case that has no such window."""
+        recordings, self.recordings = self.recordings, None
+        async with AsyncExitStack() as stack:
+            for recording in recordings or ():
+                await stack.enter_async_context(recording)
+            yield
 
     def say(self, message: str) -> None:
         elapsed = time.perf_counter() - self.started
@@ -96,3 +111,5 @@ class Case:
     multi: bool = False
     # A latency case: runs once the stack is quiet (Stack.wait_quiet), as its goal assumes.
     quiet: bool = False
+    # A drain: it times a window of its own (bench.jobs.measured), and a profile covers only it.
+    windowed: bool = False

@@ -157,14 +157,15 @@ async def measured(bench: Bench, items: int, server: str | None) -> AsyncIterato
     if bench.statements is not None:
         await asyncio.to_thread(bench.stack.reset_statement_stats)
     measurement = Measurement(bench.stack, items, server)
-    measurement.start()
-    try:
-        yield metrics
-    finally:
-        measurement.stop()
-    if not await asyncio.to_thread(bench.stack.wait_quiet):
-        bench.say("the stack still had outbox events due 60 s after the drain; CPU counted up to then")
-    measurement.settled()
+    async with bench.profiled():  # a profile run's recordings, over the window and what it leaves behind
+        measurement.start()
+        try:
+            yield metrics
+        finally:
+            measurement.stop()
+        if not await asyncio.to_thread(bench.stack.wait_quiet):
+            bench.say("the stack still had outbox events due 60 s after the drain; CPU counted up to then")
+        measurement.settled()
     if bench.statements is not None:
         bench.statements[:] = await asyncio.to_thread(bench.stack.statement_stats, items)
     metrics.update(measurement.metrics())
@@ -337,12 +338,12 @@ def job_cases(bench: Bench) -> list[Case]:
     batch = bench.options.claim_batch
     cases: list[Case] = []
     for name, strategy in JOB_STRATEGIES.items():
-        cases.append(Case("a", f"ours {name}, 1 conversation/job", partial(drain_ours, strategy=strategy, conversations=0)))
-        cases.append(Case("b", f"ours {name}, 50 conversations", partial(drain_ours, strategy=strategy, conversations=50)))
+        cases.append(Case("a", f"ours {name}, 1 conversation/job", partial(drain_ours, strategy=strategy, conversations=0), windowed=True))
+        cases.append(Case("b", f"ours {name}, 50 conversations", partial(drain_ours, strategy=strategy, conversations=50), windowed=True))
     cases += [
         Case("c", "pgqueuer asyncpg", lambda b: drain_pgqueuer(b, "asyncpg", b.options.jobs)),
         Case("c", "pgqueuer psycopg", lambda b: drain_pgqueuer(b, "psycopg", b.options.jobs)),
-        Case("d", f"raw SQL batch {batch}", lambda b: drain_raw_sql(b, batch)),
-        Case("d", "raw SQL batch 1", lambda b: drain_raw_sql(b, 1)),
+        Case("d", f"raw SQL batch {batch}", lambda b: drain_raw_sql(b, batch), windowed=True),
+        Case("d", "raw SQL batch 1", lambda b: drain_raw_sql(b, 1), windowed=True),
     ]
     return cases

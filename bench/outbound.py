@@ -210,6 +210,6 @@ class _AccountDrain(DrainState):
 
 def outbound_cases(bench: Bench) -> list[Case]:
     return [
-        Case("h", f"ours {name}", partial(drain_outbound, strategy=strategy))
+        Case("h", f"ours {name}", partial(drain_outbound, strategy=strategy), windowed=True)
         for name, strategy in OUTBOUND_STRATEGIES.items()
     ]

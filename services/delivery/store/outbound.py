@@ -1,7 +1,7 @@
 """SQL of the outbound queue: idempotent enqueue, batch claim with SKIP LOCKED over recipient
 heads (per-recipient FIFO) for the account's lease holder, guarded complete/fail/release (one row
 or a batch), expired-lease reclaim. A head that leaves for good is handed over by migration
-0003's trigger in the statement that finishes it. The claim runs alone on the direct pool (one
+0006's trigger in the statement that finishes it. The claim runs alone on the direct pool (one
 statement, one round trip); the rest inside a unit of work."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ CLAIMABLE_COUNT = sa.text(
 )
 
 # Serializes the head bookkeeping of one recipient: an enqueue deciding whether its row is the
-# head, and a head leaving for good handing over to the next row (migration 0003's trigger takes
+# head, and a head leaving for good handing over to the next row (migration 0006's trigger takes
 # the same lock), never interleave (else a row queued while the head leaves could be left without
 # a head forever). Held until commit.
 LOCK_RECIPIENT = sa.text(
@@ -283,7 +283,7 @@ async def claim(
 
 def _complete(ids: sa.ColumnElement[bool], processor_id: str, now: datetime) -> sa.Update:
     """PROCESSING → SENT, by the claim holder still holding the account's lease only
-    (docs/hardening.md #15, #41). Clearing is_head hands the recipient over (migration 0003)."""
+    (docs/hardening.md #15, #41). Clearing is_head hands the recipient over (migration 0006)."""
     return (
         sa.update(o)
         .where(
@@ -313,7 +313,7 @@ async def complete(conn: AsyncConnection, outbound_id: uuid.UUID, processor_id: 
 # Many rows SENT in one statement (the guard of _complete, row by row), and the outbox events that
 # mark their messages delivered (docs/hardening.md #27) as one bundle row
 # (zenthor.outbox.add_bundle): one round trip, and a row is never sent without its event.
-# Clearing is_head hands each recipient over (migration 0003's trigger).
+# Clearing is_head hands each recipient over (migration 0006's trigger, once for the statement).
 _MARKED_DELIVERED = f"""jsonb_build_object('outbound_id', {OUTBOUND.sql('sent.id')},
                                         'message_id', {MESSAGE.sql('sent.message_id')}, 'outcome', 'delivered')"""
 COMPLETE_MANY = f"""

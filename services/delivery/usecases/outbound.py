@@ -266,7 +266,7 @@ async def watch_outbound(deps: Deps, account_id: str, channel: Channel) -> Async
 async def _settle(deps: Deps, conn: AsyncConnection, rows: Iterable[Outbound], now: datetime) -> dict[uuid.UUID, Outbound]:
     """In the caller's transaction: schedules the retries of WAITING_RETRY rows and marks the
     messages of SENT/FAILED rows. A final row has already handed its recipient over to the next
-    message (and woken the account's watchers) through migration 0003's trigger; a row waiting
+    message (and woken the account's watchers) through migration 0006's trigger; a row waiting
     for its retry stays the head and frees nothing. Returns the rows as updated."""
     settled: dict[uuid.UUID, Outbound] = {}
     retry_times: dict[uuid.UUID, datetime] = {}

@@ -223,6 +223,12 @@ def test_a_statement_finishing_hundreds_of_heads_splits_its_wake_up_under_the_pa
     assert sorted(k for p in payloads for k in p.split(",")) == sorted(c.hex for c in conversations)
 
 
+def test_the_hand_over_plans_its_statement_once_per_connection_not_per_call(db: TestDatabase) -> None:
+    # Re-planning it per call cost more than running it (migration 0008).
+    config = db.sql("SELECT proconfig FROM pg_proc WHERE oid = 'agent_queue.jobs_hand_over_heads'::regproc")
+    assert config == [(["plan_cache_mode=force_generic_plan"],)]
+
+
 # --- migration 0002 on existing rows ---
 
 

@@ -137,3 +137,9 @@ def test_migration_0006_goes_back_to_the_row_trigger_and_forward_again_handing_h
     insert(db, [(third, PHONE_A, False, "pending", START + timedelta(seconds=2))])
     assert finish_processing_heads(db) == [(OUTBOUND_CHANGES, "default")]
     assert heads(db, "default") == [(PHONE_A, third)]
+
+
+def test_the_hand_over_plans_its_statement_once_per_connection_not_per_call(db: TestDatabase) -> None:
+    # Re-planning it per call cost more than running it (agent_queue's migration 0008).
+    config = db.sql("SELECT proconfig FROM pg_proc WHERE oid = 'delivery.outbound_hand_over_heads'::regproc")
+    assert config == [(["plan_cache_mode=force_generic_plan"],)]

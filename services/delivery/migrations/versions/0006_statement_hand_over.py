@@ -26,11 +26,17 @@ SCHEMA = "delivery"
 # (store.outbound.LOCK_RECIPIENT) before deciding whether its row is the head, and the promotion
 # is a statement of its own after the locks, so it reads a fresh snapshot (READ COMMITTED).
 #
+# Its hand-over statement reads the recipients from array variables, so it is planned once per
+# connection with its generic plan (plan_cache_mode): Postgres would otherwise plan it afresh on
+# every call, which costs several times what running it does (agent_queue's migration 0008 says
+# why).
+#
 # It fires after every UPDATE of outbound_messages (a trigger with transition tables cannot name
 # columns), so it returns at once when no head left; that also ends the recursion its own UPDATE
 # starts (the promoted rows gain is_head, none loses it).
 HAND_OVER_HEADS = f"""
-CREATE FUNCTION {SCHEMA}.outbound_hand_over_heads() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION {SCHEMA}.outbound_hand_over_heads() RETURNS trigger LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     accounts text[];
     channels text[];
