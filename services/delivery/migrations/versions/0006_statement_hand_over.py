@@ -33,7 +33,10 @@ SCHEMA = "delivery"
 #
 # It fires after every UPDATE of outbound_messages (a trigger with transition tables cannot name
 # columns), so it returns at once when no head left; that also ends the recursion its own UPDATE
-# starts (the promoted rows gain is_head, none loses it).
+# starts (the promoted rows gain is_head, none loses it). The trade: a batch of acknowledgements
+# (the runtime's WorkOutbound and CompleteOutboundMessages) costs Postgres 3-13% less per
+# message, a lone CompleteOutbound ~0.1 ms more (README "Performance": the outbound hand-over
+# once per statement).
 HAND_OVER_HEADS = f"""
 CREATE FUNCTION {SCHEMA}.outbound_hand_over_heads() RETURNS trigger LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan AS $$
