@@ -204,6 +204,8 @@ async def profile_goals(bench: Bench, results: Results, work_dir: Path) -> None:
             try:
                 async with nullcontext() if case.windowed else bench.profiled():
                     await case.run(bench)
+                if bench.recordings is not None:  # Case.windowed said so, but nothing took them
+                    raise RuntimeError(f"{case.name} is marked windowed but timed no window (bench.jobs.measured)")
             except Exception as e:  # a failed profile run must not lose the rounds' numbers
                 results.profiles[key] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
                 bench.say(f"profile: {key} FAILED {type(e).__name__}: {str(e)[:200]}")
